@@ -1,0 +1,1 @@
+"""gradprune: gradient-based structured pruning of LLMs."""

@@ -1,0 +1,83 @@
+"""The five plugin families and their built-ins, listed explicitly (imported only when picked).
+
+Third-party packages add plugins through the entry-point groups ``gradprune.importance``,
+``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors`` and ``gradprune.data``.
+"""
+
+from __future__ import annotations
+
+from gradprune.registry import Registry
+
+_TAYLOR = "gradprune.importance.taylor:TaylorImportance"
+
+IMPORTANCE: Registry = Registry(
+    "importance",
+    base_cls="gradprune.importance.base:ImportanceEstimator",
+    description="group importance estimators",
+    builtins={
+        "taylor": _TAYLOR,
+        "taylor_first": (_TAYLOR, {"order": "first"}),
+        "taylor_second": (_TAYLOR, {"order": "second"}),
+        "fisher": (_TAYLOR, {"order": "second"}),
+        "taylor_mix": (_TAYLOR, {"order": "mix", "granularity": "element"}),
+        "magnitude": "gradprune.importance.magnitude:MagnitudeImportance",
+        "random": "gradprune.importance.random_baseline:RandomImportance",
+        "activation": "gradprune.importance.activation:ActivationImportance",
+    },
+)
+
+_NORM = "gradprune.importance.normalizers"
+NORMALIZERS: Registry = Registry(
+    "normalizers",
+    base_cls=f"{_NORM}:Normalizer",
+    description="per-layer score normalizers",
+    builtins={n: f"{_NORM}:{c}" for n, c in {
+        "none": "IdentityNormalizer", "mean": "MeanNormalizer", "max": "MaxNormalizer",
+        "sum": "SumNormalizer", "l2": "L2Normalizer", "zscore": "ZScoreNormalizer", "rank": "RankNormalizer",
+    }.items()},
+)
+
+_STATS = "gradprune.stats.gradient"
+COLLECTORS: Registry = Registry(
+    "collectors",
+    base_cls=f"{_STATS}:StatCollector",
+    description="per-layer gradient statistic collectors",
+    builtins={
+        "grad_norm": f"{_STATS}:GradNormCollector",
+        "grad_mean": f"{_STATS}:GradMeanCollector",
+        "grad_std": f"{_STATS}:GradStdCollector",
+        "grad_max": f"{_STATS}:GradMaxCollector",
+    },
+)
+
+_PRED = "gradprune.analysis.predictors"
+PREDICTORS: Registry = Registry(
+    "predictors",
+    base_cls=f"{_PRED}:Predictor",
+    description="accuracy predictors fitted on search results",
+    builtins={
+        "ols": f"{_PRED}:OLSPredictor",
+        "ridge": f"{_PRED}:RidgePredictor",
+        "single_feature": f"{_PRED}:SingleFeaturePredictor",
+    },
+)
+
+_DATA = "gradprune.data.sources"
+DATA: Registry = Registry(
+    "data",
+    base_cls=f"{_DATA}:TextSource",
+    description="calibration and perplexity text sources",
+    builtins={
+        "embedded": f"{_DATA}:EmbeddedCorpus",
+        "text_file": f"{_DATA}:TextFile",
+        "hf": f"{_DATA}:HFDataset",
+    },
+)
+
+FAMILIES: dict[str, Registry] = {
+    "importance": IMPORTANCE,
+    "normalizers": NORMALIZERS,
+    "collectors": COLLECTORS,
+    "predictors": PREDICTORS,
+    "data": DATA,
+}

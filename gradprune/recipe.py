@@ -1,0 +1,293 @@
+"""Recipes: YAML → dotted ``key=value`` / ``~key`` overrides → a validated, frozen ``Recipe``.
+
+Unknown keys anywhere (file or command line) give the same error: the dotted path and a
+did-you-mean. Plugin ``params`` blocks are checked against each plugin's own params model.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gradprune.errors import GradpruneError, RecipeError
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, values are frozen after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(Section):
+    """Which model to prune: a hub id, a local dir, or ``embedded`` (the shipped tiny model)."""
+
+    name_or_path: str = "embedded"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+
+class DatasetSection(Section):
+    """A calibration data source from the data registry; other keys go to that source."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "embedded"
+
+
+class CalibrationSection(Section):
+    """How the calibration windows are drawn and batched."""
+
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    seq_len: int = Field(64, gt=0)
+    num_samples: int = Field(256, gt=0)
+    batch_size: int = Field(8, gt=0)
+    seed: int = 0
+
+
+class PluginSection(Section):
+    """A plugin named by its registry name plus its own params."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StatsSection(Section):
+    """Per-layer gradient statistics and the extreme-pruning threshold."""
+
+    collectors: list[str] = Field(default_factory=lambda: ["grad_norm", "grad_mean", "grad_std", "grad_max"])
+    extreme_threshold: float = Field(0.8, gt=0, le=1)
+
+
+class PruningSection(Section):
+    """Target ratio (fraction of all model params), scope and where pruning may happen."""
+
+    ratio: float = Field(0.2, gt=0, lt=1)
+    scope: Literal["global", "local"] = "global"
+    attention_layers: tuple[int, int] | None = None  # inclusive-exclusive [start, end); None = all
+    mlp_layers: tuple[int, int] | None = None
+    prune_attention: bool = True
+    prune_mlp: bool = True
+    min_keep: int = Field(1, ge=0)
+    round_to: int = Field(1, ge=1)
+
+    @field_validator("attention_layers", "mlp_layers")
+    @classmethod
+    def _range(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not (0 <= v[0] < v[1]):
+            raise ValueError(f"expected [start, end) with 0 <= start < end, got {list(v)}")
+        return v
+
+
+DEFAULT_TASKS = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+
+
+class EvalSection(Section):
+    """What to evaluate after pruning (and on the dense model, cached)."""
+
+    run: Literal["all", "ppl", "zeroshot", "none"] = "all"
+    ppl_datasets: list[str] = Field(default_factory=lambda: ["wikitext2", "ptb"])
+    ppl_seq_len: int | list[int] = 128
+    ppl_max_windows: int | None = Field(None, gt=0)
+    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_TASKS))
+    task_dir: str | None = None  # extra lm-eval task YAML dir; "embedded" = the shipped tiny tasks
+    num_fewshot: int = Field(0, ge=0)
+    batch_size: int | Literal["auto"] = "auto"
+    limit: int | float | None = None
+    dense: bool = True  # evaluate the dense model too (cached by model identity)
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, v: int | float | None) -> int | float | None:
+        if v is not None and v <= 0:
+            raise ValueError("limit must be > 0 (a count of examples, or a fraction in (0, 1])")
+        return v
+
+    @field_validator("ppl_seq_len")
+    @classmethod
+    def _ppl_len(cls, v: int | list[int]) -> int | list[int]:
+        vals = v if isinstance(v, list) else [v]
+        if not vals or any(x <= 0 for x in vals):
+            raise ValueError("ppl_seq_len must be a positive int or a non-empty list of them")
+        return v
+
+
+class TrainerSection(Section):
+    """Lightning Trainer settings for calibration."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = Field(1, ge=1)
+
+
+class OutputSection(Section):
+    """Where results go and whether the pruned model is saved."""
+
+    dir: str = "results/run"
+    save_model: bool = False
+
+
+class Recipe(Section):
+    """A whole pruning experiment. Every section has defaults; the file overrides them."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)
+    importance: PluginSection = Field(default_factory=lambda: PluginSection(name="taylor"))
+    normalizer: PluginSection = Field(default_factory=lambda: PluginSection(name="zscore"))
+    stats: StatsSection = Field(default_factory=StatsSection)
+    pruning: PruningSection = Field(default_factory=PruningSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    trainer: TrainerSection = Field(default_factory=TrainerSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _something_to_prune(self) -> Recipe:
+        if not (self.pruning.prune_attention or self.pruning.prune_mlp):
+            raise ValueError("pruning.prune_attention and pruning.prune_mlp are both false: nothing to prune")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the resolved recipe."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and overrides
+
+
+def read_yaml(path: str | Path, what: str = "recipe") -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; every failure is a RecipeError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise RecipeError(f"{what} file {str(p)!r} does not exist")
+    if p.is_dir():
+        raise RecipeError(f"{what} path {str(p)!r} is a directory; expected a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read {what} file {str(p)!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{what} file {str(p)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        raise RecipeError(f"{what} file {str(p)!r} is empty; expected a mapping of sections")
+    if not isinstance(data, dict):
+        raise RecipeError(f"{what} file {str(p)!r}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any, bool]:
+    """``a.b=1`` → (``a.b``, 1, False); ``~a.b`` → (``a.b``, None, True). Values are YAML scalars."""
+    if text.startswith("~"):
+        key = text[1:].strip()
+        if not key:
+            raise RecipeError(f"override {text!r}: expected ~section.key")
+        return key, None, True
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} has no '=': expected dotted.key=value, e.g. pruning.ratio=0.3")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise RecipeError(f"override {text!r}: the key before '=' is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value, False
+
+
+def _known_keys(model: type[BaseModel] | None) -> list[str]:
+    return list(model.model_fields) if model is not None else []
+
+
+def _submodel(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+    if model is None or key not in model.model_fields:
+        return None
+    ann = model.model_fields[key].annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _did_you_mean(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type[BaseModel] = Recipe) -> dict[str, Any]:
+    """Apply dotted overrides to a recipe dict (a copy); unknown keys are caught by validation."""
+    out = copy.deepcopy(data)
+    for text in overrides:
+        key, value, delete = parse_override(text)
+        parts = key.split(".")
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = {}
+                node[part] = nxt
+            elif not isinstance(nxt, dict):
+                raise RecipeError(f"override {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+            node = nxt
+        if delete:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _unknown_key_message(err: dict[str, Any], schema: type[BaseModel]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    parent: type[BaseModel] | None = schema
+    for p in loc[:-1]:
+        parent = _submodel(parent, p)
+    hint = _did_you_mean(loc[-1], _known_keys(parent))
+    return f"{'.'.join(loc)}: unknown key.{hint}"
+
+
+def validate_dict(data: dict[str, Any], source: str, schema: type[BaseModel] = Recipe) -> Any:
+    """Validate a recipe dict into ``schema``; errors name ``source`` and the dotted keys."""
+    try:
+        recipe = schema.model_validate(data)
+    except ValidationError as err:
+        msgs = []
+        for e in err.errors():
+            if e["type"] == "extra_forbidden":
+                msgs.append(_unknown_key_message(e, schema))
+            else:
+                loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+                msg = e["msg"].removeprefix("Value error, ")
+                msgs.append(f"{loc}: {msg} (got {e.get('input')!r})")
+        raise RecipeError(f"{source}: " + "; ".join(msgs)) from None
+    if isinstance(recipe, Recipe):
+        check_plugins(recipe, source)
+    return recipe
+
+
+def check_plugins(recipe: Recipe, source: str) -> None:
+    """Plugin names exist and their params fit each plugin's own params model."""
+    from gradprune import plugins
+
+    try:
+        plugins.IMPORTANCE.validate_params(recipe.importance.name, recipe.importance.params, "importance.params")
+        plugins.NORMALIZERS.validate_params(recipe.normalizer.name, recipe.normalizer.params, "normalizer.params")
+        for c in recipe.stats.collectors:
+            plugins.COLLECTORS.entry(c)
+        ds = recipe.calibration.dataset
+        extra = {k: v for k, v in ds.model_dump().items() if k != "name"}
+        plugins.DATA.validate_params(ds.name, extra, "calibration.dataset")
+    except GradpruneError as exc:
+        raise RecipeError(f"{source}: {exc}") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, override and validate a recipe file."""
+    data = read_yaml(path)
+    data = apply_overrides(data, overrides or [])
+    src = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+    return validate_dict(data, src)
