@@ -1,0 +1,235 @@
+"""Calibration: one Lightning ``fit`` pass (manual backward, no optimizer) over the calibration windows.
+
+Gradient hooks (``register_post_accumulate_grad_hook``) hand each prunable weight's gradient to
+every importance estimator and stat collector, then free it at once, so no parameter-sized gradient
+buffer outlives its hook. Parameters outside the prunable groups get no gradient at all. Every hook
+is registered inside an ``ExitStack`` and removed when calibration ends, also when it raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+
+from gradprune.errors import CalibrationError
+from gradprune.importance.base import ImportanceEstimator, Scores
+from gradprune.models.adapters import LayerModules
+from gradprune.stats.gradient import Moments, StatCollector
+
+
+@dataclass
+class CalibrationResult:
+    """What calibration hands to planning and recording: scores, per-layer stats, throughput."""
+
+    scores: dict[str, Scores]
+    layer_stats: dict[str, list[float]]
+    batches: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    mean_loss: float | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class HookDispatcher:
+    """Routes gradients and activations from the hooks to estimators and collectors; checks finiteness."""
+
+    def __init__(self, layers: list[LayerModules], estimators: list[ImportanceEstimator],
+                 collectors: list[StatCollector], n_layers: int) -> None:
+        self.layers = layers
+        self.estimators = estimators
+        self.collectors = collectors
+        self.n_layers = n_layers
+        self.check: torch.Tensor | None = None
+
+    def on_grad(self, layer: LayerModules, role: str, param: torch.Tensor) -> None:
+        """Post-accumulate hook body: feed the gradient everywhere, then free it."""
+        g = param.grad
+        if g is None:
+            return
+        m = Moments(g)
+        if self.check is None:
+            self.check = torch.zeros(self.n_layers, dtype=torch.float32, device=g.device)
+        # NaN/Inf anywhere in g makes this sum non-finite; checked once per micro-batch
+        self.check[layer.index] += m.sum + m.sumsq
+        for est in self.estimators:
+            if est.needs_gradients:
+                est.observe_grad(layer, role, param, g)
+        for col in self.collectors:
+            col.observe(layer.index, role, g, m)
+        param.grad = None
+
+    def on_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
+        """Forward pre-hook body for o_proj / down_proj inputs."""
+        for est in self.estimators:
+            if est.needs_activations:
+                est.observe_input(layer, role, x)
+
+    def end_batch(self, loss: torch.Tensor | None) -> None:
+        """After one micro-batch: fail on non-finite loss/gradients, then let everyone fold the batch."""
+        if loss is not None and not torch.isfinite(loss.detach()).item():
+            raise CalibrationError(f"calibration loss is {loss.item()} (non-finite): check model.dtype / precision")
+        if self.check is not None:
+            bad = ~torch.isfinite(self.check)
+            if bool(bad.any()):
+                first = int(bad.nonzero()[0].item())
+                raise CalibrationError(
+                    f"non-finite (NaN/Inf) gradient first seen in layer {first}; try model.dtype=float32 or "
+                    f"trainer.precision=32-true (fp16 overflows easily)")
+            self.check.zero_()
+        for est in self.estimators:
+            est.end_batch()
+        for col in self.collectors:
+            col.end_batch()
+
+
+class CalibrationModule(L.LightningModule):
+    """Runs forward (+ manual backward) per micro-batch; all the work happens in the hooks."""
+
+    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], dispatcher: HookDispatcher,
+                 backward: bool, per_sample: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.batches = batches
+        self.dispatcher = dispatcher
+        self.do_backward = backward
+        self.per_sample = per_sample
+        self.automatic_optimization = False
+        self.losses: list[float] = []
+
+    def configure_optimizers(self):  # noqa: D102 - calibration updates no weights
+        return None
+
+    def train_dataloader(self):
+        """This rank's share of the micro-batches (batch-level sharding keeps DDP sums exact)."""
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return torch.utils.data.DataLoader(self.batches[rank::world], batch_size=None, shuffle=False)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.model.eval()  # fit() switches modules to train mode; calibration wants dropout off
+        chunks = batch.split(1) if self.per_sample else (batch,)
+        for ids in chunks:
+            if self.do_backward:
+                loss = self.model(input_ids=ids, labels=ids).loss
+                self.manual_backward(loss)
+            else:
+                with torch.no_grad():
+                    loss = self.model(input_ids=ids, labels=ids).loss
+            self.dispatcher.end_batch(loss)
+            self.losses.append(float(loss.detach()))
+        self.log("loss", self.losses[-1], prog_bar=False, logger=False, batch_size=batch.shape[0])
+
+
+def _register_hooks(stack: contextlib.ExitStack, model: torch.nn.Module, layers: list[LayerModules],
+                    dispatcher: HookDispatcher, grads: bool, acts: bool) -> None:
+    """Register every hook on ``stack``; grads only for prunable weights (restored afterwards)."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    stack.callback(lambda: [p.requires_grad_(f) for p, f in flags.items()])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for lm in layers:
+        if grads:
+            for role, p in lm.weights().items():
+                p.requires_grad_(True)
+                hook = (lambda lm_, r_: lambda param: dispatcher.on_grad(lm_, r_, param))(lm, role)
+                stack.enter_context(p.register_post_accumulate_grad_hook(hook))
+        if acts:
+            for role, mod in (("o", lm.o), ("down", lm.down)):
+                pre = (lambda lm_, r_: lambda _m, args: dispatcher.on_input(lm_, r_, args[0]))(lm, role)
+                stack.enter_context(mod.register_forward_pre_hook(pre))
+
+
+def _trainer(trainer_cfg, callbacks: list) -> L.Trainer:
+    from gradprune.parallel import resolve_strategy
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    return L.Trainer(
+        accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
+        strategy=resolve_strategy(trainer_cfg.strategy), precision=trainer_cfg.precision,
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+
+
+def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
+              estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
+              progress=None) -> CalibrationResult:
+    """Run calibration and return every estimator's scores and every collector's per-layer values."""
+    ests = list(estimators.values())
+    grads = bool(collectors) or any(e.needs_gradients for e in ests)
+    acts = any(e.needs_activations for e in ests)
+    n_layers = max(lm.index for lm in layers) + 1
+    for e in ests:
+        e.setup(layers)
+    device = next(model.parameters()).device
+    for c in collectors:
+        c.setup(n_layers, device)
+    dispatcher = HookDispatcher(layers, ests, collectors, n_layers)
+    batches = list(input_ids.split(batch_size))
+    per_sample = any(e.per_sample for e in ests)
+    module = CalibrationModule(model, batches, dispatcher, backward=grads, per_sample=per_sample)
+    callbacks = [progress] if progress is not None else []
+    t0 = time.perf_counter()
+    if grads or acts:
+        with contextlib.ExitStack() as stack:
+            _register_hooks(stack, model, layers, dispatcher, grads, acts)
+            trainer = _trainer(trainer_cfg, callbacks)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned.*None.*")
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                # calibration keeps the model in eval mode on purpose (dropout off)
+                warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+                trainer.fit(module)
+            _all_reduce(trainer, ests, collectors)
+    seconds = time.perf_counter() - t0
+    scores = {name: _checked(name, e.scores()) for name, e in estimators.items()}
+    stats = {c.name: c.per_layer() for c in collectors}
+    n_done = len(module.losses)
+    return CalibrationResult(
+        scores=scores, layer_stats=stats, batches=len(batches) if (grads or acts) else 0,
+        tokens=int(input_ids.numel()) if (grads or acts) else 0, seconds=seconds,
+        mean_loss=sum(module.losses) / n_done if n_done else None,
+        info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
+              1 if per_sample else batch_size},
+    )
+
+
+def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors: list[StatCollector]) -> None:
+    """Combine accumulators across processes once, at the end (no gradient sync during calibration)."""
+    if trainer.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    for e in ests:
+        for t in e.state().values():
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    for c in collectors:
+        for t, op in c.state().values():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+
+
+def _checked(name: str, scores: Scores) -> Scores:
+    """Scores must be finite: a NaN would silently corrupt the ranking."""
+    for (layer, kind), s in scores.items():
+        if not bool(torch.isfinite(s).all()):
+            raise CalibrationError(f"importance {name!r}: non-finite score in layer {layer} ({kind})")
+    return scores
+
+
+def describe_throughput(res: CalibrationResult) -> str:
+    """One line for logs: batches, tokens, tokens/s."""
+    tps = res.tokens_per_s
+    return f"{res.batches} batches, {res.tokens:,} tokens, {tps:,.0f} tokens/s" if tps and math.isfinite(tps) else "no calibration pass"

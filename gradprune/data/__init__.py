@@ -1,0 +1,1 @@
+"""Calibration text sources (registered in ``gradprune.plugins.DATA``) and seeded window draws."""

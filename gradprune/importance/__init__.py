@@ -1,0 +1,1 @@
+"""Group importance estimators and per-layer normalizers (registered in ``gradprune.plugins``)."""

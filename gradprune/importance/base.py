@@ -1,0 +1,70 @@
+"""The estimator interface: calibration feeds gradients/activations, ``scores`` returns per-group scores.
+
+Scores are keyed by ``(layer index, kind)`` with kind ``"attn"`` (one group = one KV head with its
+query heads) or ``"mlp"`` (one group = one intermediate channel); values are fp32 CPU tensors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel
+
+from gradprune.registry import NoParams
+
+if TYPE_CHECKING:
+    from gradprune.models.adapters import LayerModules
+
+KINDS = ("attn", "mlp")
+ATTN_ROLES = ("q", "k", "v", "o", "q_bias", "k_bias", "v_bias")
+MLP_ROLES = ("gate", "up", "down", "gate_bias", "up_bias")
+
+Scores = dict[tuple[int, str], torch.Tensor]
+
+
+def kind_of(role: str) -> str:
+    """Which group kind a weight role belongs to."""
+    return "attn" if role in ATTN_ROLES else "mlp"
+
+
+class ImportanceEstimator:
+    """Base class: override what the estimator needs; accumulators stay fp32 whatever the model dtype."""
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+    #: needs a backward pass (gradient hooks)
+    needs_gradients: ClassVar[bool] = True
+    #: needs inputs of o_proj / down_proj (forward pre-hooks)
+    needs_activations: ClassVar[bool] = False
+    #: wants micro-batches of one sample (exact per-sample second-order term)
+    per_sample: bool = False
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self.layers: list[LayerModules] = []
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether calibration data must be run through the model at all."""
+        return self.needs_gradients or self.needs_activations
+
+    def setup(self, layers: list[LayerModules]) -> None:
+        """Called once before calibration with the model's prunable layers."""
+        self.layers = layers
+
+    def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
+        """One micro-batch's gradient of one prunable weight (freed right after)."""
+
+    def observe_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
+        """One micro-batch's input to ``o`` or ``down`` (shape [..., in_features])."""
+
+    def end_batch(self) -> None:
+        """Called after each micro-batch's backward (or forward when no gradients are needed)."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Accumulators to all-reduce (sum) across processes; tensors are modified in place."""
+        return {}
+
+    def scores(self) -> Scores:
+        """Final per-group scores (higher = more important) for every layer and kind."""
+        raise NotImplementedError

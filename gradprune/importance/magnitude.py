@@ -1,0 +1,39 @@
+"""Weight-magnitude baseline: the L1 or L2 norm of every weight a group would remove."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
+
+
+class MagnitudeParams(BaseModel):
+    """Params of the magnitude baseline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    norm: Literal["l1", "l2"] = "l2"
+
+
+class MagnitudeImportance(ImportanceEstimator):
+    """‖W_group‖ (L1 or L2) over all the group's rows/columns; needs no calibration data."""
+
+    Params = MagnitudeParams
+    needs_gradients = False
+
+    def scores(self) -> Scores:
+        """Per-group norms computed from the current weights."""
+        from gradprune.models.adapters import group_view
+
+        acc: Scores = {}
+        for layer in self.layers:
+            for role, w in layer.weights().items():
+                v = group_view(w.detach().float(), role, layer)
+                part = v.abs().sum(1) if self.params.norm == "l1" else v.square().sum(1)
+                key = (layer.index, kind_of(role))
+                acc[key] = acc[key] + part if key in acc else part
+        if self.params.norm == "l2":
+            acc = {k: v.sqrt() for k, v in acc.items()}
+        return {k: v.cpu() for k, v in acc.items()}

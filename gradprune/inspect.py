@@ -1,0 +1,47 @@
+"""``gradprune validate`` and ``gradprune ls``: fast commands that load no model."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from gradprune.recipe import read_yaml
+
+
+def validate_command(path: str, overrides: list[str]) -> int:
+    """Check a recipe (or a search recipe) and print what it resolves to."""
+    console = Console()
+    data = read_yaml(path)
+    if "search" in data or "grid" in data:
+        from gradprune.search.spec import load_search_spec
+
+        spec = load_search_spec(path, overrides)
+        console.print(f"[green]ok[/] {path}: search over {spec.describe()}")
+        return 0
+    from gradprune.recipe import load_recipe
+
+    r = load_recipe(path, overrides)
+    console.print(f"[green]ok[/] {path}: {r.model.name_or_path}, {r.importance.name} "
+                  f"({r.importance.params or 'defaults'}), normalizer {r.normalizer.name}, "
+                  f"{r.pruning.scope} ratio {r.pruning.ratio}, seq_len {r.calibration.seq_len} × "
+                  f"{r.calibration.num_samples} samples, eval {r.eval.run}")
+    return 0
+
+
+def ls_command(family: str | None) -> int:
+    """List every registry (or one) with each plugin's origin and description."""
+    from gradprune.plugins import FAMILIES
+
+    console = Console()
+    for name, reg in FAMILIES.items():
+        if family and name != family:
+            continue
+        t = Table(title=f"{name} — {reg.description} (entry points: {reg.entry_point_group})", header_style="bold")
+        t.add_column("name")
+        t.add_column("origin")
+        t.add_column("description")
+        for plugin in reg.names():
+            e = reg.entry(plugin)
+            t.add_row(plugin, e.origin, reg.describe(plugin))
+        console.print(t)
+    return 0

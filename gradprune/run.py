@@ -1,0 +1,225 @@
+"""One pruning experiment: recipe → load → calibrate → score → plan → cut → evaluate → record.
+
+Each stage takes plain data from the one before and returns plain data. ``run_experiment`` is what
+the search calls per trial; ``run_from_cli`` adds the output-dir guard and the console output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from gradprune.errors import RecipeError
+from gradprune.recipe import Recipe, load_recipe
+
+
+@dataclass
+class Loaded:
+    """The model ready for calibration, with its prunable layers and identity."""
+
+    model: Any
+    tokenizer: Any
+    layers: list
+    total_params: int
+    model_type: str
+    identity: str
+
+
+@dataclass
+class RunOutput:
+    """Everything a run produced, before it is written."""
+
+    record: dict
+    layer_rows: list[dict]
+    stat_names: list[str]
+    plan: Any
+    scores: dict
+    model: Any = None
+    tokenizer: Any = None
+    timings: dict = field(default_factory=dict)
+
+
+def load_stage(recipe: Recipe) -> Loaded:
+    """Load the model and check every model-dependent recipe value before any work is done."""
+    from gradprune.models.adapters import get_adapter
+    from gradprune.models.loading import load_model, model_identity
+    from gradprune.pruning.planner import allowed_layers
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress display is enough
+    model, tok = load_model(recipe.model)
+    adapter = get_adapter(model)
+    layers = adapter.layers(model)
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos is not None and recipe.calibration.seq_len > max_pos:
+        raise RecipeError(f"calibration.seq_len={recipe.calibration.seq_len} is above the model's "
+                          f"max_position_embeddings={max_pos}")
+    allowed_layers(len(layers), recipe.pruning.attention_layers, "attention_layers")
+    allowed_layers(len(layers), recipe.pruning.mlp_layers, "mlp_layers")
+    if recipe.eval.run != "none":
+        from gradprune.eval import check_eval_config
+
+        check_eval_config(recipe.eval, model.config)
+    return Loaded(model, tok, layers, adapter.count_params(model), model.config.model_type,
+                  model_identity(recipe.model, model))
+
+
+def build_plugins(recipe: Recipe):
+    """The recipe's estimator, normalizer and collectors, built from the registries."""
+    from gradprune import plugins
+
+    est = plugins.IMPORTANCE.build(recipe.importance.name, recipe.importance.params, "importance.params")
+    norm = plugins.NORMALIZERS.build(recipe.normalizer.name, recipe.normalizer.params, "normalizer.params")
+    cols = [plugins.COLLECTORS.build(c, {}, f"stats.collectors[{c}]") for c in recipe.stats.collectors]
+    return est, norm, cols
+
+
+def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=None):
+    """Draw windows and calibrate (or reuse a stored calibration with the same key)."""
+    from gradprune import plugins
+    from gradprune.calibration import calibrate
+    from gradprune.data.windows import draw_windows
+    from gradprune.progress import CalibrationProgress
+
+    est, _, cols = build_plugins(recipe)
+    key = calibration_key(recipe, loaded.identity)
+    if store is not None and (hit := store.get(key)) is not None:
+        console.print(f"[dim]calibration reused from cache ({key[:12]})[/]")
+        return hit
+    c = recipe.calibration
+    ds = c.dataset.model_dump()
+    source = plugins.DATA.build(ds.pop("name"), ds, "calibration.dataset")
+    windows = draw_windows(source, loaded.tokenizer, c.seq_len, c.num_samples, c.seed)
+    n_batches = -(-c.num_samples // c.batch_size)
+    progress = CalibrationProgress(console, n_batches, c.batch_size * c.seq_len) if est.needs_calibration or cols else None
+    res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size, {recipe.importance.name: est},
+                    cols, recipe.trainer, progress=progress)
+    res.info["windows"] = windows.provenance
+    if store is not None:
+        store.put(key, res)
+    return res
+
+
+def calibration_key(recipe: Recipe, identity: str) -> str:
+    """Hash of everything that determines a calibration's scores and statistics."""
+    import hashlib
+    import json
+
+    r = recipe.to_dict()
+    key = {"model": identity, "dtype": r["model"]["dtype"], "calibration": r["calibration"],
+           "importance": r["importance"], "collectors": r["stats"]["collectors"], "precision": r["trainer"]["precision"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def run_experiment(recipe: Recipe, console: Console | None = None, store=None, keep_model: bool = False) -> RunOutput:
+    """Run every stage and return the record (nothing is written here)."""
+    from gradprune.models.surgery import apply_plan
+    from gradprune.pruning.planner import normalize_scores, plan_pruning
+    from gradprune.summary import layer_rows, run_metrics
+
+    console = console or Console()
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    loaded = load_stage(recipe)
+    t["time_load"] = time.perf_counter() - t0
+    dense = _dense_eval(recipe, loaded, console)
+    t["time_dense_eval"] = time.perf_counter() - t0 - t["time_load"]
+    t1 = time.perf_counter()
+    calib = calibration_stage(recipe, loaded, console, store)
+    t["time_calibration"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    _, normalizer, _ = build_plugins(recipe)
+    raw = calib.scores[recipe.importance.name]
+    plan = plan_pruning(normalize_scores(raw, normalizer), loaded.layers, loaded.total_params, recipe.pruning,
+                        loaded.model_type)
+    t["time_planning"] = time.perf_counter() - t1
+    rows = layer_rows(loaded.layers, plan, calib.layer_stats, recipe.stats.extreme_threshold)
+    t1 = time.perf_counter()
+    apply_plan(loaded.model, plan)
+    t["time_surgery"] = time.perf_counter() - t1
+    from gradprune.models.adapters import get_adapter
+
+    params_after = get_adapter(loaded.model).count_params(loaded.model)
+    t1 = time.perf_counter()
+    ev_metrics, ev_info = _pruned_eval(recipe, loaded, console, dense)
+    t["time_eval"] = time.perf_counter() - t1
+    t["time_total"] = time.perf_counter() - t0
+    metrics = run_metrics(recipe, loaded.total_params, params_after, calib, rows, ev_metrics, t)
+    record = {
+        "recipe": recipe.to_dict(),
+        "metrics": metrics,
+        "model": {"name_or_path": recipe.model.name_or_path, "identity": loaded.identity,
+                  "model_type": loaded.model_type, "n_layers": len(loaded.layers),
+                  "params_before": loaded.total_params, "params_after": params_after,
+                  "trust_remote_code": recipe.model.trust_remote_code},
+        "calibration": {"batches": calib.batches, "tokens": calib.tokens, "seconds": calib.seconds,
+                        "tokens_per_s": calib.tokens_per_s, "mean_loss": calib.mean_loss, **calib.info},
+        "stats": {"per_layer": calib.layer_stats, "threshold": recipe.stats.extreme_threshold},
+        "eval": ev_info,
+        "timings": t,
+        "seed": recipe.calibration.seed,
+    }
+    from gradprune.record import versions
+
+    record["versions"] = versions()
+    return RunOutput(record, rows, list(calib.layer_stats), plan, raw,
+                     loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t)
+
+
+def _dense_eval(recipe: Recipe, loaded: Loaded, console: Console) -> dict | None:
+    if recipe.eval.run == "none" or not recipe.eval.dense:
+        return None
+    from gradprune.eval import dense_metrics
+
+    return dense_metrics(loaded.model, loaded.tokenizer, recipe.eval, loaded.identity, console=console)
+
+
+def _pruned_eval(recipe: Recipe, loaded: Loaded, console: Console, dense: dict | None) -> tuple[dict, dict]:
+    if recipe.eval.run == "none":
+        return {}, {"run": "none"}
+    from gradprune.eval import add_dense_comparison, evaluate
+
+    res = evaluate(loaded.model, loaded.tokenizer, recipe.eval, console=console)
+    metrics = add_dense_comparison(res.metrics, dense) if dense else dict(res.metrics)
+    return metrics, res.info
+
+
+def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
+    """Write the run's files (and the pruned model when asked) into ``out_dir``."""
+    from safetensors.torch import save as safetensors_bytes
+
+    from gradprune.io import atomic_write_bytes
+    from gradprune.record import write_run
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if save_model and out.model is not None:
+        from gradprune.models.checkpoint import save_pruned
+
+        save_pruned(out.model, out.tokenizer, out.plan, d / "model")
+    flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}
+    atomic_write_bytes(d / "scores.safetensors", safetensors_bytes(flat))
+    return write_run(d, out.record, out.layer_rows, out.stat_names, out.plan)
+
+
+def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False) -> int:
+    """``gradprune run``: validate, guard the output dir, run, write, print the summary."""
+    from gradprune.outputs import check_output_dir
+    from gradprune.progress import layer_table, summary_table
+
+    recipe = load_recipe(recipe_path, overrides)
+    out_dir = check_output_dir(recipe.output.dir, overwrite)
+    console = Console()
+    console.print(f"[bold]gradprune run[/] {recipe_path}: {recipe.model.name_or_path}, "
+                  f"{recipe.importance.name} → {recipe.pruning.scope} {recipe.pruning.ratio:.0%}")
+    out = run_experiment(recipe, console, keep_model=recipe.output.save_model)
+    console.print(layer_table(out.layer_rows))
+    path = write_output(out, out_dir, recipe.output.save_model)
+    console.print(summary_table(out.record["metrics"]))
+    console.print(f"wrote {path} and {out_dir / 'layers.csv'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Per-layer gradient statistics and their cross-layer summaries."""
