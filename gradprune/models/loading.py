@@ -1,0 +1,143 @@
+"""Load the model to prune (hub id, local dir or the embedded tiny model) and name it for caches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from gradprune.errors import ModelError
+from gradprune.recipe import ModelSection
+
+EMBEDDED = "embedded"
+_WEIGHT_SUFFIXES = (".safetensors", ".json", ".bin", ".pt", ".pth")
+_OFFLINE_HINT = (
+    "it is not in the local Hugging Face cache and cannot be downloaded here "
+    "(HF_HUB_OFFLINE=1 or no network); download it where there is network "
+    "(`hf download {name}`), or point model.name_or_path at a local directory"
+)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else with path syntax is meant as a directory."""
+    return (
+        name.startswith(("/", "./", "../", "~", "\\"))
+        or name.count("/") > 1
+        or Path(name).expanduser().exists()
+    )
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``embedded`` -> the shipped tiny model's dir; a local dir -> its absolute path; else a hub id."""
+    if name_or_path == EMBEDDED:
+        try:
+            from gradprune.assets import MODEL_DIR
+        except ImportError as exc:
+            raise ModelError(f"the embedded model is not available (gradprune.assets: {exc})") from None
+        path = Path(MODEL_DIR)
+        if not path.is_dir():
+            raise ModelError(f"the embedded model directory {str(path)!r} is missing; run `make assets`")
+        return str(path)
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise ModelError(f"model.name_or_path: local directory {name_or_path!r} does not exist")
+        if not path.is_dir():
+            raise ModelError(f"model.name_or_path: {name_or_path!r} is a file; expected a model directory")
+        return str(path.resolve())
+    return name_or_path
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _load_config(path: str, section: ModelSection) -> Any:
+    """The model config, with missing/offline/unsupported cases turned into ModelErrors."""
+    from transformers import AutoConfig
+
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise ModelError(f"model directory {path!r} has no config.json; expected a saved transformers model")
+    try:
+        return AutoConfig.from_pretrained(
+            path, revision=section.revision, trust_remote_code=section.trust_remote_code
+        )
+    except OSError as exc:
+        if Path(path).is_dir():
+            raise ModelError(f"cannot read the config of {path!r}: {exc}") from None
+        raise ModelError(f"model {path!r}: {_OFFLINE_HINT.format(name=path)} ({exc})") from None
+    except ValueError as exc:  # unknown model_type, remote code refused, ...
+        raise ModelError(f"model {path!r}: {exc}") from None
+
+
+def _check_causal_lm(path: str, config: Any) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(
+            f"model {path!r} (model_type {config.model_type!r}) is not a causal language model; "
+            "expected a decoder-only LM such as llama, mistral or qwen2"
+        )
+
+
+def load_model(section: ModelSection, device: str = "cpu") -> tuple[Any, Any]:
+    """Load model and tokenizer for pruning; every user-caused failure is a ModelError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gradprune.models.adapters import get_adapter
+
+    path = resolve_model_path(section.name_or_path)
+    config = _load_config(path, section)
+    _check_causal_lm(path, config)
+    get_adapter(config)  # unsupported architecture: fail before reading gigabytes of weights
+    common = {"revision": section.revision, "trust_remote_code": section.trust_remote_code}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, config=config, dtype=_torch_dtype(section.dtype), use_safetensors=True, **common
+        )
+    except OSError as exc:
+        if Path(path).is_dir():
+            raise ModelError(f"cannot load safetensors weights from {path!r}: {exc}") from None
+        raise ModelError(f"model {path!r}: {_OFFLINE_HINT.format(name=path)} ({exc})") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {path!r}: {exc}") from None
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _local_fingerprint(path: Path) -> str:
+    """Hash of config.json's content and the weight files' names, sizes and mtimes (cheap, no reads)."""
+    h = hashlib.sha256()
+    config = path / "config.json"
+    if config.is_file():
+        h.update(config.read_bytes())
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES) and f.name != "config.json":
+            st = f.stat()
+            h.update(json.dumps([f.name, st.st_size, st.st_mtime_ns]).encode())
+    return h.hexdigest()[:16]
+
+
+def model_identity(section: ModelSection, model: Any = None) -> str:
+    """A stable string naming the dense weights and dtype, for cache keys.
+
+    Local dirs (and ``embedded``) add a fingerprint of their files, so an overwritten checkpoint
+    gets a new identity; hub ids add the revision and, when known, the resolved commit.
+    """
+    path = resolve_model_path(section.name_or_path)
+    parts = [section.name_or_path]
+    if Path(path).is_dir():
+        parts.append(f"sha256:{_local_fingerprint(Path(path))}")
+    else:
+        parts.append(f"rev:{section.revision or 'main'}")
+        commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+        if commit:
+            parts.append(f"commit:{commit}")
+    parts.append(f"dtype:{section.dtype}")
+    return "|".join(parts)

@@ -1,0 +1,154 @@
+"""Architecture adapters: module discovery, group views, parameter accounting."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gradprune.errors import ModelError
+from gradprune.models.adapters import (
+    ROLES_ATTN,
+    ROLES_MLP,
+    UNGROUPED_ROLES,
+    get_adapter,
+    group_sum,
+    group_view,
+    group_view3,
+)
+from gradprune.models.surgery import apply_plan
+
+ARCHS = ("llama", "mistral", "qwen2")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("n_kv", [2, 4])
+def test_layers_geometry(arch, n_kv, make_model):
+    model = make_model(arch, n_kv=n_kv)
+    layers = get_adapter(model).layers(model)
+    assert [lm.index for lm in layers] == [0, 1, 2, 3]
+    lm = layers[0]
+    assert (lm.head_dim, lm.n_rep, lm.n_kv, lm.n_channels) == (8, 8 // n_kv, n_kv, 96)
+    roles = set(lm.weights())
+    assert {"q", "k", "v", "o", "gate", "up", "down"} <= roles
+    assert ({"q_bias", "k_bias", "v_bias"} <= roles) == (arch == "qwen2")
+    assert roles <= set(ROLES_ATTN + ROLES_MLP)
+
+
+def _partition_check(t: torch.Tensor, role: str, lm) -> None:
+    """Every element of an arange tensor appears in exactly one group, in the group it belongs to."""
+    view = group_view(t, role, lm)
+    assert view.shape[0] == lm.n_groups(role)
+    if role in UNGROUPED_ROLES:
+        assert view.numel() == 0
+        return
+    flat = view.reshape(-1)
+    assert torch.equal(flat.sort().values, torch.arange(t.numel()))
+
+
+def _expected_group(role: str, lm, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The group of each element of an arange tensor, from first principles.
+
+    HF repeat_kv: query head h reads KV head h // n_rep; o_proj column blocks follow the query heads.
+    """
+    row, col = (value // shape[1], value % shape[1]) if len(shape) == 2 else (value, None)
+    base = role.removesuffix("_bias")
+    head = {"q": row, "o": col}.get(base)
+    if head is not None:
+        return head // lm.head_dim // lm.n_rep
+    return {"k": row // lm.head_dim, "v": row // lm.head_dim, "gate": row, "up": row, "down": col}[base]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("n_kv", [2, 4])
+def test_group_view_partitions_exactly(arch, n_kv, make_model):
+    model = make_model(arch, n_kv=n_kv)
+    lm = get_adapter(model).layers(model)[1]
+    for role, p in lm.weights().items():
+        t = torch.arange(p.numel()).reshape(p.shape)
+        _partition_check(t, role, lm)
+        if role in UNGROUPED_ROLES:
+            continue
+        view = group_view(t, role, lm)
+        for g in range(view.shape[0]):
+            assert torch.all(_expected_group(role, lm, view[g], p.shape) == g), (role, g)
+
+
+def test_group_view_is_a_view_except_o(make_model):
+    lm = get_adapter(make_model("qwen2")).layers(make_model("qwen2"))[0]
+    for role, p in lm.weights().items():
+        if role not in UNGROUPED_ROLES:
+            assert group_view3(p.data, role, lm).data_ptr() == p.data.data_ptr()
+            if role != "o":  # 2-d views too: same storage, nothing copied
+                assert group_view(p.data, role, lm).data_ptr() == p.data.data_ptr()
+    # writes through the 3-d view reach the weight (what mask_plan relies on)
+    w = lm.o.weight.data
+    group_view3(w, "o", lm)[1] = 0
+    assert torch.count_nonzero(w[:, lm.n_rep * lm.head_dim : 2 * lm.n_rep * lm.head_dim]) == 0
+
+
+def test_group_sum_matches_view(make_model):
+    model = make_model("qwen2", n_kv=4)
+    lm = get_adapter(model).layers(model)[2]
+    for role, p in lm.weights().items():
+        expected = group_view(p.data, role, lm).sum(1)
+        assert torch.allclose(group_sum(p.data, role, lm), expected, atol=1e-6), role
+
+
+def test_group_view_rejects_wrong_shape(make_model):
+    model = make_model("llama")
+    lm = get_adapter(model).layers(model)[0]
+    with pytest.raises(ValueError, match="role 'q'"):
+        group_view(torch.zeros(3, 3), "q", lm)
+    with pytest.raises(ValueError, match="unknown role"):
+        group_view(torch.zeros(3), "nope", lm)
+    with pytest.raises(ValueError, match="q_bias"):  # llama has no q bias
+        group_view(torch.zeros(64), "q_bias", lm)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("tie", [False, True])
+def test_group_params_match_actual_reduction(arch, tie, make_model, make_plan):
+    from gradprune.pruning.plan import LayerPlan, Plan
+
+    model = make_model(arch, tie=tie)
+    adapter = get_adapter(model)
+    before = adapter.count_params(model)
+    assert before == sum(p.numel() for p in model.parameters())
+    lm = adapter.layers(model)[1]
+    per_attn, per_mlp = lm.attn_group_params(), lm.mlp_group_params()
+    plan = Plan(model.config.model_type, [LayerPlan(1, [1], list(range(90)))], {})
+    apply_plan(model, plan)
+    assert before - adapter.count_params(model) == 1 * per_attn + 6 * per_mlp
+    # after pruning, a group costs the same: the numbers stay right for a second round
+    lm = adapter.layers(model)[1]
+    assert (lm.attn_group_params(), lm.mlp_group_params()) == (per_attn, per_mlp)
+
+
+def test_count_params_counts_tied_embeddings_once(make_model):
+    tied, untied = make_model("llama", tie=True), make_model("llama", tie=False)
+    adapter = get_adapter(tied)
+    assert adapter.count_params(untied) - adapter.count_params(tied) == 200 * 64
+    clone = copy.deepcopy(tied)
+    assert adapter.count_params(clone) == adapter.count_params(tied)
+
+
+def test_get_adapter_accepts_model_config_and_dict(make_model):
+    model = make_model("mistral")
+    assert get_adapter(model) is get_adapter(model.config) is get_adapter({"model_type": "mistral"})
+
+
+def test_unsupported_model_type_is_a_model_error():
+    from transformers import GPT2Config
+
+    with pytest.raises(ModelError, match=r"'gpt2'.*llama, mistral, qwen2"):
+        get_adapter(GPT2Config(n_layer=1, n_embd=32, n_head=2))
+
+
+def test_import_is_cheap():
+    code = "import sys, gradprune.models.adapters; print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
