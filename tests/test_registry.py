@@ -1,0 +1,82 @@
+"""The generic plugin registry: lookup, presets, close matches, entry points, broken plugins."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from gradprune import plugins
+from gradprune.errors import PluginError
+from gradprune.registry import Registry
+
+
+def test_unknown_name_names_family_close_matches_and_available():
+    with pytest.raises(PluginError) as e:
+        plugins.IMPORTANCE.get("taylr")
+    msg = str(e.value)
+    assert "importance" in msg and "'taylr'" in msg and "'taylor'" in msg and "magnitude" in msg
+
+
+def test_preset_binds_params():
+    p = plugins.IMPORTANCE.validate_params("taylor_mix", {}, "importance.params")
+    assert p.order == "mix" and p.granularity == "element"
+    # the user's params override the preset
+    p = plugins.IMPORTANCE.validate_params("fisher", {"per_sample": True}, "importance.params")
+    assert p.order == "second" and p.per_sample
+
+
+def test_params_are_checked_with_dotted_path():
+    with pytest.raises(PluginError, match=r"importance\.params\.ordr: unknown key"):
+        plugins.IMPORTANCE.validate_params("taylor", {"ordr": "first"}, "importance.params")
+    with pytest.raises(PluginError, match="order"):
+        plugins.IMPORTANCE.validate_params("taylor", {"order": "third"}, "importance.params")
+
+
+@pytest.mark.parametrize("family", sorted(plugins.FAMILIES))
+def test_every_builtin_loads_and_subclasses_its_base(family):
+    reg = plugins.FAMILIES[family]
+    for name in reg.names():
+        obj = reg.get(name)
+        assert isinstance(obj, type)
+        assert reg.describe(name)
+
+
+def test_registered_names_snapshot():
+    assert plugins.IMPORTANCE.names() == sorted(
+        ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation"])
+    assert plugins.NORMALIZERS.names() == sorted(["none", "mean", "max", "sum", "l2", "zscore", "rank"])
+    assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_std"]
+    assert plugins.DATA.names() == ["embedded", "hf", "text_file"]
+
+
+def test_base_class_is_enforced():
+    reg = Registry("things", base_cls="gradprune.importance.base:ImportanceEstimator")
+    reg.add("bad", "collections:OrderedDict")
+    with pytest.raises(PluginError, match="not a subclass of ImportanceEstimator"):
+        reg.get("bad")
+
+
+def _fake_entry_points(group_map):
+    def fake(group=None, **kw):
+        return [metadata.EntryPoint(name=n, value=v, group=group) for n, v in group_map.get(group, [])]
+    return fake
+
+
+def test_entry_points_are_found_and_a_broken_one_is_isolated(monkeypatch):
+    reg = Registry("importance", base_cls="gradprune.importance.base:ImportanceEstimator",
+                   builtins={"taylor": "gradprune.importance.taylor:TaylorImportance"})
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points({"gradprune.importance": [
+        ("ext_magnitude", "gradprune.importance.magnitude:MagnitudeImportance"),
+        ("broken", "no_such_module_xyz:Thing"),
+        ("taylor", "collections:OrderedDict"),  # cannot shadow a built-in
+    ]}))
+    assert {"ext_magnitude", "broken", "taylor"} <= set(reg.names())
+    assert reg.entry("ext_magnitude").origin.startswith("entry point")
+    assert reg.get("ext_magnitude").__name__ == "MagnitudeImportance"
+    assert reg.get("taylor").__name__ == "TaylorImportance"
+    with pytest.raises(PluginError, match="failed to load"):
+        reg.get("broken")
+    assert "broken" in reg.broken
+    assert reg.describe("broken").startswith("[failed to load]")
+    assert reg.get("ext_magnitude")  # the others keep working
