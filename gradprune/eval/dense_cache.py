@@ -1,0 +1,177 @@
+"""Dense-model metrics, computed once per model identity and eval settings, cached as JSON on disk.
+
+Cache folder: ``$GRADPRUNE_CACHE/dense`` (default ``~/.cache/gradprune/dense``), one file per part
+(perplexity, zero-shot) so that changing the task list does not redo perplexity. A key covers the
+model identity (:func:`model_identity`), the model dtype, the tokenizer, the settings that change the
+numbers (data sets and their file contents, seq_len, windows, tasks, task folder contents, few-shot,
+limit, lm-eval version) but not the batch size. Files are written atomically; an unreadable
+entry is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+CACHE_FORMAT = 1
+HASH_WHOLE_FILE_BYTES = 64 * 2**20  # larger files are fingerprinted by size, mtime, head and tail
+STATE_DICT_HASH_MAX_PARAMS = 50_000_000
+
+
+def cache_dir() -> Path:
+    """``$GRADPRUNE_CACHE/dense`` (default ``~/.cache/gradprune/dense``)."""
+    return Path(os.environ.get("GRADPRUNE_CACHE", "~/.cache/gradprune")).expanduser() / "dense"
+
+
+def _sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes, or of (size, mtime, first and last MiB) for files over 64 MiB."""
+    size = path.stat().st_size
+    if size <= HASH_WHOLE_FILE_BYTES:
+        return _sha(path.read_bytes())
+    with path.open("rb") as fh:
+        head = fh.read(2**20)
+        fh.seek(-(2**20), os.SEEK_END)
+        tail = fh.read()
+    return _sha(f"{size}:{path.stat().st_mtime_ns}:".encode() + head + tail)
+
+
+def dir_fingerprint(folder: Path) -> str:
+    """Fingerprint of every file under ``folder`` (relative names and contents)."""
+    parts = [f"{p.relative_to(folder).as_posix()}={file_fingerprint(p)}"
+             for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    return _sha("\n".join(parts))
+
+
+def _state_dict_fingerprint(model: Any) -> str | None:
+    import torch
+
+    if sum(p.numel() for p in model.parameters()) > STATE_DICT_HASH_MAX_PARAMS:
+        return None
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_identity(model: Any = None, name_or_path: str | None = None, revision: str | None = None) -> str:
+    """A string naming exactly one set of dense weights; compute it *before* pruning.
+
+    name_or_path + revision (+ the hub commit if transformers recorded one) + a hash of the config
+    + for a local folder the fingerprints of its files (weights, tokenizer, config), otherwise a hash
+    of the state dict when the model is small enough (≤ 50 M parameters) for that to be cheap.
+    """
+    config = getattr(model, "config", None)
+    name = name_or_path or getattr(config, "_name_or_path", None) or type(model).__name__
+    parts: dict[str, Any] = {"name_or_path": str(name), "revision": revision,
+                             "commit": getattr(config, "_commit_hash", None)}
+    if config is not None:
+        parts["config"] = _sha(json.dumps(config.to_dict(), sort_keys=True, default=str))
+    folder = Path(str(name)).expanduser()
+    if folder.is_dir():
+        parts["files"] = dir_fingerprint(folder)
+    elif model is not None:
+        parts["state_dict"] = _state_dict_fingerprint(model)
+    return f"{name}@{revision or 'default'}#{_sha(json.dumps(parts, sort_keys=True))[:16]}"
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Hash of the tokenizer's full definition (fast tokenizers) or its vocabulary and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    special = json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str)
+    return _sha(f"{type(tokenizer).__name__}\n{special}\n{body}")
+
+
+def _ppl_settings(cfg: Any) -> dict[str, Any]:
+    from gradprune.eval.perplexity import PROTOCOL
+    from gradprune.eval.ppl_data import EMBEDDED, HUB_TEXTS
+
+    data = {}
+    for name in cfg.ppl_datasets:
+        if name in HUB_TEXTS:
+            data[name] = "hub"
+        elif name == EMBEDDED:
+            from gradprune.assets import PPL_PATH
+
+            data[name] = file_fingerprint(Path(PPL_PATH))
+        else:
+            data[name] = file_fingerprint(Path(name).expanduser())
+    return {"datasets": data, "seq_len": cfg.ppl_seq_len, "max_windows": cfg.ppl_max_windows,
+            "protocol": PROTOCOL}
+
+
+def _zeroshot_settings(cfg: Any) -> dict[str, Any]:
+    from gradprune.eval.tasks import resolve_task_dir
+    from gradprune.eval.zeroshot import lm_eval_version
+
+    folder = resolve_task_dir(cfg.task_dir)
+    return {"tasks": list(cfg.tasks), "task_dir": dir_fingerprint(folder) if folder else None,
+            "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "lm_eval": lm_eval_version()}
+
+
+def cache_key(identity: str, part: str, cfg: Any, model: Any, tokenizer: Any) -> tuple[str, dict]:
+    """(file name stem, the parts it hashes) of one cached part (``ppl`` or ``zeroshot``)."""
+    settings = _ppl_settings(cfg) if part == "ppl" else _zeroshot_settings(cfg)
+    parts = {"format": CACHE_FORMAT, "identity": identity, "part": part,
+             "dtype": str(getattr(model, "dtype", None)), "tokenizer": tokenizer_fingerprint(tokenizer),
+             "settings": settings}
+    return f"{part}-{_sha(json.dumps(parts, sort_keys=True, default=str))[:24]}", parts
+
+
+def _read_entry(path: Path) -> dict | None:
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("metrics"), dict) else None
+
+
+def dense_metrics(model: Any, tokenizer: Any, cfg: Any, identity: str, console: Any = None) -> dict[str, float]:
+    """The dense model's metrics for ``cfg`` (EvalSection), from the cache or evaluated and cached.
+
+    Call it before pruning (surgery changes the model in place). ``{}`` when eval.dense is false or
+    eval.run is none.
+    """
+    from gradprune.eval.evaluate import evaluate
+    from gradprune.io import atomic_write_json
+
+    if cfg.run == "none" or not cfg.dense:
+        return {}
+    parts = [p for p, want in (("ppl", cfg.run in ("all", "ppl") and cfg.ppl_datasets),
+                               ("zeroshot", cfg.run in ("all", "zeroshot") and cfg.tasks)) if want]
+    out: dict[str, float] = {}
+    for part in parts:
+        sub = cfg.model_copy(update={"run": part})
+        stem, key_parts = cache_key(identity, part, sub, model, tokenizer)
+        path = cache_dir() / f"{stem}.json"
+        entry = _read_entry(path)
+        if entry is None:
+            res = evaluate(model, tokenizer, sub, console=console)
+            entry = {"key": key_parts, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "metrics": res.metrics, "info": res.info}
+            atomic_write_json(path, entry)
+        out.update(entry["metrics"])
+    return out
+
+
+def add_dense_comparison(pruned: dict[str, float], dense: dict[str, float]) -> dict[str, float]:
+    """``pruned`` plus ``dense_<name>`` for every dense metric, ``acc_drop``/``acc_norm_drop``, ``ppl_ratio``."""
+    out = dict(pruned)
+    out.update({f"dense_{k}": v for k, v in dense.items()})
+    if "acc_mean" in pruned and "acc_mean" in dense:
+        out["acc_drop"] = dense["acc_mean"] - pruned["acc_mean"]
+    if "acc_norm_mean" in pruned and "acc_norm_mean" in dense:
+        out["acc_norm_drop"] = dense["acc_norm_mean"] - pruned["acc_norm_mean"]
+    if "ppl" in pruned and "ppl" in dense:
+        out["ppl_ratio"] = pruned["ppl"] / dense["ppl"] if dense["ppl"] else float("inf")
+    return out

@@ -1,0 +1,60 @@
+"""One evaluation of an in-memory model: perplexity and/or lm-eval zero-shot, as eval.run asks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gradprune.eval.checks import check_eval_config
+from gradprune.eval.result import EvalResult
+
+
+@contextmanager
+def model_state_kept(model: Any) -> Iterator[None]:
+    """Evaluation mode inside; the model's own train/eval flags of every module restored after."""
+    modes = {name: m.training for name, m in model.named_modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for name, m in model.named_modules():
+            if name in modes:
+                m.training = modes[name]  # per module: a model may mix train and eval submodules
+
+
+def _ordered(metrics: dict[str, float]) -> dict[str, float]:
+    """``ppl`` and ``acc_mean`` first, then the rest in the order they were produced."""
+    head = [k for k in ("ppl", "acc_mean", "acc_norm_mean") if k in metrics]
+    return {**{k: metrics[k] for k in head}, **{k: v for k, v in metrics.items() if k not in head}}
+
+
+def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None) -> EvalResult:
+    """Evaluate ``model`` as ``cfg`` (the recipe's EvalSection) asks; EvalError on any task/data failure.
+
+    The model is evaluated as it is (device, dtype); its train/eval mode is restored afterwards.
+    """
+    from gradprune.eval.perplexity import evaluate_ppl
+    from gradprune.eval.progress import EvalProgress
+    from gradprune.eval.quiet import quiet_libraries
+    from gradprune.eval.zeroshot import evaluate_zeroshot
+
+    result = EvalResult(info={"run": cfg.run, "seconds": {}})
+    if cfg.run == "none":
+        return result
+    check_eval_config(cfg, getattr(model, "config", None))
+    metrics: dict[str, float] = {}
+    with quiet_libraries(), model_state_kept(model), EvalProgress(console) as progress:
+        if cfg.run in ("all", "ppl") and cfg.ppl_datasets:
+            start = time.perf_counter()
+            ppl_metrics, result.info["ppl"] = evaluate_ppl(model, tokenizer, cfg, progress)
+            metrics.update(ppl_metrics)
+            result.info["seconds"]["ppl"] = time.perf_counter() - start
+        if cfg.run in ("all", "zeroshot") and cfg.tasks:
+            start = time.perf_counter()
+            zs_metrics, result.info["zeroshot"] = evaluate_zeroshot(model, tokenizer, cfg, progress)
+            metrics.update(zs_metrics)
+            result.info["seconds"]["zeroshot"] = time.perf_counter() - start
+    result.metrics = _ordered(metrics)
+    return result

@@ -1,0 +1,136 @@
+"""Zero-shot accuracy with lm-eval on the in-memory (pruned) model.
+
+All tasks run in one ``simple_evaluate`` call, exactly as lm-eval's CLI runs them (same request
+batching and order), so the numbers are the ones ``python -m lm_eval --model hf ...`` prints for the
+same saved model, tasks and settings. Tasks are loaded one by one first so that a data set that
+cannot be loaded is reported with its task's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from importlib import metadata
+from typing import Any
+
+from gradprune.errors import EvalError
+from gradprune.eval.hints import offline_hint
+from gradprune.eval.request_tracker import RequestTracker
+from gradprune.eval.tasks import dataset_label, task_manager_for
+
+PROTOCOL = "lm-eval simple_evaluate on the in-memory model (HFLM), all tasks in one run"
+
+
+def lm_eval_version() -> str:
+    """The installed lm-eval version."""
+    return metadata.version("lm_eval")
+
+
+def load_tasks(tm: Any, names: list[str], progress: Any = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Task objects by name (a group or tag expands to its tasks) and the seconds each took to load."""
+    tasks: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            loaded = tm.load([name])["tasks"]
+        except Exception as exc:  # datasets / lm-eval raise many types; all mean "cannot load"
+            raise EvalError(
+                f"eval.tasks: task {name!r} cannot be loaded (data set {dataset_label(tm, name)!r}): "
+                f"{type(exc).__name__}: {exc}. " + offline_hint("point eval.task_dir at local task files")
+            ) from None
+        for task_name, task in loaded.items():
+            tasks[task_name] = task
+            seconds[task_name] = (time.perf_counter() - start) / len(loaded)
+            if progress is not None:
+                progress.add_row(f"task:{task_name}", f"task {task_name}")
+    return tasks, seconds
+
+
+def make_lm(model: Any, tokenizer: Any, batch_size: int | str) -> Any:
+    """HFLM around the in-memory model; the tokenizer is copied (HFLM may set its pad token)."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size,
+                device=str(getattr(model, "device", "cpu")))
+
+
+def _metric_name(key: str, task: str) -> str | None:
+    """lm-eval's ``acc,none`` → ``acc_<task>``; ``acc_stderr,none`` → ``acc_<task>_stderr``."""
+    metric, _, filt = key.partition(",")
+    if not filt or metric in ("alias", "name", "sample_len"):
+        return None
+    suffix = "" if filt == "none" else "_" + re.sub(r"[^0-9A-Za-z]+", "_", filt)
+    if metric.endswith("_stderr"):
+        return f"{metric[: -len('_stderr')]}{suffix}_{task}_stderr"
+    return f"{metric}{suffix}_{task}"
+
+
+def flatten_results(results: dict[str, Any], task_names: list[str]) -> dict[str, float]:
+    """Flat metrics: per task ``acc_<task>``, ``acc_norm_<task>`` (+ ``_stderr``), then the means."""
+    flat: dict[str, float] = {}
+    for task in task_names:
+        for key, value in results.get(task, {}).items():
+            name = _metric_name(key, task)
+            if name is not None and isinstance(value, int | float) and not isinstance(value, bool):
+                flat[name] = float(value)
+    for metric in ("acc", "acc_norm"):
+        vals = [flat[f"{metric}_{t}"] for t in task_names if f"{metric}_{t}" in flat]
+        if vals:
+            flat[f"{metric}_mean"] = math.fsum(vals) / len(vals)
+    return flat
+
+
+def _run(lm: Any, tasks: dict[str, Any], tm: Any, cfg: Any, tracker: RequestTracker) -> dict[str, Any]:
+    import lm_eval
+
+    try:
+        res = lm_eval.simple_evaluate(
+            model=lm, tasks=list(tasks.values()), task_manager=tm, num_fewshot=cfg.num_fewshot,
+            limit=cfg.limit, batch_size=cfg.batch_size, log_samples=False,
+        )
+    except EvalError:
+        raise
+    except Exception as exc:
+        task, what = tracker.current or (", ".join(tasks), "evaluating")
+        raise EvalError(f"zero-shot task {task!r} failed while {what}: {type(exc).__name__}: {exc}") from exc
+    if res is None:
+        raise EvalError("zero-shot evaluation returned no results (not rank 0 of a distributed run?)")
+    return res
+
+
+def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: Any, progress: Any = None) -> tuple[dict[str, float], dict]:
+    """lm-eval accuracy on eval.tasks → (flat metrics, info with versions, n and timings)."""
+    start = time.perf_counter()
+    tm = task_manager_for(cfg.tasks, cfg.task_dir)
+    tasks, load_s = load_tasks(tm, cfg.tasks, progress)
+    lm = make_lm(model, tokenizer, cfg.batch_size)
+    with RequestTracker(lm, progress) as tracker:
+        for task in tasks.values():
+            tracker.watch_task(task)
+        res = _run(lm, tasks, tm, cfg, tracker)
+    names = list(tasks)
+    metrics = flatten_results(res["results"], names)
+    if progress is not None:
+        for t in names:
+            acc = metrics.get(f"acc_{t}")
+            note = f"acc {acc:.4f}" if acc is not None else "done"
+            progress.finish(f"task:{t}", f"{note}, {tracker.requests.get(t, 0)} requests",
+                            seconds=load_s[t] + tracker.model_seconds.get(t, 0.0))
+    info = {
+        "protocol": PROTOCOL,
+        "lm_eval_version": res.get("lm_eval_version") or lm_eval_version(),
+        "task_versions": {t: res["versions"].get(t) for t in names},
+        "n_shot": {t: res["n-shot"].get(t) for t in names},
+        "n": {t: res["n-samples"][t]["effective"] for t in names if t in res.get("n-samples", {})},
+        "n_original": {t: res["n-samples"][t]["original"] for t in names if t in res.get("n-samples", {})},
+        "requests": dict(tracker.requests),
+        "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "batch_size": cfg.batch_size,
+        "batch_sizes": res.get("config", {}).get("batch_sizes", []),
+        "task_dir": cfg.task_dir,
+        "seconds": {"load": load_s, "model": {t: tracker.model_seconds.get(t, 0.0) for t in names},
+                    "total": time.perf_counter() - start},
+    }
+    return metrics, info
