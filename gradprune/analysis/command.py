@@ -1,0 +1,112 @@
+"""``gradprune analyze`` and ``gradprune predict``: compute in memory, then write every output atomically.
+
+Both return an exit code; anything the user did wrong raises GradpruneError (the CLI prints it as one
+line and exits 2) before a single file is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from gradprune.errors import GradpruneError
+from gradprune.io import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from gradprune.analysis.pipeline import Analysis
+
+OUTPUTS = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
+           "prediction_model.json", "correlations.csv", "per_config.csv")
+
+
+def _check_output_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise GradpruneError(f"{out}: is a file; expected an output folder for the analysis")
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not overwrite:
+        raise GradpruneError(
+            f"{out} already holds analysis outputs ({', '.join(existing)}); pass --overwrite to replace them, "
+            "or choose another --output_dir"
+        )
+
+
+def analysis_files(a: Analysis) -> dict[str, bytes | str]:
+    """Every output of an analysis, rendered in memory (name → content)."""
+    from gradprune.analysis.correlations import correlations_frame
+    from gradprune.analysis.figures import render_figures
+    from gradprune.analysis.report import render_report
+
+    text, markdown = render_report(a)
+    frames = [correlations_frame("target", a.target_corrs), correlations_frame("heatmap_pairs", a.pair_corrs)]
+    files: dict[str, bytes | str] = {
+        "correlation_report.txt": text,
+        "correlation_report.md": markdown,
+        "prediction_model.json": a.model.model_dump_json(indent=2) + "\n",
+        **render_figures(a),
+    }
+    if a.replicates is not None:
+        frames += [correlations_frame("config_means", a.replicates.between),
+                   correlations_frame("within_config", a.replicates.within)]
+        files["per_config.csv"] = a.replicates.per_config.to_csv(index=False)
+    files["correlations.csv"] = pd.concat(frames, ignore_index=True).to_csv(index=False)
+    return files
+
+
+def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str | Path | None = None,
+                    seed: int = 0, overwrite: bool = False) -> int:
+    """Analyse a search CSV and write the figures, report, tables and prediction model to ``output_dir``
+    (default: beside the CSV)."""
+    from gradprune.analysis.findings import key_findings
+    from gradprune.analysis.pipeline import run_analysis
+
+    out = Path(output_dir) if output_dir is not None else Path(csv).parent
+    _check_output_dir(out, overwrite)  # before the work, so a refusal costs nothing
+    a = run_analysis(csv, target, seed)
+    files = analysis_files(a)
+    _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
+    for name, content in files.items():
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        atomic_write_bytes(out / name, data)
+    stale = [out / n for n in OUTPUTS if n not in files and (out / n).exists()]
+    for path in stale:  # e.g. per_config.csv of an earlier CSV with replicates: it would mislead
+        path.unlink()
+    _print_summary(out, files, key_findings(a))
+    return 0
+
+
+def _print_summary(out: Path, files: dict, findings: list[str]) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    console.print(Text(f"wrote {len(files)} files to {out}: " + ", ".join(sorted(files)), style="bold"))
+    for item in findings:
+        console.print(Text("• " + item))
+
+
+def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output: str | Path | None = None) -> int:
+    """Apply a prediction_model.json to run.json files or CSVs of runs; print a table, optionally write a CSV."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from gradprune.analysis.predict import fmt_cell, predict_runs, read_inputs
+    from gradprune.analysis.prediction_model import load_model
+
+    model = load_model(model_json)
+    table, warnings = predict_runs(model, read_inputs(inputs))
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for w in warnings:
+        err.print(Text("warning: ", style="bold yellow") + Text(w))
+    view = Table(title=f"{model.formula}  (cross-validated R² = {model.metrics.r2_cv:.3f}, {model.metrics.cv})")
+    for col in table.columns:
+        view.add_column(str(col), justify="left" if col == "input" else "right")
+    for row in table.itertuples(index=False):
+        view.add_row(*(fmt_cell(v) for v in row))
+    Console(highlight=False).print(view)
+    if output is not None:
+        atomic_write_text(output, table.to_csv(index=False))
+    return 0

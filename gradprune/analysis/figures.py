@@ -1,0 +1,161 @@
+"""The two figures, rendered to PNG bytes with matplotlib's Agg canvas (no pyplot, no global backend)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gradprune.analysis.correlations import Correlation, stars
+from gradprune.analysis.pipeline import Analysis
+
+DPI = 150
+STAR_KEY = "stars: BH-adjusted p < 0.05 *, < 0.01 **, < 0.001 ***"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _signed(v: float, digits: int = 2) -> str:
+    return f"{v:+.{digits}f}".replace("-", "\u2212")  # a typographic minus reads better in print
+
+
+def heatmap_png(matrix: pd.DataFrame, title: str) -> bytes:
+    """Annotated Spearman matrix, diverging colormap centred at 0 (grey cells: undefined)."""
+    from matplotlib import colormaps
+
+    names = list(matrix.columns)
+    k = len(names)
+    side = max(5.0, 0.62 * k + 2.8)
+    fig = _figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
+    values = matrix.to_numpy(float)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_yticks(range(k), names, fontsize=9)
+    size = 9 if k <= 10 else 8 if k <= 14 else 6.5
+    for i in range(k):
+        for j in range(k):
+            v = values[i, j]
+            text = "n/a" if not math.isfinite(v) else f"{round(v, 2) + 0.0:.2f}".replace("-", "\u2212")
+            color = "white" if math.isfinite(v) and abs(v) > 0.6 else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=color)
+    ax.set_xticks(np.arange(k + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(k + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="minor", length=0)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman \u03c1")
+    ax.set_title(title, fontsize=11)
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One feature against the target; ``means``/``sds`` (config-level, same columns) with replicates."""
+
+    feature: str
+    x: np.ndarray
+    y: np.ndarray
+    corr: Correlation
+    means: tuple[np.ndarray, np.ndarray] | None = None  # (feature means, target means) per config
+    sds: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _trend(ax, x: np.ndarray, y: np.ndarray) -> None:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.ptp(x[ok]) == 0:
+        return
+    slope, icpt = np.polyfit(x[ok], y[ok], 1)
+    xs = np.array([x[ok].min(), x[ok].max()])
+    ax.plot(xs, icpt + slope * xs, color="C3", linewidth=1.5, label="least-squares line")
+
+
+def _geometric(x: np.ndarray) -> bool:
+    levels = np.unique(x[np.isfinite(x)])
+    return 3 <= len(levels) <= 12 and levels[0] > 0 and levels[-1] / levels[0] >= 8
+
+
+def _draw_panel(ax, p: Panel, target: str, ylabel: bool) -> None:
+    n = int((np.isfinite(p.x) & np.isfinite(p.y)).sum())
+    if p.means is None:
+        ax.scatter(p.x, p.y, s=14 if n < 200 else 5, alpha=0.75 if n < 200 else 0.3, edgecolors="none", color="C0")
+        _trend(ax, p.x, p.y)
+    else:
+        ax.scatter(p.x, p.y, s=9, alpha=0.35, edgecolors="none", color="0.45", label="replicate")
+        (mx, my), (sx, sy) = p.means, p.sds
+        ax.errorbar(mx, my, xerr=np.nan_to_num(sx), yerr=np.nan_to_num(sy), fmt="o", ms=4, color="C0",
+                    elinewidth=0.8, capsize=2, label="config mean \u00b1 sd")
+        _trend(ax, mx, my)
+    c = p.corr
+    if c.defined:
+        title = (f"\u03c1 = {_signed(c.spearman)}{stars(c.spearman_p_adj)}   "
+                 f"r = {_signed(c.pearson)}{stars(c.pearson_p_adj)}   n = {c.n}")
+    else:
+        title = c.undefined
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(p.feature, fontsize=9)
+    if _geometric(p.x):
+        ax.set_xscale("log", base=2)  # grid values like 16, 32, …, 256 are spaced evenly on a log axis
+    if ylabel:
+        ax.set_ylabel(target, fontsize=9)
+    ax.tick_params(labelsize=8)
+
+
+def scatter_png(panels: Sequence[Panel], target: str, subtitle: str) -> bytes:
+    """One panel per feature against the target, with a trend line and r / ρ (stars from adjusted p)."""
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(3.4 * cols, 3.0 * rows + 0.7)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(panels):
+            ax.set_visible(False)
+            continue
+        _draw_panel(ax, panels[k], target, ylabel=k % cols == 0)
+    if panels and panels[0].means is not None:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    fig.suptitle(f"{target} against each feature \u2014 {subtitle}\n{STAR_KEY}", fontsize=10)
+    return _png(fig)
+
+
+SCATTER_MAX = 24  # panels in the scatter matrix (strongest |ρ| first); the report lists every feature
+
+
+def render_figures(a: Analysis) -> dict[str, bytes]:
+    """correlation_heatmap.png and scatter_matrix.png of an analysis, as PNG bytes."""
+    from gradprune.analysis.correlations import spearman_matrix
+
+    heat = heatmap_png(spearman_matrix(a.heatmap_columns, a.pair_corrs),
+                       f"Spearman correlation, n = {a.n} rows (target: {a.target})")
+    data, t = a.roles.data, a.target
+    rep = a.replicates
+    corrs = rep.between if rep is not None else a.target_corrs
+    chosen = [c for c in corrs if c.defined][:SCATTER_MAX]
+    panels = []
+    for c in chosen:
+        extra = {}
+        if rep is not None:
+            extra = {"means": (rep.means[c.x].to_numpy(), rep.means[t].to_numpy()),
+                     "sds": (rep.sds[c.x].to_numpy(), rep.sds[t].to_numpy())}
+        panels.append(Panel(c.x, data[c.x].to_numpy(float), data[t].to_numpy(float), c, **extra))
+    subtitle = (f"{rep.target.groups} configs × replicates; ρ, r and the line from config means"
+                if rep is not None else f"n = {a.n} rows")
+    return {"correlation_heatmap.png": heat, "scatter_matrix.png": scatter_png(panels, t, subtitle)}

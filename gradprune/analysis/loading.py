@@ -1,0 +1,129 @@
+"""Reading a search CSV and keeping the rows that are full, successful results."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gradprune.errors import GradpruneError
+
+MIN_ROWS = 4
+_TRUE = {"true", "1", "1.0", "yes", "y", "t"}
+_FALSE = {"false", "0", "0.0", "no", "n", "f", ""}
+
+
+@dataclass(frozen=True)
+class SearchRows:
+    """The usable rows of a search CSV, and how many rows were set aside and why."""
+
+    path: Path
+    rows: pd.DataFrame  # successful, fully evaluated rows with a numeric target
+    total: int
+    failed: int = 0
+    not_evaluated: int = 0  # pruned-only rows (status == "pruned" or evaluated == False)
+    missing_target: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def read_table(path: str | Path, min_columns: int = 2) -> pd.DataFrame:
+    """Read a CSV file; a missing file or a file that is not a CSV table raises GradpruneError."""
+    p = Path(path)
+    if not p.exists():
+        raise GradpruneError(f"{p}: file not found (expected a search_results.csv written by gradprune search)")
+    if not p.is_file():
+        raise GradpruneError(f"{p}: is not a file (expected a CSV file such as search_results.csv)")
+    try:
+        df = pd.read_csv(p)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise GradpruneError(
+            f"{p}: is not a readable CSV table ({type(exc).__name__}); expected a comma-separated file "
+            "with a header row, such as search_results.csv"
+        ) from None
+    if df.shape[1] < min_columns or df.shape[0] == 0:
+        raise GradpruneError(
+            f"{p}: is not a CSV table of runs (found {df.shape[1]} column(s), {df.shape[0]} row(s)); expected a "
+            "comma-separated file with a header row and one row per trial, such as search_results.csv"
+        )
+    return df
+
+
+def as_bool(col: pd.Series, name: str, path: Path) -> pd.Series:
+    """Parse a True/False column written by pandas, a spreadsheet or by hand (missing = False)."""
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype(bool)
+    text = col.astype("string").str.strip().str.lower().fillna("")
+    bad = sorted(set(text) - _TRUE - _FALSE)
+    if bad:
+        raise GradpruneError(f"{path}: column {name!r} should hold True/False, found {bad[:3]}")
+    return text.isin(_TRUE)
+
+
+def numeric_columns(df: pd.DataFrame) -> list[str]:
+    """Names of the columns that hold numbers (booleans included)."""
+    return [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+
+
+def _check_target(df: pd.DataFrame, target: str, path: Path) -> None:
+    if target in df.columns:
+        if pd.to_numeric(df[target], errors="coerce").notna().sum() == 0:
+            raise GradpruneError(f"{path}: target column {target!r} holds no numbers")
+        return
+    numeric = numeric_columns(df)
+    close = difflib.get_close_matches(target, [str(c) for c in df.columns], n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(numeric[:40]) + (" …" if len(numeric) > 40 else "")
+    raise GradpruneError(f"{path}: no target column {target!r}.{hint} Numeric columns: {shown or '(none)'}")
+
+
+def load_search_rows(path: str | Path, target: str) -> SearchRows:
+    """Read ``path`` and keep successful, fully evaluated rows whose ``target`` is a number.
+
+    Raises GradpruneError when the file is unusable or fewer than MIN_ROWS rows remain.
+    """
+    p = Path(path)
+    df = read_table(p)
+    _check_target(df, target, p)
+    notes: list[str] = []
+    ok = pd.Series(True, index=df.index)
+    if "success" in df.columns:
+        ok &= as_bool(df["success"], "success", p)
+    else:
+        notes.append("no 'success' column: every row is treated as a successful run")
+    status = df["status"].astype("string").str.strip().str.lower() if "status" in df.columns else None
+    if status is not None:
+        ok &= status.fillna("") != "failed"
+    failed = int((~ok).sum())
+    # pruned-only rows are real runs, but without the evaluation the target statistics need
+    partial = pd.Series(False, index=df.index)
+    if status is not None:
+        partial |= status.fillna("") == "pruned"
+    if "evaluated" in df.columns:
+        partial |= ~as_bool(df["evaluated"], "evaluated", p)
+    partial &= ok
+    y = pd.to_numeric(df[target], errors="coerce")
+    missing = ok & ~partial & y.isna()
+    keep = ok & ~partial & y.notna()
+    rows = df.loc[keep].reset_index(drop=True)
+    rows[target] = pd.to_numeric(rows[target])
+    result = SearchRows(p, rows, len(df), failed, int(partial.sum()), int(missing.sum()), notes)
+    if len(rows) < MIN_ROWS:
+        raise GradpruneError(
+            f"{p}: only {len(rows)} successful, evaluated row(s) with a value of {target!r} "
+            f"({describe_exclusions(result)}); the analysis needs at least {MIN_ROWS}"
+        )
+    return result
+
+
+def describe_exclusions(r: SearchRows) -> str:
+    """One phrase saying how many rows were used and why the others were set aside."""
+    parts = [f"{len(r.rows)} of {r.total} rows used"]
+    if r.failed:
+        parts.append(f"{r.failed} failed")
+    if r.not_evaluated:
+        parts.append(f"{r.not_evaluated} pruned but not evaluated")
+    if r.missing_target:
+        parts.append(f"{r.missing_target} without a target value")
+    return "; ".join(parts)

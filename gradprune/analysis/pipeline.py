@@ -1,0 +1,109 @@
+"""One analysis, computed in memory: rows → column roles → correlations → replicates → predictors.
+
+Nothing here writes files; :mod:`gradprune.analysis.command` writes the outputs only after all of
+this succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradprune.analysis.columns import ColumnRoles, assign_roles
+from gradprune.analysis.correlations import (
+    Correlation,
+    all_pairs,
+    by_strength,
+    correlate,
+    correlate_families,
+    target_pairs,
+)
+from gradprune.analysis.loading import MIN_ROWS, SearchRows, load_search_rows
+from gradprune.analysis.prediction_model import PredictionModel, build_model
+from gradprune.analysis.replicates import ReplicateAnalysis, analyze_replicates, config_labels, has_replicates
+from gradprune.analysis.selection import Comparison, compare_predictors
+from gradprune.errors import GradpruneError
+
+HEATMAP_MAX = 15  # features shown in the heatmap (strongest |ρ| with the target): beyond that, unreadable
+MIN_COVERAGE = 0.9  # a feature missing in more rows than this is not offered to the predictors
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything one analysis computed, handed to the report, the figures and the JSON model."""
+
+    source: Path
+    target: str
+    seed: int
+    loaded: SearchRows
+    roles: ColumnRoles
+    target_corrs: list[Correlation]  # every candidate feature (constant ones undefined), strongest first
+    heatmap_columns: list[str]  # target first
+    pair_corrs: list[Correlation]
+    comparison: Comparison
+    model: PredictionModel
+    groups: pd.Series | None  # config of each used row, when the CSV has replicates
+    replicates: ReplicateAnalysis | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        """Rows used."""
+        return len(self.roles.data)
+
+
+def _constant_entries(rows: pd.DataFrame, names: list[str], target: str) -> list[Correlation]:
+    out = []
+    for name in names:
+        n = int(pd.to_numeric(rows[name], errors="coerce").notna().sum())
+        out.append(Correlation(name, target, n, undefined="undefined (constant)" if n else "undefined (no values)"))
+    return out
+
+
+def _heatmap_features(data: pd.DataFrame, target: str, features: list[str]) -> list[str]:
+    y = data[target].to_numpy(float)
+    quick = [correlate(f, target, data[f].to_numpy(float), y) for f in features]
+    return [c.x for c in by_strength(quick) if c.defined][:HEATMAP_MAX]
+
+
+def model_inputs(roles: ColumnRoles, source: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """Features and rows offered to the predictors: features with few gaps, rows without gaps in them."""
+    data = roles.data
+    coverage = data[roles.features].notna().mean()
+    usable = [f for f in roles.features if coverage[f] >= MIN_COVERAGE]
+    notes = [f"{f} is missing in {1 - coverage[f]:.0%} of the rows and is not offered to the predictors"
+             for f in roles.features if f not in usable]
+    if not usable:
+        raise GradpruneError(f"{source}: every varying feature is missing in more than "
+                             f"{1 - MIN_COVERAGE:.0%} of the rows: no predictor can be fitted")
+    mask = data[usable].notna().all(axis=1).to_numpy()
+    if mask.sum() < MIN_ROWS:
+        raise GradpruneError(f"{source}: only {mask.sum()} rows have every feature: the predictors need {MIN_ROWS}")
+    if not mask.all():
+        notes.append(f"{(~mask).sum()} row(s) with a missing feature value are left out of the predictor fitting")
+    return data.loc[mask, usable].reset_index(drop=True), data.loc[mask, roles.target].to_numpy(float), mask, notes
+
+
+def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
+    """Compute the whole analysis of a search CSV; raises GradpruneError for unusable input."""
+    loaded = load_search_rows(csv, target)
+    source = str(loaded.path)
+    roles = assign_roles(loaded.rows, target, source)
+    data = roles.data
+    heat_features = _heatmap_features(data, target, roles.features)
+    fams = correlate_families(data, {"target": target_pairs(target, roles.features),
+                                     "pairs": all_pairs([*heat_features, target])}, seed)
+    target_corrs = by_strength(fams["target"]) + _constant_entries(loaded.rows, roles.constant, target)
+    groups = replicates = None
+    if has_replicates(loaded.rows):
+        groups = config_labels(loaded.rows)
+        replicates = analyze_replicates(data, groups, target, seed)
+    X, y, mask, notes = model_inputs(roles, source)
+    comparison = compare_predictors(X, y, None if groups is None else groups.to_numpy()[mask], seed)
+    n_configs = None if groups is None else int(groups[mask].nunique())
+    model = build_model(target, comparison, X, n_configs, source)
+    return Analysis(loaded.path, target, seed, loaded, roles, target_corrs, [target, *heat_features],
+                    fams["pairs"], comparison, model, groups, replicates, [*loaded.notes, *notes])

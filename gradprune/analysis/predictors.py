@@ -1,0 +1,173 @@
+"""Accuracy predictors: linear models of the target on standardised features (registry ``predictors``).
+
+Each plugin chooses its own features from the columns it is given — inside every cross-validation
+fold too, so the cross-validated score covers the selection — never more than ``max_features``, and
+returns a :class:`LinearFit`, which is exported as plain JSON (no pickle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from gradprune.errors import GradpruneError
+from gradprune.registry import NoParams
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """y ≈ intercept + Σ coef_i · (x_i − mean_i) / scale_i, over ``features`` (possibly none)."""
+
+    features: tuple[str, ...]
+    coefs: tuple[float, ...]  # per standardised feature
+    intercept: float  # the prediction at the training means
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Predictions for the rows of ``X`` (which must hold every feature)."""
+        if not self.features:
+            return np.full(len(X), self.intercept)
+        z = (X[list(self.features)].to_numpy(float) - np.array(self.means)) / np.array(self.scales)
+        return self.intercept + z @ np.array(self.coefs)
+
+    def raw_coefficients(self) -> dict[str, float]:
+        """Coefficients per original unit of each feature."""
+        return {f: c / s for f, c, s in zip(self.features, self.coefs, self.scales, strict=True)}
+
+    def raw_intercept(self) -> float:
+        """Intercept of the model in original units."""
+        return self.intercept - sum(c * m / s for c, m, s in zip(self.coefs, self.means, self.scales, strict=True))
+
+
+def standardise(X: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Z-scores of the columns that vary (a column constant in a training fold carries no information)."""
+    values = X.to_numpy(float)
+    means, scales = values.mean(axis=0), values.std(axis=0)
+    keep = scales > 1e-12 * np.maximum(1.0, np.abs(means))
+    names = [c for c, k in zip(X.columns, keep, strict=True) if k]
+    return (values[:, keep] - means[keep]) / scales[keep], names, means[keep], scales[keep]
+
+
+def _fit(names: list[str], chosen: list[int], coefs: np.ndarray, intercept: float,
+         means: np.ndarray, scales: np.ndarray) -> LinearFit:
+    return LinearFit(tuple(names[i] for i in chosen), tuple(float(c) for c in coefs), float(intercept),
+                     tuple(float(means[i]) for i in chosen), tuple(float(scales[i]) for i in chosen))
+
+
+class Predictor:
+    """Base class of predictors: ``fit`` returns a LinearFit on at most ``max_features`` features."""
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, max_features: int) -> LinearFit:
+        """Choose features of ``X`` and fit the target ``y``."""
+        raise NotImplementedError
+
+
+def forward_selection(z: np.ndarray, y: np.ndarray, cap: int, penalty: float) -> list[int]:
+    """Greedy forward selection of columns of centred ``z``: add the column that lowers the residual sum of
+    squares most while the information criterion n·log(RSS/n) + penalty·k improves, up to ``cap`` columns."""
+    n = len(y)
+    yc = y - y.mean()
+    tiny = 1e-300  # an exact fit must not take log(0)
+
+    def crit(rss: float, k: int) -> float:
+        return n * np.log(max(rss, tiny) / n) + penalty * k
+
+    chosen: list[int] = []
+    best = crit(float(yc @ yc), 0)
+    while len(chosen) < min(cap, z.shape[1]):
+        trials = []
+        for j in (j for j in range(z.shape[1]) if j not in chosen):
+            a = z[:, [*chosen, j]]
+            coef = np.linalg.lstsq(a, yc, rcond=None)[0]
+            resid = yc - a @ coef
+            trials.append((float(resid @ resid), j))
+        rss, j = min(trials)
+        score = crit(rss, len(chosen) + 1)
+        if score >= best:
+            break
+        chosen.append(j)
+        best = score
+    return chosen
+
+
+class OLSPredictor(Predictor):
+    """Ordinary least squares on features chosen by forward selection (BIC by default), at most n/4."""
+
+    class Params(BaseModel):
+        """Params of the OLS predictor."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        max_features: int | None = Field(None, ge=1, description="cap below n/4 (default: n/4)")
+        criterion: Literal["bic", "aic"] = "bic"
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, max_features: int) -> LinearFit:
+        """Forward selection, then sklearn's LinearRegression on the chosen standardised features."""
+        from sklearn.linear_model import LinearRegression
+
+        z, names, means, scales = standardise(X)
+        cap = min(max_features, self.params.max_features or max_features)
+        penalty = np.log(len(y)) if self.params.criterion == "bic" else 2.0
+        chosen = forward_selection(z, y, cap, penalty)
+        if not chosen:
+            return LinearFit((), (), float(np.mean(y)), (), ())
+        model = LinearRegression().fit(z[:, chosen], y)
+        return _fit(names, chosen, model.coef_, model.intercept_, means, scales)
+
+
+class RidgePredictor(Predictor):
+    """Ridge regression (penalty chosen by sklearn's efficient leave-one-out) on the n/4 features most
+    correlated with the target."""
+
+    class Params(BaseModel):
+        """Params of the ridge predictor."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        alphas: tuple[float, ...] = Field(tuple(float(a) for a in np.logspace(-3, 3, 13)), min_length=1)
+        max_features: int | None = Field(None, ge=1, description="cap below n/4 (default: n/4)")
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, max_features: int) -> LinearFit:
+        """Keep the features with the largest |Pearson r| with ``y``, then sklearn's RidgeCV."""
+        from sklearn.linear_model import RidgeCV
+
+        z, names, means, scales = standardise(X)
+        if not names:
+            return LinearFit((), (), float(np.mean(y)), (), ())
+        cap = min(max_features, self.params.max_features or max_features)
+        r = np.abs(z.T @ (y - y.mean()))  # ∝ |Pearson r|: the columns of z share one scale
+        chosen = sorted(np.argsort(-r, kind="stable")[:cap].tolist())
+        model = RidgeCV(alphas=self.params.alphas).fit(z[:, chosen], y)
+        return _fit(names, chosen, model.coef_, model.intercept_, means, scales)
+
+
+class SingleFeaturePredictor(Predictor):
+    """A straight line on one feature (the named one, or the one most correlated with the target)."""
+
+    class Params(BaseModel):
+        """Params of the one-feature predictor."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        feature: str | None = Field(None, description="column to use (default: the most correlated)")
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, max_features: int) -> LinearFit:
+        """Least-squares line on the standardised feature (closed form: slope = Σ z·(y − ȳ) / n)."""
+        feature = self.params.feature
+        if feature is not None and feature not in X.columns:
+            raise GradpruneError(f"predictor single_feature: no feature column {feature!r} among {list(X.columns)}")
+        cols = X[[feature]] if feature is not None else X
+        z, names, means, scales = standardise(cols)
+        yc = y - y.mean()
+        if not names:  # the feature is constant here: the best line is flat
+            return LinearFit((), (), float(np.mean(y)), (), ())
+        j = int(np.argmax(np.abs(z.T @ yc)))
+        slope = float(z[:, j] @ yc) / len(y)  # z has unit variance, so Σz² = n
+        return _fit(names, [j], np.array([slope]), float(np.mean(y)), means, scales)

@@ -1,0 +1,168 @@
+"""correlation_report.txt / .md: key findings and hypotheses first, then the tables and the method."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from gradprune.analysis.bootstrap import N_RESAMPLES
+from gradprune.analysis.correlations import ALPHA, Correlation, stars
+from gradprune.analysis.document import (
+    Bullets,
+    Section,
+    Table,
+    fmt_ci,
+    fmt_num,
+    fmt_p,
+    fmt_r,
+    to_markdown,
+    to_text,
+)
+from gradprune.analysis.findings import hypotheses, key_findings, variance_sentence
+from gradprune.analysis.pipeline import HEATMAP_MAX, Analysis
+
+MAX_CONFIG_ROWS = 60  # configs listed in the report; per_config.csv holds them all
+
+
+def correlation_table(corrs: Sequence[Correlation], first: str = "feature") -> Table:
+    """One row per pair: n, Spearman and Pearson with CI, p and BH-adjusted p; undefined pairs say so."""
+    headers = [first, "n", "Spearman ρ", "95% CI", "p", "p (BH)", "", "Pearson r", "95% CI", "p", "p (BH)", ""]
+    rows = []
+    for c in corrs:
+        if not c.defined:
+            rows.append([c.x, str(c.n), c.undefined, *[""] * 9])
+            continue
+        rows.append([c.x, str(c.n), fmt_r(c.spearman), fmt_ci(c.spearman_ci), fmt_p(c.spearman_p),
+                     fmt_p(c.spearman_p_adj), stars(c.spearman_p_adj), fmt_r(c.pearson), fmt_ci(c.pearson_ci),
+                     fmt_p(c.pearson_p), fmt_p(c.pearson_p_adj), stars(c.pearson_p_adj)])
+    return Table(headers, rows, "lrrrrrlrrrrl")
+
+
+def _pairs_section(a: Analysis) -> Section:
+    pairs = sorted(a.pair_corrs, key=lambda c: -abs(c.spearman) if c.defined else 1.0)
+    table = correlation_table(pairs, "x")
+    table.headers.insert(1, "y")
+    table.align = "l" + table.align
+    for row, c in zip(table.rows, pairs, strict=True):
+        row.insert(1, c.y)
+    shown = len(a.heatmap_columns) - 1
+    limit = f" (the {HEATMAP_MAX} features most correlated with the target)" if shown == HEATMAP_MAX else ""
+    return Section("Correlations between the heatmap's columns", [
+        f"Every pair of the {len(a.heatmap_columns)} columns in correlation_heatmap.png{limit}, strongest first; "
+        "BH adjustment over all these pairs.", table])
+
+
+def _replicate_section(a: Analysis) -> Section:
+    rep = a.replicates
+    vd_rows = [[v.column, str(v.groups), str(v.n), fmt_num(v.f), fmt_p(v.p), f"{v.icc_raw:.4f}", f"{v.icc:.4f}",
+                f"{100 * v.icc:.1f} %"] for v in [rep.target, *rep.features]
+               if math.isfinite(v.icc_raw) and v.msw > 0]
+    settings = [v.column for v in rep.features if v.msw == 0]
+    blocks: list = [
+        variance_sentence(rep.target, a.target),
+        "One-way random-effects decomposition over configs (seeds as replicates). ICC(1) = (MSB − MSW) / "
+        "(MSB + (k0 − 1)·MSW), k0 the adjusted mean group size; the raw estimate may be negative, the share "
+        "of variance between settings is clipped at 0. Features below the target: how much of each statistic "
+        "is fixed by the setting rather than by the calibration draw.",
+        Table(["column", "configs", "rows", "F", "p", "ICC raw", "ICC", "between settings"], vd_rows),
+    ]
+    if settings:
+        blocks.append("Constant within every config (setting parameters): " + ", ".join(settings) + ".")
+    pc = rep.per_config.head(MAX_CONFIG_ROWS)
+    t = a.target
+    cols = ["config_id", "n", f"{t}_mean", f"{t}_sd", *(f"{s}_mean" for s in settings)]
+    blocks.append(Table(["config_id", "n", f"{t} mean", f"{t} sd", *settings],
+                        [[str(r[0]), str(int(r[1])), *(fmt_num(v) for v in r[2:])] for r in pc[cols].itertuples(False)]))
+    if len(rep.per_config) > MAX_CONFIG_ROWS:
+        blocks.append(f"First {MAX_CONFIG_ROWS} of {len(rep.per_config)} configs; all in per_config.csv.")
+    blocks += [
+        f"Correlations of per-config means with the mean {t} (the setting effect; n = configs):",
+        correlation_table(rep.between),
+        f"Within-config correlations: each replicate's deviation from its config mean, in a feature against {t} "
+        "(does a replicate with a lower value than its siblings score higher?). p-values and Fisher-z 95% "
+        "intervals use N − g − 1 degrees of freedom (g config means were estimated).",
+        correlation_table([c for c in rep.within if c.x not in settings]),
+    ]
+    return Section("Replicates: settings against calibration noise", blocks)
+
+
+def _feature_list(features: Sequence[str], width: int = 48) -> str:
+    text = ", ".join(features) or "(none: the mean)"
+    return text if len(text) <= width else f"{len(features)} features: {text[:width - 14].rsplit(',', 1)[0]}, …"
+
+
+def _predictor_section(a: Analysis) -> Section:
+    cmp, model = a.comparison, a.model
+    rows = [[s.label, _feature_list(s.fit.features), f"{s.r2:.4f}", f"{s.r2_cv:.4f}",
+             fmt_num(s.mae), fmt_num(s.mae_cv)] for s in cmp.scores]
+    unit = "configs" if a.replicates is not None else "rows"
+    blocks: list = [
+        f"Cross-validation: {cmp.scheme.name} ({len(cmp.scheme.splits)} folds over {cmp.scheme.units} {unit}); "
+        f"each model chooses its features inside every fold, at most {cmp.max_features} (n/4). Predicting the "
+        f"training mean scores cross-validated R² = {cmp.baseline_r2_cv:.4f}.",
+        Table(["predictor", "features", "R² in sample", "R² CV", "MAE in sample", "MAE CV"], rows, "llrrrr"),
+        f"Exported to prediction_model.json (the best by cross-validated R²): {model.formula}",
+        Table(["feature", "coefficient", "standardised", "training min", "training max"],
+              [[f, fmt_num(model.coefficients[f]), fmt_num(model.standardized_coefficients[f]),
+                fmt_num(model.training_ranges[f].min), fmt_num(model.training_ranges[f].max)] for f in model.features]),
+    ]
+    simpler = [s for s in cmp.scores[1:] if len(s.fit.features) < len(cmp.best.fit.features)
+               and s.r2_cv >= cmp.best.r2_cv - 0.01]
+    if simpler:
+        s = simpler[0]
+        blocks.append(f"{s.label} ({len(s.fit.features)} feature(s)) predicts almost as well (cross-validated R² = "
+                      f"{s.r2_cv:.4f} against {cmp.best.r2_cv:.4f}): the simpler model may be the better choice.")
+    blocks.append(f"The exported model was chosen as the best of {len(cmp.scores)} candidates, so its "
+                  "cross-validated R² is slightly optimistic.")
+    if cmp.skipped:
+        blocks.append("Skipped predictors: " + "; ".join(cmp.skipped))
+    return Section("Predictors", blocks)
+
+
+def _columns_section(a: Analysis) -> Section:
+    r = a.roles
+    items = [f"Features ({len(r.features)}): " + ", ".join(r.features)]
+    named = [("Constant over the used rows (undefined (constant), not features)", r.constant),
+             ("Non-numeric, skipped", r.non_numeric),
+             (f"Parts or relatives of the target {a.target}, not used to predict it", r.target_parts),
+             ("Identifiers, seeds, flags and timings, not features", r.bookkeeping)]
+    items += [f"{label}: {', '.join(cols)}" for label, cols in named if cols]
+    items += [f"{d} is identical to {k} and is left out" for d, k in r.duplicates.items()]
+    return Section("Columns", [Bullets(items)])
+
+
+def _method_section(a: Analysis) -> Section:
+    return Section("Method", [Bullets([
+        "Spearman and Pearson coefficients and two-sided p-values from scipy.stats, over the rows where both "
+        "values exist (n per pair).",
+        f"p (BH): Benjamini–Hochberg adjusted within each table; significant means adjusted p < {ALPHA}. "
+        "Stars: * < 0.05, ** < 0.01, *** < 0.001 (adjusted).",
+        f"95% CI: percentile bootstrap over rows, {N_RESAMPLES} resamples, seed {a.seed}.",
+        "Undefined (constant) means a column does not vary: no coefficient exists, none is reported.",
+        "R² CV: 1 − Σ(y − ŷ_cv)² / Σ(y − ȳ)², each ŷ_cv from a model fitted without that row's fold.",
+        *([] if a.replicates is None else [
+            "Rows of one config are not independent: settings are judged on per-config means (n = configs), "
+            "the all-rows table is descriptive."]),
+    ])])
+
+
+def build_sections(a: Analysis) -> list[Section]:
+    """Every section of the report, in reading order."""
+    sections = [Section("Key findings", [Bullets(key_findings(a))]),
+                Section("Hypotheses of the original tool", [Bullets(hypotheses(a))])]
+    if a.replicates is not None:
+        sections.append(_replicate_section(a))
+    sections += [
+        Section(f"Correlations with {a.target} (all rows)", [
+            f"Every candidate feature against {a.target}, strongest |ρ| first; n = {a.n} rows.",
+            correlation_table(a.target_corrs)]),
+        _predictor_section(a), _pairs_section(a), _columns_section(a), _method_section(a),
+    ]
+    return sections
+
+
+def render_report(a: Analysis) -> tuple[str, str]:
+    """The report as (plain text, Markdown)."""
+    title = f"gradprune analysis of {a.source}"
+    sections = build_sections(a)
+    return to_text(title, sections), to_markdown(title, sections)
