@@ -45,22 +45,49 @@ def check_model_matches_plan(model: nn.Module, plan: Plan) -> None:
             )
 
 
-def pruned_config(dense: dict[str, Any], plan: Plan, model_config: Any) -> dict[str, Any] | None:
-    """The dense config rewritten to a uniform plan's shapes, or None when it cannot describe them."""
+def pruned_config(dense: dict[str, Any], plan: Plan, model_config: Any) -> tuple[dict[str, Any] | None, str]:
+    """The dense config rewritten to a uniform plan's shapes, or (None, why it cannot be)."""
     if not plan.is_uniform(model_config):
-        return None
+        return None, "layers keep different numbers of KV groups or MLP channels"
     n_kv, n_ch = plan.kept_counts(model_config)[0]
     if n_kv == 0 or n_ch == 0:
-        return None  # num_key_value_heads=0 divides by zero in transformers; keep the plan-based load
+        return None, "no KV group or no MLP channel is kept (transformers divides by num_key_value_heads)"
     head_dim = dense.get("head_dim") or dense["hidden_size"] // dense["num_attention_heads"]
     n_rep = dense["num_attention_heads"] // dense["num_key_value_heads"]
-    return {
+    rewritten = {
         **dense,
         "intermediate_size": n_ch,
         "num_key_value_heads": n_kv,
         "num_attention_heads": n_kv * n_rep,
         "head_dim": head_dim,  # explicit: hidden_size // num_attention_heads no longer gives it
     }
+    from transformers import CONFIG_MAPPING
+
+    try:
+        # transformers 5 validates configs strictly (LlamaConfig wants hidden_size % num_attention_heads
+        # == 0 even with an explicit head_dim): let it decide, and fall back to the plan-based load.
+        CONFIG_MAPPING[dense["model_type"]].from_dict(rewritten)
+    except Exception as exc:  # any refusal only means "not loadable by from_pretrained"
+        return None, f"transformers rejects the pruned config: {str(exc).strip().splitlines()[-1]}"
+    return rewritten, ""
+
+
+def _buffer_dtypes(model: nn.Module) -> dict[str, str]:
+    """dtypes of the non-persistent buffers: ``model.to(bf16)`` casts the rotary ``inv_freq`` too,
+    while a fresh build computes it in fp32; recording them keeps the reload bitwise exact."""
+    persistent = set(model.state_dict())
+    return {n: str(b.dtype).removeprefix("torch.") for n, b in model.named_buffers() if n not in persistent}
+
+
+def _restore_buffer_dtypes(model: nn.Module, dtypes: Any) -> None:
+    if not isinstance(dtypes, dict):
+        return
+    buffers = dict(model.named_buffers())
+    for name, dtype_name in dtypes.items():
+        dtype = getattr(torch, str(dtype_name), None)
+        if name in buffers and isinstance(dtype, torch.dtype):
+            module_name, _, attr = name.rpartition(".")
+            model.get_submodule(module_name).register_buffer(attr, buffers[name].to(dtype), persistent=False)
 
 
 def _check_target(out_dir: Path) -> None:
@@ -99,13 +126,15 @@ def save_pruned(model: nn.Module, tokenizer: Any, plan: Plan, out_dir: str | Pat
             tokenizer.save_pretrained(tmp)
         plan.save(tmp / PLAN_FILE)
         dense = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-        rewritten = pruned_config(dense, plan, model.config)
+        rewritten, why_not = pruned_config(dense, plan, model.config)
         if rewritten is not None:
             (tmp / "config.json").write_text(json.dumps(rewritten, indent=2, sort_keys=True) + "\n")
         manifest = {
             "format_version": FORMAT_VERSION,
             "config_rewritten": rewritten is not None,
+            "config_not_rewritten_because": why_not or None,
             "dense_config": dense,
+            "buffer_dtypes": _buffer_dtypes(model),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         _move_into_place(tmp, out_dir)
@@ -237,6 +266,8 @@ def load_pruned(
     except PlanError as exc:
         raise PlanError(f"{str(path / PLAN_FILE)!r} does not fit the saved config: {exc}") from None
     _assign_weights(model, _read_tensors(files, device, dtype), str(path))
+    if dtype is None:  # an explicit dtype follows from_pretrained: computed buffers stay fp32
+        _restore_buffer_dtypes(model, manifest.get("buffer_dtypes"))
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)
     model.to(device)
