@@ -93,11 +93,16 @@ class LayerModules:
 
     def n_groups(self, role: str) -> int:
         """Number of groups that cut the tensor of ``role`` (KV heads or MLP channels)."""
-        if role in ROLES_ATTN:
-            return self.n_kv
-        if role in ROLES_MLP:
-            return self.n_channels
-        raise ValueError(f"unknown role {role!r}; expected one of {ROLES_ATTN + ROLES_MLP}")
+        return self.n_kv if role_kind(role) == "attn" else self.n_channels
+
+
+def role_kind(role: str) -> str:
+    """``"attn"`` or ``"mlp"``: which group kind cuts the tensor of ``role`` (``o_bias`` is attn)."""
+    if role in ROLES_ATTN:
+        return "attn"
+    if role in ROLES_MLP:
+        return "mlp"
+    raise ValueError(f"unknown role {role!r}; expected one of {ROLES_ATTN + ROLES_MLP}")
 
 
 def _group_size(role: str, layer: LayerModules) -> int:

@@ -62,10 +62,13 @@ def _expected_group(role: str, lm, value: torch.Tensor, shape: torch.Size) -> to
     return {"k": row // lm.head_dim, "v": row // lm.head_dim, "gate": row, "up": row, "down": col}[base]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("n_kv", [2, 4])
-def test_group_view_partitions_exactly(arch, n_kv, make_model):
-    model = make_model(arch, n_kv=n_kv)
+PARTITION_CASES = [(a, n, False) for a in ARCHS for n in (2, 4)] + [("llama", 2, True), ("llama", 4, True)]
+
+
+@pytest.mark.parametrize(("arch", "n_kv", "biases"), PARTITION_CASES)
+def test_group_view_partitions_exactly(arch, n_kv, biases, make_model):
+    # biases: llama's attention_bias / mlp_bias add o_proj and down_proj biases that no group removes
+    model = make_model(arch, n_kv=n_kv, **({"attention_bias": True, "mlp_bias": True} if biases else {}))
     lm = get_adapter(model).layers(model)[1]
     for role, p in lm.weights().items():
         t = torch.arange(p.numel()).reshape(p.shape)
@@ -134,6 +137,15 @@ def test_count_params_counts_tied_embeddings_once(make_model):
     assert adapter.count_params(untied) - adapter.count_params(tied) == 200 * 64
     clone = copy.deepcopy(tied)
     assert adapter.count_params(clone) == adapter.count_params(tied)
+
+
+def test_role_kind():
+    from gradprune.models.adapters import role_kind
+
+    assert [role_kind(r) for r in ("q", "o_bias", "k_bias")] == ["attn"] * 3
+    assert [role_kind(r) for r in ("down", "down_bias", "gate_bias")] == ["mlp"] * 3
+    with pytest.raises(ValueError, match="unknown role"):
+        role_kind("lm_head")
 
 
 def test_get_adapter_accepts_model_config_and_dict(make_model):

@@ -145,3 +145,24 @@ def test_a_second_plan_indexes_the_cut_model(make_model, tokens):
     apply_plan(model, Plan("mistral", [LayerPlan(0, [2], None)], {}))
     assert get_adapter(model).layers(model)[0].n_kv == 1
     model(tokens)
+
+
+def test_llama_with_all_biases(make_model, make_plan, tokens):
+    # attention_bias adds an o_proj bias and mlp_bias a down_proj bias: no group removes them
+    model = make_model("llama", attention_bias=True, mlp_bias=True)
+    with torch.no_grad():  # the default init zeroes biases, which would hide a wrong cut
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.1, 0.1)
+    lm = get_adapter(model).layers(model)[0]
+    assert {"o_bias", "down_bias", "gate_bias", "up_bias", "q_bias"} <= set(lm.weights())
+    before = get_adapter(model).count_params(model)
+    per_attn, per_mlp = lm.attn_group_params(), lm.mlp_group_params()
+    plan = make_plan(model.config, 5)
+    reference = copy.deepcopy(model)
+    mask_plan(reference, plan)
+    apply_plan(model, plan)
+    assert torch.allclose(model(tokens).logits, reference(tokens).logits, atol=1e-5)
+    removed_kv = sum(2 - len(lp.attn_kept) for lp in plan.layers if lp.attn_kept is not None)
+    removed_ch = sum(96 - len(lp.mlp_kept) for lp in plan.layers if lp.mlp_kept is not None)
+    assert before - get_adapter(model).count_params(model) == removed_kv * per_attn + removed_ch * per_mlp
