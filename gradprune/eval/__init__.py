@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gradprune.eval.checks import check_eval_config
 from gradprune.eval.dense_cache import add_dense_comparison, dense_metrics, model_identity
-from gradprune.eval.evaluate import evaluate
+from gradprune.eval.evaluation import evaluate
 from gradprune.eval.result import EvalResult
 from gradprune.eval.table import print_results_table
 

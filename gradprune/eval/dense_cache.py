@@ -142,7 +142,7 @@ def dense_metrics(model: Any, tokenizer: Any, cfg: Any, identity: str, console: 
     Call it before pruning (surgery changes the model in place). ``{}`` when eval.dense is false or
     eval.run is none.
     """
-    from gradprune.eval.evaluate import evaluate
+    from gradprune.eval.evaluation import evaluate
     from gradprune.io import atomic_write_json
 
     if cfg.run == "none" or not cfg.dense:

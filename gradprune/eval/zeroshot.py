@@ -36,17 +36,31 @@ def load_tasks(tm: Any, names: list[str], progress: Any = None) -> tuple[dict[st
         start = time.perf_counter()
         try:
             loaded = tm.load([name])["tasks"]
-        except Exception as exc:  # datasets / lm-eval raise many types; all mean "cannot load"
-            raise EvalError(
-                f"eval.tasks: task {name!r} cannot be loaded (data set {dataset_label(tm, name)!r}): "
-                f"{type(exc).__name__}: {exc}. " + offline_hint("point eval.task_dir at local task files")
-            ) from None
+        except Exception as exc:  # datasets / lm-eval raise many types
+            raise _load_error(tm, name, exc) from None
         for task_name, task in loaded.items():
             tasks[task_name] = task
             seconds[task_name] = (time.perf_counter() - start) / len(loaded)
             if progress is not None:
                 progress.add_row(f"task:{task_name}", f"task {task_name}")
     return tasks, seconds
+
+
+_UNAVAILABLE = ("DatasetNotFoundError", "DataFilesNotFoundError", "EmptyDatasetError", "OfflineModeIsEnabled",
+                "LocalEntryNotFoundError", "HfHubHTTPError", "RepositoryNotFoundError")
+
+
+def _load_error(tm: Any, name: str, exc: Exception) -> EvalError:
+    """A data set that is not available (offline, missing file) gets the offline hint; other errors not."""
+    what = f"{type(exc).__name__}: {exc}"
+    unavailable = isinstance(exc, ConnectionError | OSError) or type(exc).__name__ in _UNAVAILABLE \
+        or "offline" in str(exc).lower()
+    if unavailable:
+        return EvalError(
+            f"eval.tasks: task {name!r} cannot be loaded: its data set {dataset_label(tm, name)!r} is not "
+            f"available ({what}). " + offline_hint("point eval.task_dir at local task files")
+        )
+    return EvalError(f"eval.tasks: task {name!r} failed while being set up (loading its documents): {what}")
 
 
 def make_lm(model: Any, tokenizer: Any, batch_size: int | str) -> Any:

@@ -1,0 +1,85 @@
+"""Dense metrics: computed once per identity and settings, cached atomically, compared with pruned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gradprune.eval import add_dense_comparison, dense_metrics, model_identity
+from gradprune.eval import evaluation as evaluate_module
+from gradprune.eval.dense_cache import cache_dir
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts real evaluations (by part) behind dense_metrics."""
+    calls: list[str] = []
+    real = evaluate_module.evaluate
+
+    def spy(model, tokenizer, cfg, console=None):
+        calls.append(cfg.run)
+        return real(model, tokenizer, cfg, console=console)
+
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
+    return calls
+
+
+def test_second_call_reads_the_cache(eval_model, eval_tokenizer, eval_cfg, ppl_file, counted):
+    cfg = eval_cfg(ppl_datasets=[str(ppl_file)], ppl_seq_len=32, ppl_max_windows=4, tasks=["piqa"])
+    ident = model_identity(eval_model, "tiny-test")
+    first = dense_metrics(eval_model, eval_tokenizer, cfg, ident)
+    assert counted == ["ppl", "zeroshot"]
+    assert {"ppl", "ppl_held_out", "acc_piqa", "acc_mean"} <= set(first)
+    files = sorted(p.name for p in cache_dir().glob("*.json"))
+    assert len(files) == 2 and files[0].startswith("ppl-") and files[1].startswith("zeroshot-")
+    entry = json.loads((cache_dir() / files[1]).read_text())
+    assert entry["key"]["identity"] == ident and entry["info"]["zeroshot"]["lm_eval_version"]
+
+    again = dense_metrics(eval_model, eval_tokenizer, cfg.model_copy(update={"batch_size": 2}), ident)
+    assert again == first and counted == ["ppl", "zeroshot"]  # batch size is not part of the key
+
+    more_tasks = cfg.model_copy(update={"tasks": ["piqa", "boolq"]})
+    dense_metrics(eval_model, eval_tokenizer, more_tasks, ident)
+    assert counted == ["ppl", "zeroshot", "zeroshot"]  # perplexity still cached
+
+
+def test_unreadable_entry_is_recomputed_and_dense_off_does_nothing(eval_model, eval_tokenizer, eval_cfg,
+                                                                   ppl_file, counted):
+    cfg = eval_cfg(run="ppl", ppl_datasets=[str(ppl_file)], ppl_seq_len=32, ppl_max_windows=2)
+    ident = model_identity(eval_model, "tiny-test")
+    dense_metrics(eval_model, eval_tokenizer, cfg, ident)
+    (path,) = cache_dir().glob("ppl-*.json")
+    path.write_text("{truncated")
+    assert "ppl" in dense_metrics(eval_model, eval_tokenizer, cfg, ident)
+    assert counted == ["ppl", "ppl"] and json.loads(path.read_text())["metrics"]["ppl"] > 0
+    assert dense_metrics(eval_model, eval_tokenizer, cfg.model_copy(update={"dense": False}), ident) == {}
+    assert counted == ["ppl", "ppl"]
+
+
+def test_identity_follows_the_weights(eval_model, tmp_path, eval_tokenizer):
+    a = model_identity(eval_model, "tiny", revision="r1")
+    assert a == model_identity(eval_model, "tiny", revision="r1")
+    assert a != model_identity(eval_model, "tiny", revision="r2")
+    assert a.startswith("tiny@r1#")
+    with torch.no_grad():
+        eval_model.lm_head.weight[0, 0] += 1.0
+    assert a != model_identity(eval_model, "tiny", revision="r1")
+
+    eval_model.save_pretrained(tmp_path / "m")
+    eval_tokenizer.save_pretrained(tmp_path / "m")
+    local = model_identity(None, str(tmp_path / "m"))  # a local folder: its files decide
+    assert local == model_identity(None, str(tmp_path / "m"))
+    (tmp_path / "m" / "tokenizer.json").write_text("{}")
+    assert local != model_identity(None, str(tmp_path / "m"))
+
+
+def test_add_dense_comparison():
+    pruned = {"ppl": 20.0, "acc_mean": 0.5, "acc_norm_mean": 0.55, "acc_piqa": 0.6}
+    dense = {"ppl": 10.0, "acc_mean": 0.6, "acc_norm_mean": 0.65, "acc_piqa": 0.7, "acc_piqa_stderr": 0.01}
+    out = add_dense_comparison(pruned, dense)
+    assert out["dense_acc_mean"] == 0.6 and out["dense_ppl"] == 10.0 and out["dense_acc_piqa"] == 0.7
+    assert out["acc_drop"] == pytest.approx(0.1) and out["acc_norm_drop"] == pytest.approx(0.1)
+    assert out["ppl_ratio"] == 2.0 and out["dense_acc_piqa_stderr"] == 0.01
+    assert add_dense_comparison(pruned, {}) == pruned
