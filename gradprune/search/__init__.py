@@ -1,0 +1,1 @@
+"""Parameter search over recipe keys: Optuna study, resumable workers, one CSV row per trial."""

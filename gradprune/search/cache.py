@@ -1,0 +1,78 @@
+"""On-disk store of calibration results, so trials with the same calibration key share one pass.
+
+One folder per key: ``scores.safetensors`` (every estimator's per-group scores) and ``result.json``
+(per-layer statistics, throughput, provenance). Written into a temp folder and renamed, so a
+reader sees a whole entry or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gradprune.calibration import CalibrationResult
+
+
+class CalibrationStore:
+    """get/put of CalibrationResult by key; counts how many calibrations this process stored."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.puts = 0
+        self.hits = 0
+
+    def _dir(self, key: str) -> Path:
+        return self.root / key[:32]
+
+    def get(self, key: str) -> CalibrationResult | None:
+        """The stored result, or None."""
+        from safetensors.torch import load_file
+
+        d = self._dir(key)
+        if not (d / "result.json").exists():
+            return None
+        meta = json.loads((d / "result.json").read_text())
+        flat = load_file(str(d / "scores.safetensors"))
+        scores: dict = {}
+        for name, tensor in flat.items():
+            est, layer, kind = name.split("|")
+            scores.setdefault(est, {})[(int(layer), kind)] = tensor
+        self.hits += 1
+        info = dict(meta["info"], reused_calibration=True)
+        return CalibrationResult(scores=scores, layer_stats=meta["layer_stats"], batches=meta["batches"],
+                                 tokens=meta["tokens"], seconds=meta["seconds"], mean_loss=meta["mean_loss"],
+                                 info=info)
+
+    def put(self, key: str, res: CalibrationResult) -> None:
+        """Store ``res`` under ``key`` (a concurrent writer of the same key is harmless)."""
+        from safetensors.torch import save_file
+
+        final = self._dir(key)
+        if final.exists():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            flat = {f"{est}|{layer}|{kind}": t.contiguous()
+                    for est, sc in res.scores.items() for (layer, kind), t in sc.items()}
+            save_file(flat, str(tmp / "scores.safetensors"))
+            meta = {"layer_stats": res.layer_stats, "batches": res.batches, "tokens": res.tokens,
+                    "seconds": res.seconds, "mean_loss": res.mean_loss, "info": res.info, "key": key}
+            (tmp / "result.json").write_text(json.dumps(meta))
+            os.replace(tmp, final)
+            self.puts += 1
+        except OSError:
+            if final.exists():  # another worker stored the same key first
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def count(self) -> int:
+        """How many calibrations are stored."""
+        return sum(1 for d in self.root.glob("*") if (d / "result.json").exists()) if self.root.exists() else 0

@@ -1,0 +1,138 @@
+"""Search recipes: a base recipe (+ overrides), a grid of dotted recipe keys, replicates, sampler.
+
+Every grid value is checked against the recipe schema before any trial runs, so a typo in a key
+or a value of the wrong type fails at once with the key and the value named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gradprune.errors import RecipeError
+from gradprune.recipe import Recipe, apply_overrides, read_yaml, validate_dict
+
+SEED_KEY = "calibration.seed"
+# seeds of replicate r: base seed + r * stride (far apart so windows do not overlap by construction)
+SEED_STRIDE = 1000
+
+
+class HalvingSection(BaseModel):
+    """Successive halving over evaluation budget (nested subsets of each task's examples)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_fraction: float = Field(0.125, gt=0, le=1)
+    reduction_factor: int = Field(2, ge=2)
+    k_stderr: float = Field(1.0, ge=0)
+
+
+class ScreenSection(BaseModel):
+    """Predictor screening: evaluate n_initial trials, predict the rest, evaluate the top_k."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n_initial: int = Field(6, ge=2)
+    top_k: int = Field(3, ge=1)
+    coverage: int = Field(1, ge=0)
+
+
+class SearchSpec(BaseModel):
+    """A whole search recipe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    base: str
+    overrides: list[str] = Field(default_factory=list)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    replicates: int = Field(1, ge=1)
+    sampler: Literal["grid", "random", "tpe"] = "grid"
+    n_trials: int | None = Field(None, gt=0)
+    seed: int = 0
+    output_dir: str = "results/search"
+    study_name: str | None = None
+    objective: str = "acc_mean"
+    evaluation: Literal["full", "halving", "screen"] = "full"
+    halving: HalvingSection = Field(default_factory=HalvingSection)
+    screen: ScreenSection = Field(default_factory=ScreenSection)
+    # resolved at load time
+    source: str = ""
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, vals in v.items():
+            if not isinstance(vals, list) or not vals:
+                raise ValueError(f"grid.{k}: expected a non-empty list of values")
+            if len({json.dumps(x, sort_keys=True) for x in vals}) != len(vals):
+                raise ValueError(f"grid.{k}: values repeat: {vals}")
+        return v
+
+    def base_recipe_dict(self) -> dict[str, Any]:
+        """The base recipe with the search's overrides applied (not yet validated)."""
+        return apply_overrides(read_yaml(self.base, "base recipe"), self.overrides)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point (without the replicate seed), in a fixed order; index = config_id."""
+        keys = list(self.grid)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
+
+    def replicate_seeds(self, base_seed: int) -> list[int]:
+        """The calibration seeds of the replicates, derived from the base recipe's seed."""
+        return [base_seed + r * SEED_STRIDE for r in range(self.replicates)]
+
+    def fingerprint(self) -> str:
+        """Identifies the search: same fingerprint, same study (resume); different → refuse the dir."""
+        d = self.model_dump(exclude={"source", "output_dir", "n_trials"})
+        d["base_recipe"] = self.base_recipe_dict()
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """One line: keys, number of points and trials."""
+        n = len(self.points())
+        keys = ", ".join(f"{k} ({len(v)})" for k, v in self.grid.items()) or "no grid keys"
+        reps = f" × {self.replicates} replicates" if self.replicates > 1 else ""
+        return f"{keys}: {n} points{reps} = {n * self.replicates} trials ({self.sampler} sampler)"
+
+
+def override_list(point: dict[str, Any]) -> list[str]:
+    """``key=value`` overrides for one grid point (values as JSON, which YAML reads back exactly)."""
+    return [f"{k}={json.dumps(v)}" for k, v in point.items()]
+
+
+def recipe_for(spec: SearchSpec, point: dict[str, Any]) -> Recipe:
+    """The validated recipe of one trial."""
+    data = apply_overrides(spec.base_recipe_dict(), override_list(point))
+    return validate_dict(data, f"{spec.source} (trial {point})")
+
+
+def _check_points(spec: SearchSpec) -> None:
+    """Validate every grid value on its own (names the key and value), then every combination."""
+    base = spec.base_recipe_dict()
+    validate_dict(base, f"{spec.source}: base recipe {spec.base}")
+    for key, vals in spec.grid.items():
+        for v in vals:
+            try:
+                validate_dict(apply_overrides(base, override_list({key: v})), spec.source)
+            except RecipeError as exc:
+                msg = str(exc).split(": ", 1)[-1]
+                raise RecipeError(f"{spec.source}: grid.{key} value {v!r} is not valid: {msg}") from None
+
+
+def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
+    """Load and fully validate a search recipe (base recipe and every grid value)."""
+    data = apply_overrides(read_yaml(path, "search recipe"), overrides or [])
+    if "base" not in data:
+        raise RecipeError(f"{path}: a search recipe needs `base: <recipe.yaml>` (path relative to this file)")
+    base = Path(str(data["base"]))
+    if not base.is_absolute():
+        base = Path(path).resolve().parent / base
+    data["base"] = str(base)
+    data["source"] = str(path)
+    from gradprune.recipe import validate_dict as _v
+
+    spec = _v(data, str(path), schema=SearchSpec)
+    _check_points(spec)
+    return spec

@@ -1,0 +1,176 @@
+"""The Optuna study behind a search: storage, the grid queue, claiming trials, stale-trial recovery.
+
+Grid searches enqueue every grid point once (under a file lock for the default journal storage);
+each worker claims WAITING trials atomically through the storage (``set_trial_state_values`` to
+RUNNING succeeds for one process only), so several workers complete every point exactly once.
+A trial whose worker died (SIGKILL, OOM killer, node loss) is found by its owner record (same host,
+dead PID) or a stale heartbeat, marked failed, and re-enqueued — again exactly once, because only
+one process can move a RUNNING trial to FAIL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gradprune.errors import GradpruneError
+
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 600.0  # a heartbeat older than this from another host means the worker is gone
+
+
+def encode(v: Any) -> Any:
+    """Optuna stores str/int/float/bool/None; other values (lists, dicts) travel as JSON strings."""
+    return v if v is None or isinstance(v, (str, int, float, bool)) else "json:" + json.dumps(v)
+
+
+def decode(v: Any) -> Any:
+    """Inverse of :func:`encode`."""
+    return json.loads(v[5:]) if isinstance(v, str) and v.startswith("json:") else v
+
+
+def open_storage(url: str | None, out_dir: Path):
+    """The storage: a journal file in the output dir by default, or any Optuna storage URL."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if url is None:
+        path = out_dir / "study.journal"
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    try:
+        if url.endswith(".journal") or url.endswith(".log"):
+            return JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+        return optuna.storages.get_storage(url)
+    except Exception as exc:  # bad URL, unreachable server, missing driver
+        raise GradpruneError(f"--storage {url!r}: cannot open the Optuna storage: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on one machine (or a shared file system with flock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def make_sampler(kind: str, space: dict[str, list[Any]], seed: int):
+    """Optuna's grid (default), random or TPE sampler."""
+    import optuna
+
+    if kind == "grid":
+        return optuna.samplers.GridSampler({k: [encode(v) for v in vals] for k, vals in space.items()}, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def enqueue_grid(study, points: list[dict[str, Any]]) -> int:
+    """Enqueue every grid point not yet in the study (any state); returns how many were added."""
+    seen = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(deepcopy=False)}
+    added = 0
+    for p in points:
+        enc = {k: encode(v) for k, v in p.items()}
+        if json.dumps(enc, sort_keys=True) not in seen:
+            study.enqueue_trial(enc)
+            added += 1
+    return added
+
+
+def claim_waiting(study) -> int | None:
+    """Atomically claim one WAITING trial for this process; None when the queue is empty."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return t._trial_id
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def owner_record() -> dict[str, Any]:
+    """Who runs a trial: host, PID and a heartbeat time."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(trial, now: float | None = None) -> bool:
+    """A RUNNING trial whose worker is gone."""
+    now = now or time.time()
+    owner = trial.system_attrs.get("gradprune_owner")
+    if owner is None:  # killed between claim and owner record
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
+        return now - start > 60
+    if owner["host"] == socket.gethostname():
+        return owner["pid"] != os.getpid() and not _pid_alive(owner["pid"])
+    return now - owner["heartbeat"] > STALE_AFTER_S
+
+
+def recover_stale(study) -> list[int]:
+    """Fail each stale RUNNING trial and enqueue its params again (once); returns their numbers."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_stale(t):
+            continue
+        try:
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # another worker recovered it first
+        storage.set_trial_user_attr(t._trial_id, "status", "stale")
+        storage.set_trial_user_attr(t._trial_id, "retried", True)
+        study.enqueue_trial(dict(t.params))
+        recovered.append(t.number)
+    return recovered
+
+
+class Heartbeat:
+    """Refreshes the owner record of the running trial from a daemon thread."""
+
+    def __init__(self, study, trial_id: int) -> None:
+        self.study, self.trial_id = study, trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.study._storage.set_trial_system_attr(self.trial_id, "gradprune_owner", owner_record())
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # a missed beat only delays nothing; never kill the trial
+                self.study._storage.set_trial_system_attr(self.trial_id, "gradprune_owner", owner_record())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,84 @@
+"""``search_results.csv``: one row per finished trial, built from the study, rewritten atomically.
+
+Rows keep the original tool's columns (success, taylor_seq_len, taylor_num_samples, acc_*, ppl,
+grad_*_ratio, extreme_pruning_layers, pruning_ratio) plus every grid key, the replicate seed, a
+``config_id`` shared by the replicates of one grid point, per-stage timings and stability columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from gradprune.io import atomic_write_text
+from gradprune.search.study import decode
+
+FIRST = ["trial", "config_id", "seed", "status", "success", "error", "evaluated", "duration_s",
+         "taylor_seq_len", "taylor_num_samples", "acc_mean", "ppl", "grad_norm_ratio", "grad_mean_ratio",
+         "grad_std_ratio", "grad_max_ratio", "extreme_pruning_layers", "pruning_ratio"]
+
+
+def trial_rows(study, spec) -> list[dict[str, Any]]:
+    """Rows of every trial that ended (complete, failed with a reason, pruned), in trial order."""
+    from optuna.trial import TrialState
+
+    points = [json.dumps(p, sort_keys=True) for p in spec.points()]
+    rows = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.state in (TrialState.WAITING, TrialState.RUNNING) or t.user_attrs.get("retried"):
+            continue
+        params = {k: decode(v) for k, v in t.params.items()}
+        point = {k: v for k, v in params.items() if k != "calibration.seed" or "calibration.seed" in spec.grid}
+        cid = points.index(json.dumps(point, sort_keys=True)) if json.dumps(point, sort_keys=True) in points else -1
+        status = t.user_attrs.get("status") or ("complete" if t.state == TrialState.COMPLETE else t.state.name.lower())
+        row: dict[str, Any] = {
+            "trial": t.number, "config_id": cid, "seed": t.user_attrs.get("seed", params.get("calibration.seed")),
+            "status": status, "success": bool(t.user_attrs.get("success", False)),
+            "error": t.user_attrs.get("error", ""), "evaluated": t.user_attrs.get("evaluated", True),
+            "duration_s": t.user_attrs.get("duration_s"),
+        }
+        row.update({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in params.items()})
+        row.update(t.user_attrs.get("metrics", {}))
+        row.update(t.user_attrs.get("extra", {}))
+        rows.append(row)
+    return rows
+
+
+def add_stability(rows: list[dict[str, Any]], trials_dir: Path) -> None:
+    """Per grid point with ≥ 2 successful replicates: kept-set Jaccard and score rank correlation."""
+    from gradprune.search.stability import replicate_stability
+
+    by_cfg: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["success"]:
+            by_cfg.setdefault(r["config_id"], []).append(r)
+    for reps in by_cfg.values():
+        if len(reps) < 2:
+            continue
+        stats = replicate_stability([trials_dir / f"trial_{r['trial']}" for r in reps])
+        for r in reps:
+            r.update(stats)
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """CSV with the original columns first, then the rest in first-seen order."""
+    cols = [c for c in FIRST if any(c in r for r in rows)]
+    rest = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
+    cols += [c for c in rest if c not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in cols})
+    return buf.getvalue()
+
+
+def write_results(study, spec, out_dir: Path) -> Path:
+    """Rebuild and atomically rewrite ``search_results.csv`` from the study."""
+    rows = trial_rows(study, spec)
+    add_stability(rows, out_dir / "trials")
+    return atomic_write_text(out_dir / "search_results.csv", csv_text(rows))

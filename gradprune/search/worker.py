@@ -1,0 +1,111 @@
+"""A search worker: claims trials from the study one at a time and runs them until none is left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from gradprune.errors import GradpruneError
+from gradprune.search.cache import CalibrationStore
+from gradprune.search.live import SearchDisplay
+from gradprune.search.spec import SEED_KEY, SearchSpec, recipe_for
+from gradprune.search.study import Heartbeat, claim_waiting, decode, encode, recover_stale
+from gradprune.search.table import write_results
+from gradprune.search.trial import one_line, run_trial
+
+
+class Worker:
+    """Runs trials of one study in this process; several workers may share the study."""
+
+    def __init__(self, spec: SearchSpec, study, space: dict[str, list[Any]], out: Path, console: Console) -> None:
+        self.spec, self.study, self.space, self.out, self.console = spec, study, space, out, console
+        self.store = CalibrationStore(out / "cache" / "calibration")
+        self.quiet = Console(quiet=True)  # per-trial chatter stays out of the search's live table
+
+    def total(self) -> int:
+        """How many trials the search has in all."""
+        if self.spec.sampler == "grid":
+            n = 1
+            for v in self.space.values():
+                n *= len(v)
+            return n
+        return int(self.spec.n_trials or 0)
+
+    def finished(self) -> int:
+        """Trials that ended for good (not the stale ones that were retried)."""
+        return sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if t.state.is_finished() and not t.user_attrs.get("retried"))
+
+    def _next(self) -> int | None:
+        tid = claim_waiting(self.study)
+        if tid is not None or self.spec.sampler == "grid":
+            return tid
+        from optuna.trial import TrialState
+
+        live = sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+                   and not t.user_attrs.get("retried"))
+        if live >= int(self.spec.n_trials or 0):
+            return None
+        return self.study.ask()._trial_id
+
+    def run(self, max_trials: int | None = None) -> int:
+        """Run trials until the study has none left (or ``max_trials`` ran here); returns how many ran."""
+        done = 0
+        keys = list(self.space)
+        with SearchDisplay(self.console, keys, self.total(), self.finished()) as display:
+            while max_trials is None or done < max_trials:
+                recover_stale(self.study)
+                tid = self._next()
+                if tid is None:
+                    break
+                self.run_one(tid, display)
+                done += 1
+                self.write_csv()
+        return done
+
+    def run_one(self, trial_id: int, display: SearchDisplay) -> None:
+        """Run one claimed trial and tell the study its outcome (interrupts re-enqueue it)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        trial = optuna.trial.Trial(self.study, trial_id)
+        point = {k: decode(trial.suggest_categorical(k, [encode(v) for v in vals])) for k, vals in self.space.items()}
+        storage = self.study._storage
+        with Heartbeat(self.study, trial_id):
+            display.started(trial.number, point)
+            try:
+                recipe = recipe_for(self.spec, point)
+                res = run_trial(recipe, self.out / "trials" / f"trial_{trial.number}", self.store, self.quiet)
+            except GradpruneError as exc:
+                res = {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": 0.0}
+            except KeyboardInterrupt:
+                storage.set_trial_user_attr(trial_id, "status", "interrupted")
+                storage.set_trial_user_attr(trial_id, "retried", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.study.enqueue_trial(dict(trial.params))
+                self.write_csv()
+                raise
+        seed = point.get(SEED_KEY)
+        attrs = {"success": res["success"], "error": res["error"], "metrics": res["metrics"],
+                 "duration_s": round(res["duration_s"], 3), "status": "complete" if res["success"] else "failed"}
+        if seed is not None:
+            attrs["seed"] = seed
+        elif "calibration_seed" in res["metrics"]:
+            attrs["seed"] = res["metrics"]["calibration_seed"]
+        for k, v in attrs.items():
+            storage.set_trial_user_attr(trial_id, k, v)
+        value = res["metrics"].get(self.spec.objective)
+        if res["success"] and isinstance(value, (int, float)):
+            self.study.tell(trial, float(value))
+        elif res["success"]:
+            self.study.tell(trial, 0.0)  # no objective (e.g. eval.run=none): the trial still counts as done
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        display.finished(trial.number, {**point, **res["metrics"], **attrs})
+
+    def write_csv(self) -> Path:
+        """Rewrite search_results.csv from the study."""
+        return write_results(self.study, self.spec, self.out)
