@@ -25,7 +25,7 @@ from torch import nn
 
 from gradprune.errors import ModelError, PlanError
 from gradprune.models.adapters import get_adapter
-from gradprune.models.surgery import apply_plan
+from gradprune.models.surgery import apply_plan, check_block
 from gradprune.pruning.plan import Plan
 
 MANIFEST = "gradprune_checkpoint.json"
@@ -34,9 +34,19 @@ FORMAT_VERSION = 1
 
 
 def check_model_matches_plan(model: nn.Module, plan: Plan) -> None:
-    """The model's current layer shapes are those the plan gives its dense config."""
+    """The plan fits the model's (dense) config and the model's current shapes are the plan's."""
+    config = model.config
     layers = get_adapter(model).layers(model)
-    expected = plan.kept_counts(model.config)
+    if plan.model_type != config.model_type:
+        raise PlanError(f"plan is for model_type {plan.model_type!r}, the model is {config.model_type!r}")
+    plan.check_unique_layers()
+    for lp in plan.layers:
+        if lp.layer >= len(layers):
+            raise PlanError(f"plan layer {lp.layer} out of range: the model has {len(layers)} layers")
+        # indices refer to the dense model, which the config still describes
+        check_block(lp.attn_kept, config.num_key_value_heads, "attn_kept", lp.layer)
+        check_block(lp.mlp_kept, config.intermediate_size, "mlp_kept", lp.layer)
+    expected = plan.kept_counts(config)
     for lm, (n_kv, n_ch) in zip(layers, expected, strict=True):
         if (lm.n_kv, lm.n_channels) != (n_kv, n_ch):
             raise PlanError(
@@ -248,12 +258,14 @@ def _assign_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: 
 
 
 def load_pruned(
-    path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None
+    path: str | Path, device: str = "cpu", dtype: torch.dtype | str | None = None
 ) -> tuple[nn.Module, Any, Plan]:
     """Rebuild a model saved by ``save_pruned``: dense skeleton on meta, plan applied, tensors assigned."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     path = Path(path)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     manifest = _read_manifest(path)
     plan = Plan.load(path / PLAN_FILE)
     config = _dense_config(manifest["dense_config"], str(path / MANIFEST))

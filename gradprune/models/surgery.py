@@ -26,7 +26,8 @@ from gradprune.models.adapters import (
 from gradprune.pruning.plan import LayerPlan, Plan, check_kept
 
 
-def _check_block(kept: list[int] | None, n: int, what: str, layer: int) -> None:
+def check_block(kept: list[int] | None, n: int, what: str, layer: int) -> None:
+    """``kept`` (the plan's ``attn_kept`` or ``mlp_kept`` of ``layer``) is valid for ``n`` groups."""
     where = f"plan layer {layer} {what}"
     check_kept(kept, where)
     if kept:
@@ -47,8 +48,8 @@ def validate_plan(model: nn.Module, plan: Plan) -> tuple[ArchitectureAdapter, li
         if not 0 <= lp.layer < len(layers):
             raise PlanError(f"plan layer {lp.layer} out of range: the model has {len(layers)} layers")
         lm = layers[lp.layer]
-        _check_block(lp.attn_kept, lm.n_kv, "attn_kept", lp.layer)
-        _check_block(lp.mlp_kept, lm.n_channels, "mlp_kept", lp.layer)
+        check_block(lp.attn_kept, lm.n_kv, "attn_kept", lp.layer)
+        check_block(lp.mlp_kept, lm.n_channels, "mlp_kept", lp.layer)
     return adapter, layers
 
 

@@ -121,7 +121,10 @@ class Plan:
         """Write JSON atomically (temp file in the same directory, then ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1)
+        try:
+            text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PlanError(f"plan for {str(path)!r} is not plain JSON (check plan.meta): {exc}") from None
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -131,6 +131,15 @@ def test_save_requires_the_plan_to_be_applied(make_model, make_plan, tmp_path):
     with pytest.raises(PlanError, match="apply_plan"):
         save_pruned(model, None, make_plan(model.config, 0), tmp_path / "m")
     assert not (tmp_path / "m").exists()
+    apply_plan(model, Plan("llama", [LayerPlan(0, [1], None)], {}))
+    with pytest.raises(PlanError, match="model_type 'qwen2'"):
+        save_pruned(model, None, Plan("qwen2", [LayerPlan(0, [1], None)], {}), tmp_path / "m")
+    with pytest.raises(PlanError, match="layer 0 attn_kept: index 2 out of range"):
+        save_pruned(model, None, Plan("llama", [LayerPlan(0, [2], None)], {}), tmp_path / "m")
+    with pytest.raises(PlanError, match="layer 9 out of range"):
+        save_pruned(
+            model, None, Plan("llama", [LayerPlan(0, [1], None), LayerPlan(9, [1], None)], {}), tmp_path / "m"
+        )
 
 
 def test_save_refuses_to_replace_foreign_directory(make_model, make_plan, tmp_path):

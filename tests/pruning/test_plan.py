@@ -44,6 +44,14 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
 
 
+def test_save_rejects_non_json_meta(tmp_path):
+    with pytest.raises(PlanError, match="not plain JSON"):
+        Plan("llama", [], {"when": object()}).save(tmp_path / "plan.json")
+    with pytest.raises(PlanError, match="not plain JSON"):
+        Plan("llama", [], {"score": float("nan")}).save(tmp_path / "plan.json")
+    assert not list(tmp_path.iterdir())
+
+
 def test_minimal_dict_defaults():
     plan = Plan.from_dict({"model_type": "llama", "layers": [{"layer": 3}]})
     assert plan.layers == [LayerPlan(3, None, None)] and plan.meta == {}
