@@ -98,3 +98,17 @@ def test_embedded_and_file_keys(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(EvalError, match="is empty"):
         load_ppl_text(str(tmp_path / "empty.txt"))
+
+
+def test_embedded_is_the_shipped_ppl_text(monkeypatch, tmp_path, eval_model, eval_tokenizer, eval_cfg, ppl_file):
+    import gradprune.assets
+
+    monkeypatch.setattr(gradprune.assets, "PPL_PATH", ppl_file)
+    text = load_ppl_text("embedded")
+    assert text.key == "embedded" and text.text == ppl_file.read_text()
+    cfg = eval_cfg(run="ppl", ppl_datasets=["embedded"], ppl_seq_len=32, ppl_max_windows=2)
+    metrics, _ = evaluate_ppl(eval_model, eval_tokenizer, cfg)
+    assert set(metrics) == {"ppl", "ppl_embedded"}
+    monkeypatch.setattr(gradprune.assets, "PPL_PATH", tmp_path / "not_built.txt")
+    with pytest.raises(EvalError, match="cannot read 'embedded'"):
+        load_ppl_text("embedded")

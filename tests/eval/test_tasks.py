@@ -90,3 +90,10 @@ def test_unknown_task_lists_close_matches(tmp_path):
     # a name close to a task of the folder; the fallback to lm-eval's own tasks still does not know it
     with pytest.raises(EvalError, match=r"unknown task 'tiny_piqaa'.*Did you mean 'tiny_piqa'"):
         task_manager_for(["tiny_piqaa"], str(tmp_path / "t"))
+
+
+def test_embedded_task_dir_is_the_shipped_one(monkeypatch):
+    import gradprune.assets
+
+    monkeypatch.setattr(gradprune.assets, "TASKS_DIR", FIXTURE_TASKS)
+    assert resolve_task_dir("embedded") == FIXTURE_TASKS.resolve()
