@@ -36,6 +36,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None) -> EvalR
     The model is evaluated as it is (device, dtype); its train/eval mode is restored afterwards.
     """
     from gradprune.eval.perplexity import evaluate_ppl
+    from gradprune.eval.ppl_data import HUB_TEXTS
     from gradprune.eval.progress import EvalProgress
     from gradprune.eval.quiet import quiet_libraries
     from gradprune.eval.zeroshot import evaluate_zeroshot
@@ -45,13 +46,17 @@ def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None) -> EvalR
         return result
     check_eval_config(cfg, getattr(model, "config", None))
     metrics: dict[str, float] = {}
-    with quiet_libraries(), model_state_kept(model), EvalProgress(console) as progress:
-        if cfg.run in ("all", "ppl") and cfg.ppl_datasets:
+    want_ppl = cfg.run in ("all", "ppl") and bool(cfg.ppl_datasets)
+    want_zs = cfg.run in ("all", "zeroshot") and bool(cfg.tasks)
+    hub_ppl = want_ppl and any(name in HUB_TEXTS for name in cfg.ppl_datasets)
+    quiet = quiet_libraries(lm_eval=want_zs, datasets=want_zs or hub_ppl)
+    with quiet, model_state_kept(model), EvalProgress(console) as progress:
+        if want_ppl:
             start = time.perf_counter()
             ppl_metrics, result.info["ppl"] = evaluate_ppl(model, tokenizer, cfg, progress)
             metrics.update(ppl_metrics)
             result.info["seconds"]["ppl"] = time.perf_counter() - start
-        if cfg.run in ("all", "zeroshot") and cfg.tasks:
+        if want_zs:
             start = time.perf_counter()
             zs_metrics, result.info["zeroshot"] = evaluate_zeroshot(model, tokenizer, cfg, progress)
             metrics.update(zs_metrics)

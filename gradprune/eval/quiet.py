@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 # Warnings lm-eval always gives for what we do on purpose (an in-memory model, tasks that rely on
 # the default aggregation, few-shot set when the task has no default): they say nothing about the run.
@@ -84,12 +84,16 @@ def _lm_eval_logger_names() -> tuple[str, ...]:
 
 
 @contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """lm-eval at WARNING without the expected warnings, and no lm-eval/datasets progress bars."""
-    with (
-        _logger_level("lm_eval", logging.WARNING),
-        _filtered(_lm_eval_logger_names()),
-        _no_task_tqdm(),
-        _no_datasets_bars(),
-    ):
+def quiet_libraries(lm_eval: bool = True, datasets: bool = True) -> Iterator[None]:
+    """lm-eval at WARNING without the expected warnings, and no lm-eval/datasets progress bars.
+
+    ``lm_eval`` / ``datasets`` false: leave that library alone (and do not import it: seconds).
+    """
+    with ExitStack() as stack:
+        stack.enter_context(_logger_level("lm_eval", logging.WARNING))
+        stack.enter_context(_filtered(_lm_eval_logger_names()))
+        if lm_eval:
+            stack.enter_context(_no_task_tqdm())
+        if datasets:
+            stack.enter_context(_no_datasets_bars())
         yield

@@ -83,3 +83,12 @@ def test_add_dense_comparison():
     assert out["acc_drop"] == pytest.approx(0.1) and out["acc_norm_drop"] == pytest.approx(0.1)
     assert out["ppl_ratio"] == 2.0 and out["dense_acc_piqa_stderr"] == 0.01
     assert add_dense_comparison(pruned, {}) == pruned
+
+
+def test_atomic_json_write_replaces_whole_files(tmp_path):
+    from gradprune.io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "sub" / "entry.json", {"metrics": {"ppl": float("inf")}})
+    atomic_write_json(path, {"metrics": {"ppl": 2.5}})
+    assert json.loads(path.read_text()) == {"metrics": {"ppl": 2.5}}
+    assert [p.name for p in path.parent.iterdir()] == ["entry.json"]  # no temp file left behind
