@@ -18,10 +18,11 @@ STAR_KEY = "stars: BH-adjusted p < 0.05 *, < 0.01 **, < 0.001 ***"
 
 
 def _figure(width: float, height: float):
+    # margins are set by hand (in inches) below: constrained layout doubled the drawing time
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
 
@@ -36,21 +37,30 @@ def _signed(v: float, digits: int = 2) -> str:
     return f"{v:+.{digits}f}".replace("-", "\u2212")  # a typographic minus reads better in print
 
 
+def _label_inches(labels: Sequence[str], fontsize: float) -> float:
+    return 0.6 * fontsize / 72 * max(len(t) for t in labels) + 0.15  # ~0.6 em per character
+
+
 def heatmap_png(matrix: pd.DataFrame, title: str) -> bytes:
     """Annotated Spearman matrix, diverging colormap centred at 0 (grey cells: undefined)."""
     from matplotlib import colormaps
 
     names = list(matrix.columns)
     k = len(names)
-    side = max(5.0, 0.62 * k + 2.8)
-    fig = _figure(side + 1.2, side)
-    ax = fig.add_subplot()
+    cell = 0.62 if k <= 10 else 0.55
+    label = _label_inches(names, 9)
+    left, bottom, top, right = label + 0.15, 0.71 * label + 0.25, 0.5, 1.25  # 45° labels: sin 45° ≈ 0.71
+    side = k * cell
+    width, height = left + side + right, bottom + side + top
+    fig = _figure(width, height)
+    ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
+    cax = fig.add_axes(((left + side + 0.25) / width, bottom / height, 0.22 / width, side / height))
     cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
     values = matrix.to_numpy(float)
-    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
     ax.set_yticks(range(k), names, fontsize=9)
-    size = 9 if k <= 10 else 8 if k <= 14 else 6.5
+    size = 9 if k <= 10 else 8 if k <= 14 else 7
     for i in range(k):
         for j in range(k):
             v = values[i, j]
@@ -61,7 +71,7 @@ def heatmap_png(matrix: pd.DataFrame, title: str) -> bytes:
     ax.set_yticks(np.arange(k + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman \u03c1")
+    fig.colorbar(im, cax=cax, label="Spearman \u03c1")
     ax.set_title(title, fontsize=11)
     return _png(fig)
 
@@ -84,7 +94,7 @@ def _trend(ax, x: np.ndarray, y: np.ndarray) -> None:
         return
     slope, icpt = np.polyfit(x[ok], y[ok], 1)
     xs = np.array([x[ok].min(), x[ok].max()])
-    ax.plot(xs, icpt + slope * xs, color="C3", linewidth=1.5, label="least-squares line")
+    ax.plot(xs, icpt + slope * xs, color="C3", linewidth=1.5, label="least-squares line", zorder=4)
 
 
 def _geometric(x: np.ndarray) -> bool:
@@ -95,13 +105,16 @@ def _geometric(x: np.ndarray) -> bool:
 def _draw_panel(ax, p: Panel, target: str, ylabel: bool) -> None:
     n = int((np.isfinite(p.x) & np.isfinite(p.y)).sum())
     if p.means is None:
-        ax.scatter(p.x, p.y, s=14 if n < 200 else 5, alpha=0.75 if n < 200 else 0.3, edgecolors="none", color="C0")
+        # plot() markers draw much faster than scatter() collections for hundreds of points
+        ax.plot(p.x, p.y, "o", ms=3.6 if n < 200 else 2.2, alpha=0.75 if n < 200 else 0.3, mec="none", color="C0")
         _trend(ax, p.x, p.y)
     else:
-        ax.scatter(p.x, p.y, s=9, alpha=0.35, edgecolors="none", color="0.45", label="replicate")
+        ax.plot(p.x, p.y, "o", ms=3, alpha=0.35, mec="none", color="0.45", label="replicate")
         (mx, my), (sx, sy) = p.means, p.sds
-        ax.errorbar(mx, my, xerr=np.nan_to_num(sx), yerr=np.nan_to_num(sy), fmt="o", ms=4, color="C0",
-                    elinewidth=0.8, capsize=2, label="config mean \u00b1 sd")
+        many = len(mx) > 30  # with many configs, full-strength bars would hide everything else
+        ax.errorbar(mx, my, xerr=np.nan_to_num(sx), yerr=np.nan_to_num(sy), fmt="o", ms=2.5 if many else 4,
+                    color="C0", elinewidth=0.5 if many else 0.8, capsize=0 if many else 2,
+                    alpha=0.45 if many else 1.0, label="config mean \u00b1 sd")
         _trend(ax, mx, my)
     c = p.corr
     if c.defined:
@@ -111,8 +124,11 @@ def _draw_panel(ax, p: Panel, target: str, ylabel: bool) -> None:
         title = c.undefined
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(p.feature, fontsize=9)
-    if _geometric(p.x):
-        ax.set_xscale("log", base=2)  # grid values like 16, 32, …, 256 are spaced evenly on a log axis
+    if _geometric(p.x):  # grid values like 16, 32, …, 256 are spaced evenly on a log axis
+        levels = np.unique(p.x[np.isfinite(p.x)])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [f"{v:g}" for v in levels])
+        ax.minorticks_off()
     if ylabel:
         ax.set_ylabel(target, fontsize=9)
     ax.tick_params(labelsize=8)
@@ -122,17 +138,22 @@ def scatter_png(panels: Sequence[Panel], target: str, subtitle: str) -> bytes:
     """One panel per feature against the target, with a trend line and r / ρ (stars from adjusted p)."""
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = _figure(3.4 * cols, 3.0 * rows + 0.7)
+    legend = panels[0].means is not None
+    top, bottom, left = 0.85, 0.55 + (0.35 if legend else 0.0), 0.8  # inches: suptitle, x labels, y label
+    width, height = 3.4 * cols, 3.0 * rows + top + bottom - 0.3
+    fig = _figure(width, height)
+    fig.subplots_adjust(left=left / width, right=1 - 0.15 / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=0.3, hspace=0.55)
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= len(panels):
             ax.set_visible(False)
             continue
         _draw_panel(ax, panels[k], target, ylabel=k % cols == 0)
-    if panels and panels[0].means is not None:
+    if legend:
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
-    fig.suptitle(f"{target} against each feature \u2014 {subtitle}\n{STAR_KEY}", fontsize=10)
+        fig.legend(handles, labels, loc="lower center", ncols=len(labels), fontsize=8, frameon=False)
+    fig.suptitle(f"{target} against each feature \u2014 {subtitle}\n{STAR_KEY}", fontsize=10, y=1 - 0.1 / height)
     return _png(fig)
 
 

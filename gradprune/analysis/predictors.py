@@ -32,7 +32,9 @@ class LinearFit:
         """Predictions for the rows of ``X`` (which must hold every feature)."""
         if not self.features:
             return np.full(len(X), self.intercept)
-        z = (X[list(self.features)].to_numpy(float) - np.array(self.means)) / np.array(self.scales)
+        # one Series per feature: much cheaper than a sub-DataFrame, which matters inside cross-validation
+        values = np.column_stack([X[f].to_numpy(float) for f in self.features])
+        z = (values - np.array(self.means)) / np.array(self.scales)
         return self.intercept + z @ np.array(self.coefs)
 
     def raw_coefficients(self) -> dict[str, float]:
@@ -44,13 +46,16 @@ class LinearFit:
         return self.intercept - sum(c * m / s for c, m, s in zip(self.coefs, self.means, self.scales, strict=True))
 
 
-def standardise(X: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """Z-scores of the columns that vary (a column constant in a training fold carries no information)."""
-    values = X.to_numpy(float)
+def _zscores(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     means, scales = values.mean(axis=0), values.std(axis=0)
     keep = scales > 1e-12 * np.maximum(1.0, np.abs(means))
-    names = [c for c, k in zip(X.columns, keep, strict=True) if k]
-    return (values[:, keep] - means[keep]) / scales[keep], names, means[keep], scales[keep]
+    return (values[:, keep] - means[keep]) / scales[keep], keep, means[keep], scales[keep]
+
+
+def standardise(X: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Z-scores of the columns that vary (a column constant in a training fold carries no information)."""
+    z, keep, means, scales = _zscores(X.to_numpy(float))
+    return z, [c for c, k in zip(X.columns, keep, strict=True) if k], means, scales
 
 
 def _fit(names: list[str], chosen: list[int], coefs: np.ndarray, intercept: float,
@@ -74,29 +79,38 @@ class Predictor:
 
 def forward_selection(z: np.ndarray, y: np.ndarray, cap: int, penalty: float) -> list[int]:
     """Greedy forward selection of columns of centred ``z``: add the column that lowers the residual sum of
-    squares most while the information criterion n·log(RSS/n) + penalty·k improves, up to ``cap`` columns."""
+    squares most while the information criterion n·log(RSS/n) + penalty·k improves, up to ``cap`` columns.
+
+    The candidates are kept orthogonal to the chosen columns (Gram–Schmidt), so the RSS drop of every
+    candidate is one dot product: (r·q)² / (q·q).
+    """
     n = len(y)
-    yc = y - y.mean()
+    resid = y - y.mean()
+    q = z.copy()
+    rss = float(resid @ resid)
     tiny = 1e-300  # an exact fit must not take log(0)
 
-    def crit(rss: float, k: int) -> float:
-        return n * np.log(max(rss, tiny) / n) + penalty * k
+    def crit(value: float, k: int) -> float:
+        return n * np.log(max(value, tiny) / n) + penalty * k
 
     chosen: list[int] = []
-    best = crit(float(yc @ yc), 0)
+    best = crit(rss, 0)
     while len(chosen) < min(cap, z.shape[1]):
-        trials = []
-        for j in (j for j in range(z.shape[1]) if j not in chosen):
-            a = z[:, [*chosen, j]]
-            coef = np.linalg.lstsq(a, yc, rcond=None)[0]
-            resid = yc - a @ coef
-            trials.append((float(resid @ resid), j))
-        rss, j = min(trials)
-        score = crit(rss, len(chosen) + 1)
+        norms = np.einsum("ij,ij->j", q, q)
+        usable = norms > 1e-10 * n  # collinear with the chosen columns: nothing new to add
+        usable[chosen] = False
+        if not usable.any():
+            break
+        gains = np.where(usable, (resid @ q) ** 2 / np.where(usable, norms, 1.0), -1.0)
+        j = int(np.argmax(gains))
+        score = crit(rss - gains[j], len(chosen) + 1)
         if score >= best:
             break
         chosen.append(j)
-        best = score
+        best, rss = score, rss - gains[j]
+        unit = q[:, j] / np.sqrt(norms[j])
+        resid = resid - (resid @ unit) * unit
+        q = q - np.outer(unit, unit @ q)
     return chosen
 
 
@@ -163,8 +177,11 @@ class SingleFeaturePredictor(Predictor):
         feature = self.params.feature
         if feature is not None and feature not in X.columns:
             raise GradpruneError(f"predictor single_feature: no feature column {feature!r} among {list(X.columns)}")
-        cols = X[[feature]] if feature is not None else X
-        z, names, means, scales = standardise(cols)
+        if feature is None:
+            z, names, means, scales = standardise(X)
+        else:  # one Series, not a sub-DataFrame: this runs once per cross-validation fold
+            z, keep, means, scales = _zscores(X[feature].to_numpy(float)[:, None])
+            names = [feature] if keep[0] else []
         yc = y - y.mean()
         if not names:  # the feature is constant here: the best line is flat
             return LinearFit((), (), float(np.mean(y)), (), ())

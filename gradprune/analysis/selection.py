@@ -16,7 +16,7 @@ import pandas as pd
 from gradprune.analysis.predictors import LinearFit, Predictor
 from gradprune.errors import PluginError
 
-MAX_LOO_FOLDS = 200
+MAX_LOO_FOLDS = 100
 K_FOLDS = 20
 
 
@@ -35,21 +35,30 @@ def cv_scheme(n: int, groups: np.ndarray | None, seed: int) -> CVScheme:
 
     dummy = np.zeros((n, 1))
     if groups is None:
+        k = min(K_FOLDS, n)
         splitter, name = ((LeaveOneOut(), "leave-one-out") if n <= MAX_LOO_FOLDS
-                          else (KFold(K_FOLDS, shuffle=True, random_state=seed), f"{K_FOLDS}-fold"))
+                          else (KFold(k, shuffle=True, random_state=seed), f"{k}-fold"))
         return CVScheme(name, list(splitter.split(dummy)), n)
     units = len(np.unique(groups))
+    k = min(K_FOLDS, units)
     splitter, name = ((LeaveOneGroupOut(), "leave-one-config-out") if units <= MAX_LOO_FOLDS
-                      else (GroupKFold(K_FOLDS, shuffle=True, random_state=seed), f"{K_FOLDS}-fold by config"))
+                      else (GroupKFold(k, shuffle=True, random_state=seed), f"{k}-fold by config"))
     return CVScheme(name, list(splitter.split(dummy, groups=groups)), units)
 
 
-def cv_predictions(predictor: Predictor, X: pd.DataFrame, y: np.ndarray, scheme: CVScheme,
-                   max_features: int) -> np.ndarray:
+Fold = tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]  # X_train, y_train, X_test, test rows
+
+
+def make_folds(X: pd.DataFrame, y: np.ndarray, scheme: CVScheme) -> list[Fold]:
+    """The data of every split, sliced once and shared by all candidates."""
+    return [(X.iloc[train], y[train], X.iloc[test], test) for train, test in scheme.splits]
+
+
+def cv_predictions(predictor: Predictor, folds: list[Fold], n: int, max_features: int) -> np.ndarray:
     """Each row's prediction by the model fitted (features chosen too) without that row's fold."""
-    out = np.empty(len(y))
-    for train, test in scheme.splits:
-        out[test] = predictor.fit(X.iloc[train], y[train], max_features).predict(X.iloc[test])
+    out = np.empty(n)
+    for X_train, y_train, X_test, test in folds:
+        out[test] = predictor.fit(X_train, y_train, max_features).predict(X_test)
     return out
 
 
@@ -86,14 +95,14 @@ class CandidateScore:
         return f"{self.name}({args})" if args else self.name
 
 
-def score_candidate(name: str, params: dict[str, Any], X: pd.DataFrame, y: np.ndarray, scheme: CVScheme,
+def score_candidate(name: str, params: dict[str, Any], X: pd.DataFrame, y: np.ndarray, folds: list[Fold],
                     max_features: int) -> CandidateScore:
     """Fit the registered predictor ``name`` on all rows and cross-validate it."""
     from gradprune.plugins import PREDICTORS
 
     predictor = PREDICTORS.build(name, params)
     fit = predictor.fit(X, y, max_features)
-    cv = cv_predictions(predictor, X, y, scheme, max_features)
+    cv = cv_predictions(predictor, folds, len(y), max_features)
     pred = fit.predict(X)
     return CandidateScore(name, params, fit, r2(y, pred), mae(y, pred), r2(y, cv), mae(y, cv))
 
@@ -131,10 +140,11 @@ def compare_predictors(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None
     """Score every candidate predictor on ``X`` → ``y`` under the same cross-validation splits."""
     scheme = cv_scheme(len(y), groups, seed)
     max_features = max(1, scheme.units // 4)
+    folds = make_folds(X, y, scheme)
     scores, skipped = [], []
     for name, params in candidate_specs(list(X.columns)):
         try:
-            scores.append(score_candidate(name, params, X, y, scheme, max_features))
+            scores.append(score_candidate(name, params, X, y, folds, max_features))
         except PluginError as exc:  # a broken third-party predictor must not stop the analysis
             skipped.append(f"{name}: {exc}")
     scores.sort(key=lambda s: (-s.r2_cv, len(s.fit.features), s.label))

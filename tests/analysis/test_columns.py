@@ -1,0 +1,60 @@
+"""Column roles: target parts, bookkeeping, non-numeric, constant and duplicate columns."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from gradprune.analysis.columns import assign_roles, is_bookkeeping, is_target_part
+from gradprune.errors import GradpruneError
+
+
+@pytest.mark.parametrize("name", ["acc_boolq", "acc_norm_hellaswag", "acc_piqa_stderr", "acc_norm_mean", "dense_acc_mean",
+                                  "acc_drop", "acc_mean_stderr", "acc_some_new_task"])
+def test_parts_of_an_accuracy_target(name):
+    assert is_target_part(name, "acc_mean")
+    assert is_target_part(name, "acc_hellaswag")
+
+
+@pytest.mark.parametrize("name", ["grad_norm_ratio", "ppl", "ppl_wikitext2", "taylor_seq_len", "pruning_ratio"])
+def test_features_of_an_accuracy_target(name):
+    assert not is_target_part(name, "acc_mean")
+
+
+def test_perplexity_target_excludes_perplexities_but_not_accuracy():
+    assert is_target_part("ppl_ptb", "ppl") and is_target_part("dense_ppl", "ppl_wikitext2")
+    assert not is_target_part("acc_mean", "ppl")
+
+
+@pytest.mark.parametrize("name", ["trial", "config_id", "seed", "calibration.seed", "time_calibration", "time_eval_s",
+                                  "success", "error", "status", "Unnamed: 0", "eval_seconds"])
+def test_bookkeeping(name):
+    assert is_bookkeeping(name)
+
+
+def test_roles(planted):
+    df = planted(n=10)
+    df["normalizer.name"] = ["zscore", "rank"] * 5
+    df["pruning.ratio"] = 0.2
+    df["empty"] = float("nan")
+    df["calibration.seq_len"] = df["taylor_seq_len"]
+    df["numbers_as_text"] = [str(v) for v in range(10)]
+    roles = assign_roles(df, "acc_mean", "x.csv")
+    assert roles.non_numeric == ["normalizer.name"]
+    assert set(roles.constant) == {"pruning.ratio", "empty"}
+    assert roles.duplicates == {"calibration.seq_len": "taylor_seq_len"}
+    assert "acc_hellaswag" in roles.target_parts and "trial" in roles.bookkeeping
+    assert "numbers_as_text" in roles.features and "taylor_seq_len" in roles.features
+    assert list(roles.data.columns) == ["acc_mean", *roles.features]
+
+
+def test_every_feature_constant_is_an_error(planted):
+    df = planted(n=8)[["acc_mean", "success"]].assign(taylor_seq_len=64, ppl=20.0)
+    with pytest.raises(GradpruneError, match=r"x.csv: every candidate feature is constant.*taylor_seq_len"):
+        assign_roles(df, "acc_mean", "x.csv")
+
+
+def test_constant_target_is_an_error():
+    df = pd.DataFrame({"acc_mean": [0.5] * 5, "g": range(5)})
+    with pytest.raises(GradpruneError, match="same value in every used row"):
+        assign_roles(df, "acc_mean", "x.csv")

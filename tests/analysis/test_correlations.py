@@ -1,0 +1,116 @@
+"""Correlations: planted relations recovered, coefficients equal scipy's, BH equals a reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from gradprune.analysis.correlations import (
+    all_pairs,
+    bh_adjust,
+    correlate,
+    correlate_families,
+    correlations_frame,
+    spearman_matrix,
+    stars,
+    strength,
+    target_pairs,
+)
+
+
+def reference_bh(p):
+    """Benjamini–Hochberg step-up, written out: p_(i)·m/i, cumulative minimum from the largest, ≤ 1."""
+    p = np.asarray(p, float)
+    m = len(p)
+    order = np.argsort(p)
+    adj = np.empty(m)
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p[i] * m / rank)
+        adj[i] = running
+    return adj
+
+
+def test_bh_worked_by_hand():
+    # sorted 0.01, 0.03, 0.04, 0.20 → 0.04, 0.06, 0.0533, 0.20 → running minimum from the end
+    assert bh_adjust([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.20])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bh_equals_reference(seed):
+    p = np.random.default_rng(seed).uniform(0, 0.2, 17) ** 2
+    assert bh_adjust(p) == pytest.approx(reference_bh(p))
+
+
+def test_bh_ignores_nan():
+    out = bh_adjust([0.01, float("nan"), 0.04])
+    assert np.isnan(out[1])
+    assert out[[0, 2]] == pytest.approx(reference_bh([0.01, 0.04]))
+
+
+def test_planted_relation_and_null_recovered():
+    rng = np.random.default_rng(0)  # (a null is significant 1 time in 20: seed 1 is such a draw)
+    n = 40
+    x = rng.uniform(0, 1, n)
+    data = pd.DataFrame({"y": np.exp(-3 * x) + rng.normal(0, 0.02, n), "x": x, "null": rng.normal(size=n)})
+    corrs = {c.x: c for c in correlate_families(data, {"t": target_pairs("y", ["x", "null"])}, seed=0)["t"]}
+    planted, null = corrs["x"], corrs["null"]
+    assert planted.spearman < -0.9 and planted.significant
+    assert planted.spearman_ci[0] < planted.spearman < planted.spearman_ci[1] < 0
+    assert not null.significant and null.spearman_ci[0] < 0 < null.spearman_ci[1]
+
+
+def test_coefficients_equal_scipy(planted_csv):
+    df = pd.read_csv(planted_csv)
+    data = df[["acc_mean", "grad_norm_ratio", "ppl", "taylor_seq_len"]].astype(float)
+    out = correlate_families(data, {"t": target_pairs("acc_mean", ["grad_norm_ratio", "ppl", "taylor_seq_len"])},
+                             seed=0, n_resamples=200)["t"]
+    for c in out:
+        s = stats.spearmanr(df[c.x], df.acc_mean)
+        p = stats.pearsonr(df[c.x], df.acc_mean)
+        assert (c.spearman, c.spearman_p) == pytest.approx((s.statistic, s.pvalue), rel=1e-12)
+        assert (c.pearson, c.pearson_p) == pytest.approx((p.statistic, p.pvalue), rel=1e-12)
+        assert c.n == len(df)
+    assert [c.spearman_p_adj for c in out] == pytest.approx(reference_bh([c.spearman_p for c in out]))
+
+
+def test_pairwise_nan_uses_shared_rows_and_keeps_ci():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=30)
+    y = x + rng.normal(0, 0.3, 30)
+    x_gaps = x.copy()
+    x_gaps[:5] = np.nan
+    data = pd.DataFrame({"y": y, "x": x_gaps})
+    (c,) = correlate_families(data, {"t": [("x", "y")]}, seed=0, n_resamples=300)["t"]
+    assert c.n == 25
+    assert c.spearman == pytest.approx(stats.spearmanr(x[5:], y[5:]).statistic)
+    assert c.spearman_ci[0] < c.spearman < c.spearman_ci[1]
+
+
+def test_constant_and_tiny_inputs_are_undefined_not_nan_findings():
+    c = correlate("k", "y", np.ones(10), np.arange(10.0))
+    assert not c.defined and c.undefined == "undefined (constant)" and not c.significant
+    assert not correlate("a", "b", np.array([1.0, 2.0]), np.array([2.0, 1.0])).defined
+    frame = correlations_frame("target", [c])
+    assert frame.loc[0, "note"] == "undefined (constant)"
+
+
+def test_bootstrap_ci_is_seeded():
+    data = pd.DataFrame({"a": np.arange(20.0), "b": np.sin(np.arange(20.0))})
+    one = correlate_families(data, {"t": [("a", "b")]}, seed=5, n_resamples=100)["t"][0]
+    two = correlate_families(data, {"t": [("a", "b")]}, seed=5, n_resamples=100)["t"][0]
+    other = correlate_families(data, {"t": [("a", "b")]}, seed=6, n_resamples=100)["t"][0]
+    assert one.spearman_ci == two.spearman_ci != other.spearman_ci
+
+
+def test_matrix_and_labels():
+    data = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": [1.0, 3, 2, 4], "c": [4.0, 3, 2, 1]})
+    pairs = correlate_families(data, {"p": all_pairs(["a", "b", "c"])}, seed=0, n_resamples=50)["p"]
+    m = spearman_matrix(["a", "b", "c"], pairs)
+    assert m.loc["a", "c"] == pytest.approx(-1.0) and m.loc["c", "a"] == pytest.approx(-1.0)
+    assert m.loc["b", "b"] == 1.0
+    assert stars(0.0004) == "***" and stars(0.004) == "**" and stars(0.04) == "*" and stars(0.2) == ""
+    assert strength(-0.05) == "negligible" and strength(0.6) == "strong"

@@ -1,0 +1,70 @@
+"""Reading a search CSV: which rows count as full results, and clear errors for unusable files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from gradprune.analysis.loading import load_search_rows, read_table
+from gradprune.errors import GradpruneError
+
+
+def test_failed_pruned_and_unevaluated_rows_are_set_aside(planted, make_csv):
+    df = planted(n=12)
+    df.loc[0, "success"] = False
+    df.loc[1, "status"] = "pruned"
+    df["evaluated"] = True
+    df.loc[2, "evaluated"] = False
+    df.loc[3, "acc_mean"] = None
+    rows = load_search_rows(make_csv(df), "acc_mean")
+    assert (len(rows.rows), rows.failed, rows.not_evaluated, rows.missing_target) == (8, 1, 2, 1)
+    assert rows.notes == []
+
+
+def test_text_booleans_and_missing_success_column(planted, make_csv):
+    df = planted(n=6)
+    df["success"] = ["True", "true", "1", "False", "yes", "TRUE"]
+    assert len(load_search_rows(make_csv(df), "acc_mean").rows) == 5
+    rows = load_search_rows(make_csv(df.drop(columns="success")), "acc_mean")
+    assert len(rows.rows) == 6 and "no 'success' column" in rows.notes[0]
+
+
+def test_unreadable_success_values_are_an_error(planted, make_csv):
+    df = planted(n=6)
+    df["success"] = ["True", "maybe", "1", "False", "yes", "TRUE"]
+    with pytest.raises(GradpruneError, match="'success' should hold True/False"):
+        load_search_rows(make_csv(df), "acc_mean")
+
+
+def test_missing_target_lists_numeric_columns_and_close_names(planted_csv):
+    with pytest.raises(GradpruneError) as err:
+        load_search_rows(planted_csv, "acc_meen")
+    msg = str(err.value)
+    assert "Did you mean 'acc_mean'" in msg and "grad_norm_ratio" in msg and str(planted_csv) in msg
+
+
+def test_too_few_rows(planted, make_csv):
+    df = planted(n=5)
+    df.loc[:1, "success"] = False
+    with pytest.raises(GradpruneError, match=r"only 3 successful.*2 failed.*at least 4"):
+        load_search_rows(make_csv(df), "acc_mean")
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00binary", "", '{"a": 1}\n', "a;b;c\n1;2;3\n"])
+def test_not_a_csv(make_csv, content):
+    with pytest.raises(GradpruneError, match="CSV") as err:
+        read_table(make_csv(content, "x.csv"))
+    assert "x.csv" in str(err.value)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(GradpruneError, match="file not found"):
+        read_table(tmp_path / "nope.csv")
+    with pytest.raises(GradpruneError, match="is not a file"):
+        read_table(tmp_path)
+
+
+def test_target_without_numbers(make_csv):
+    path = make_csv(pd.DataFrame({"acc_mean": ["a", "b"], "x": [1, 2]}))
+    with pytest.raises(GradpruneError, match="holds no numbers"):
+        load_search_rows(path, "acc_mean")

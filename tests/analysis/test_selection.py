@@ -1,0 +1,71 @@
+"""Cross-validation: LOO R² on a case worked by hand; leave-one-config-out keeps configs whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradprune.analysis import selection
+from gradprune.analysis.predictors import SingleFeaturePredictor
+from gradprune.analysis.selection import compare_predictors, cv_predictions, cv_scheme, mae, make_folds, r2
+
+
+def test_loo_r2_worked_by_hand():
+    # points (0,1) (1,2) (2,3) (3,6); a line through the other three predicts each point:
+    #   leave out x=0: slope 2,    intercept -1/3 → -1/3  (error  4/3)
+    #   leave out x=1: slope 11/7, intercept  5/7 → 16/7  (error -2/7)
+    #   leave out x=2: slope 12/7, intercept  5/7 → 29/7  (error -8/7)
+    #   leave out x=3: slope 1,    intercept  1   → 4     (error  2)
+    # PRESS = 16/9 + 4/49 + 64/49 + 4 = 3160/441; SST = 14 → R²_cv = 1 − 3160/6174 = 1507/3087
+    X = pd.DataFrame({"x": [0.0, 1, 2, 3]})
+    y = np.array([1.0, 2, 3, 6])
+    scheme = cv_scheme(4, None, seed=0)
+    assert scheme.name == "leave-one-out" and len(scheme.splits) == 4
+    predictor = SingleFeaturePredictor(SingleFeaturePredictor.Params(feature="x"))
+    pred = cv_predictions(predictor, make_folds(X, y, scheme), 4, 1)
+    assert pred == pytest.approx([-1 / 3, 16 / 7, 29 / 7, 4])
+    assert r2(y, pred) == pytest.approx(1507 / 3087)
+    assert mae(y, pred) == pytest.approx(25 / 21)
+
+
+def test_baseline_mean_worked_by_hand():
+    # LOO means of the others: 11/3, 10/3, 3, 2 → errors -8/3, -4/3, 0, 4; PRESS 224/9; R² = 1 − 16/9
+    X = pd.DataFrame({"x": [0.0, 1, 2, 3]})
+    cmp = compare_predictors(X, np.array([1.0, 2, 3, 6]), None, seed=0)
+    assert cmp.baseline_r2_cv == pytest.approx(-7 / 9)
+    assert cmp.max_features == 1
+    single = next(s for s in cmp.scores if s.name == "single_feature")
+    assert single.r2_cv == pytest.approx(1507 / 3087)
+
+
+def test_leave_one_config_out_keeps_replicates_together(replicates):
+    df = replicates(effect=0.05)
+    groups = df["config_id"].astype(str).to_numpy()
+    scheme = cv_scheme(len(df), groups, seed=0)
+    assert scheme.name == "leave-one-config-out" and len(scheme.splits) == 15 and scheme.units == 15
+    for train, test in scheme.splits:
+        assert len(set(groups[test])) == 1
+        assert not set(groups[train]) & set(groups[test])
+    assert sorted(np.concatenate([t for _, t in scheme.splits]).tolist()) == list(range(len(df)))
+
+
+def test_many_configs_fall_back_to_grouped_kfold(monkeypatch, replicates):
+    monkeypatch.setattr(selection, "MAX_LOO_FOLDS", 10)
+    df = replicates(effect=0.05)
+    groups = df["config_id"].to_numpy()
+    scheme = cv_scheme(len(df), groups, seed=0)
+    assert "by config" in scheme.name
+    for train, test in scheme.splits:
+        assert not set(groups[train]) & set(groups[test])
+    assert cv_scheme(30, None, seed=0).name == f"{selection.K_FOLDS}-fold"
+
+
+def test_best_candidate_first_and_feature_cap(planted):
+    df = planted()
+    X = df[["grad_norm_ratio", "ppl", "taylor_seq_len", "grad_max_ratio", "grad_mean_ratio"]]
+    cmp = compare_predictors(X, df["acc_mean"].to_numpy(), None, seed=0)
+    assert cmp.best.r2_cv == max(s.r2_cv for s in cmp.scores)
+    assert "grad_norm_ratio" in cmp.best.fit.features
+    assert all(len(s.fit.features) <= 30 // 4 for s in cmp.scores)
+    assert {s.label for s in cmp.scores} >= {"ols", "ridge", "single_feature(feature=ppl)"}
