@@ -49,9 +49,9 @@ def heatmap_png(matrix: pd.DataFrame, title: str) -> bytes:
     k = len(names)
     cell = 0.62 if k <= 10 else 0.55
     label = _label_inches(names, 9)
-    left, bottom, top, right = label + 0.15, 0.71 * label + 0.25, 0.5, 1.25  # 45° labels: sin 45° ≈ 0.71
+    left, bottom, top, right = label + 0.15, 0.71 * label + 0.25, 0.6, 1.25  # 45° labels: sin 45° ≈ 0.71
     side = k * cell
-    width, height = left + side + right, bottom + side + top
+    width, height = max(left + side + right, 0.6 * 11 / 72 * len(title) + 0.6), bottom + side + top
     fig = _figure(width, height)
     ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
     cax = fig.add_axes(((left + side + 0.25) / width, bottom / height, 0.22 / width, side / height))
@@ -72,7 +72,7 @@ def heatmap_png(matrix: pd.DataFrame, title: str) -> bytes:
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
     fig.colorbar(im, cax=cax, label="Spearman \u03c1")
-    ax.set_title(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, y=1 - 0.15 / height, va="top")
     return _png(fig)
 
 

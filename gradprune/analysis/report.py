@@ -154,7 +154,9 @@ def build_sections(a: Analysis) -> list[Section]:
         sections.append(_replicate_section(a))
     sections += [
         Section(f"Correlations with {a.target} (all rows)", [
-            f"Every candidate feature against {a.target}, strongest |ρ| first; n = {a.n} rows.",
+            f"Every candidate feature against {a.target}, strongest |ρ| first; n = {a.n} rows."
+            + ("" if a.replicates is None else " Replicates of one config are not independent, so these "
+               "p-values and intervals are optimistic: judge settings by the per-config table above."),
             correlation_table(a.target_corrs)]),
         _predictor_section(a), _pairs_section(a), _columns_section(a), _method_section(a),
     ]
