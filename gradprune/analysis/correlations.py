@@ -4,6 +4,8 @@ and bootstrap confidence intervals, for feature-vs-target tables and for all pai
 
 from __future__ import annotations
 
+import functools
+import itertools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +17,7 @@ from gradprune.analysis.bootstrap import N_RESAMPLES, bootstrap_cis
 
 NAN = float("nan")
 ALPHA = 0.05  # significance level of the BH-adjusted p-values (false discovery rate)
+EXACT_MAX_N = 8  # up to here p-values come from all n! pairings (8! = 40,320)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,31 @@ def bh_adjust(p_values: Sequence[float]) -> np.ndarray:
     return out
 
 
+@functools.cache
+def _permutations(n: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(n))), dtype=np.intp)
+
+
+def exact_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided exact permutation p-value of Pearson's r of ``a`` and ``b``: every one of the n! pairings,
+    two-sided as scipy.stats.permutation_test (twice the smaller tail).
+
+    The norms do not change under permutation, so comparing Σ a·b of centred values is enough.
+    """
+    a, b = a - a.mean(), b - b.mean()
+    observed = float(a @ b)
+    null = a[_permutations(len(a))] @ b
+    tol = 1e-9 * max(abs(observed), float(np.abs(null).max()))  # pairings tied with the observed one count
+    tails = np.mean(null >= observed - tol), np.mean(null <= observed + tol)
+    return float(min(1.0, 2 * min(tails)))
+
+
 def correlate(xname: str, yname: str, x: np.ndarray, y: np.ndarray) -> Correlation:
-    """Spearman and Pearson (scipy) over the rows where both values exist; undefined if either is constant."""
+    """Spearman and Pearson (scipy) over the rows where both values exist; undefined if either is constant.
+
+    With n ≤ EXACT_MAX_N the t approximation behind scipy's p-values is unreliable (n = 4 points in perfect
+    order get p = 0), so the p-values there are exact permutation p-values instead.
+    """
     from scipy import stats
 
     ok = np.isfinite(x) & np.isfinite(y)
@@ -75,7 +101,10 @@ def correlate(xname: str, yname: str, x: np.ndarray, y: np.ndarray) -> Correlati
         warnings.simplefilter("ignore")  # near-constant input warnings: the values are still scipy's
         s = stats.spearmanr(xs, ys)
         p = stats.pearsonr(xs, ys)
-    return Correlation(xname, yname, n, float(s.statistic), float(s.pvalue), float(p.statistic), float(p.pvalue))
+    sp_p, pe_p = float(s.pvalue), float(p.pvalue)
+    if n <= EXACT_MAX_N:
+        sp_p, pe_p = exact_p(stats.rankdata(xs), stats.rankdata(ys)), exact_p(xs, ys)
+    return Correlation(xname, yname, n, float(s.statistic), sp_p, float(p.statistic), pe_p)
 
 
 def _with_cis(data: pd.DataFrame, corrs: list[Correlation], seed: int, n_resamples: int) -> list[Correlation]:

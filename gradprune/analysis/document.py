@@ -18,10 +18,18 @@ def fmt_r(r: float) -> str:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value: 4 decimals, or scientific notation below 0.001."""
+    """A p-value: 4 decimals, scientific notation below 0.001, "< 1e-16" where it underflowed to 0."""
     if not math.isfinite(p):
         return "–"
+    if p == 0.0:
+        return "< 1e-16"
     return f"{p:.4f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def p_is(label: str, p: float) -> str:
+    """``label = 0.0123`` or ``label < 1e-16`` for prose."""
+    text = fmt_p(p)
+    return f"{label} {text}" if text.startswith("<") else f"{label} = {text}"
 
 
 def fmt_ci(ci: tuple[float, float]) -> str:

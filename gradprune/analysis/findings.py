@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from gradprune.analysis.columns import target_family
 from gradprune.analysis.correlations import ALPHA, Correlation, strength
-from gradprune.analysis.document import fmt_ci, fmt_p, fmt_r
+from gradprune.analysis.document import fmt_ci, fmt_r, p_is
 from gradprune.analysis.loading import describe_exclusions
 from gradprune.analysis.pipeline import Analysis
 from gradprune.analysis.replicates import VarianceDecomposition
@@ -34,7 +34,7 @@ def describe(c: Correlation, target: str) -> str:
     """``x``: direction, strength and the numbers, in one phrase."""
     direction = "lower" if c.spearman < 0 else "higher"
     return (f"higher {c.x} goes with {direction} {target} ({strength(c.spearman)}: Spearman ρ = "
-            f"{fmt_r(c.spearman)}, 95% CI {fmt_ci(c.spearman_ci)}, BH-adjusted p = {fmt_p(c.spearman_p_adj)}, "
+            f"{fmt_r(c.spearman)}, 95% CI {fmt_ci(c.spearman_ci)}, {p_is('BH-adjusted p', c.spearman_p_adj)}, "
             f"n = {c.n})")
 
 
@@ -63,7 +63,7 @@ def variance_sentence(vd: VarianceDecomposition, target: str) -> str:
     raw = f" (raw estimate {vd.icc_raw:.4f}, clipped at 0)" if vd.icc_raw < 0 else ""
     text = (f"ICC = {vd.icc:.4f}{raw}: {pct:.1f} % of the variance of {target} is between settings; the rest "
             f"({100 - pct:.1f} %) is calibration noise (seed to seed, {vd.groups} settings, {vd.n} rows).")
-    anova = f"one-way ANOVA F = {vd.f:.3g}, p = {fmt_p(vd.p)}"
+    anova = f"one-way ANOVA F = {vd.f:.3g}, {p_is('p', vd.p)}"
     if vd.p < ALPHA:
         text += f" The settings differ ({anova})"
         text += (": a real setting effect, but small next to calibration noise, so compare settings by their "
@@ -85,7 +85,7 @@ def correlation_verdict(c: Correlation | None, sign: int, strong: bool, target: 
     if not c.defined:
         return f"CANNOT BE CHECKED: {c.x} is {c.undefined.removeprefix('undefined ')} in the used rows."
     numbers = (f"Spearman ρ = {fmt_r(c.spearman)} (95% CI {fmt_ci(c.spearman_ci)}), Pearson r = {fmt_r(c.pearson)}, "
-               f"BH-adjusted p = {fmt_p(c.spearman_p_adj)}, n = {c.n}")
+               f"{p_is('BH-adjusted p', c.spearman_p_adj)}, n = {c.n}")
     weak = c.n < SMALL_N
     if c.significant and c.spearman * sign > 0:
         if strong and abs(c.spearman) < 0.5:
@@ -113,6 +113,9 @@ def hypotheses(a: Analysis) -> list[str]:
     scope = (f" Tested on per-config means ({a.replicates.target.groups} configs), since replicates of one "
              "config are not independent." if a.replicates is not None else "")
     out = []
+    if t != "acc_mean":
+        reversed_ = " with the expected signs reversed (lower perplexity is better)" if sign_flip < 0 else ""
+        out.append(f"The hypotheses are about acc_mean; they are tested here on the target {t}{reversed_}.")
     for k, (claim, names, sign, strong) in enumerate(CORRELATION_HYPOTHESES, start=1):
         corrs = a.replicates.between if a.replicates is not None else a.target_corrs
         c = _find(corrs, names) or _find(a.target_corrs, names)
@@ -163,6 +166,7 @@ def key_findings(a: Analysis) -> list[str]:
     out.append(predictor_sentence(a))
     n, unit = units(a)
     if n < SMALL_N:
-        out.append(f"With only n = {n} {unit}, the evidence is weak: intervals are wide and only large effects "
-                   "can reach significance; treat these findings as preliminary.")
+        out.append(f"With only n = {n} {unit}, the evidence is weak: only large effects can reach significance, "
+                   "and bootstrap intervals from so few points understate the uncertainty; treat these findings "
+                   "as preliminary.")
     return out

@@ -59,7 +59,7 @@ def _constant_entries(rows: pd.DataFrame, names: list[str], target: str) -> list
     out = []
     for name in names:
         n = int(pd.to_numeric(rows[name], errors="coerce").notna().sum())
-        out.append(Correlation(name, target, n, undefined="undefined (constant)" if n else "undefined (no values)"))
+        out.append(Correlation(name, target, n, undefined="undefined (constant)"))  # all-NaN included
     return out
 
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from gradprune.analysis.bootstrap import N_RESAMPLES
-from gradprune.analysis.correlations import ALPHA, Correlation, stars
+from gradprune.analysis.correlations import ALPHA, EXACT_MAX_N, Correlation, stars
 from gradprune.analysis.document import (
     Bullets,
     Section,
@@ -134,7 +134,8 @@ def _columns_section(a: Analysis) -> Section:
 def _method_section(a: Analysis) -> Section:
     return Section("Method", [Bullets([
         "Spearman and Pearson coefficients and two-sided p-values from scipy.stats, over the rows where both "
-        "values exist (n per pair).",
+        f"values exist (n per pair); for n ≤ {EXACT_MAX_N} the p-values are exact permutation p-values (all "
+        "n! pairings), where scipy's t approximation is unreliable.",
         f"p (BH): Benjamini–Hochberg adjusted within each table; significant means adjusted p < {ALPHA}. "
         "Stars: * < 0.05, ** < 0.01, *** < 0.001 (adjusted).",
         f"95% CI: percentile bootstrap over rows, {N_RESAMPLES} resamples, seed {a.seed}.",

@@ -114,3 +114,19 @@ def test_matrix_and_labels():
     assert m.loc["b", "b"] == 1.0
     assert stars(0.0004) == "***" and stars(0.004) == "**" and stars(0.04) == "*" and stars(0.2) == ""
     assert strength(-0.05) == "negligible" and strength(0.6) == "strong"
+
+
+def test_small_n_uses_exact_permutation_p_values():
+    # four points in perfect order: the t approximation says p = 0; only 2 of the 4! pairings are as extreme
+    c = correlate("g", "acc", np.array([1.0, 2, 3, 4]), np.array([0.6, 0.58, 0.57, 0.5]))
+    assert c.spearman == -1.0 and c.spearman_p == pytest.approx(2 / 24)
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=7), rng.normal(size=7)
+    y[3] = y[5]  # a tie in the ranks
+    c = correlate("x", "y", x, y)
+    ref_p = stats.permutation_test((x,), lambda a: stats.pearsonr(a, y).statistic, permutation_type="pairings",
+                                   n_resamples=np.inf).pvalue
+    ref_s = stats.permutation_test((x,), lambda a: stats.spearmanr(a, y).statistic, permutation_type="pairings",
+                                   n_resamples=np.inf).pvalue
+    assert (c.pearson_p, c.spearman_p) == pytest.approx((ref_p, ref_s))
+    assert c.spearman == pytest.approx(stats.spearmanr(x, y).statistic)
