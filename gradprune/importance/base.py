@@ -11,21 +11,20 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from pydantic import BaseModel
 
+from gradprune.models.adapters import role_kind
 from gradprune.registry import NoParams
 
 if TYPE_CHECKING:
     from gradprune.models.adapters import LayerModules
 
 KINDS = ("attn", "mlp")
-ATTN_ROLES = ("q", "k", "v", "o", "q_bias", "k_bias", "v_bias")
-MLP_ROLES = ("gate", "up", "down", "gate_bias", "up_bias")
 
 Scores = dict[tuple[int, str], torch.Tensor]
 
 
 def kind_of(role: str) -> str:
-    """Which group kind a weight role belongs to."""
-    return "attn" if role in ATTN_ROLES else "mlp"
+    """Which group kind a weight role belongs to (``o_bias`` is attention's, though no group cuts it)."""
+    return role_kind(role)
 
 
 class ImportanceEstimator:

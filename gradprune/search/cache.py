@@ -12,8 +12,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gradprune.calibration import CalibrationResult
+if TYPE_CHECKING:  # importing calibration pulls in Lightning; only a trial needs it
+    from gradprune.calibration import CalibrationResult
 
 
 class CalibrationStore:
@@ -30,6 +32,8 @@ class CalibrationStore:
     def get(self, key: str) -> CalibrationResult | None:
         """The stored result, or None."""
         from safetensors.torch import load_file
+
+        from gradprune.calibration import CalibrationResult
 
         d = self._dir(key)
         if not (d / "result.json").exists():

@@ -121,9 +121,34 @@ def _check_points(spec: SearchSpec) -> None:
                 raise RecipeError(f"{spec.source}: grid.{key} value {v!r} is not valid: {msg}") from None
 
 
+_RECIPE_SECTIONS = set(Recipe.model_fields)
+
+
+def _apply_search_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``grid.<dotted.key>=[...]`` sets one grid entry; ``<recipe section>.key=v`` overrides the base
+    recipe for every trial; anything else is a key of the search recipe itself."""
+    from gradprune.recipe import parse_override
+
+    data = dict(data)
+    rest = []
+    for text in overrides:
+        key, value, delete = parse_override(text)
+        head, _, tail = key.partition(".")
+        if head == "grid" and tail:
+            grid = dict(data.get("grid") or {})
+            grid.pop(tail, None) if delete else grid.__setitem__(tail, value)
+            data["grid"] = grid
+        elif head in _RECIPE_SECTIONS:
+            data["overrides"] = [*(data.get("overrides") or []), text]
+        else:
+            rest.append(text)
+    return apply_overrides(data, rest)
+
+
 def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
     """Load and fully validate a search recipe (base recipe and every grid value)."""
-    data = apply_overrides(read_yaml(path, "search recipe"), overrides or [])
+    data = read_yaml(path, "search recipe")
+    data = _apply_search_overrides(data, overrides or [])
     if "base" not in data:
         raise RecipeError(f"{path}: a search recipe needs `base: <recipe.yaml>` (path relative to this file)")
     base = Path(str(data["base"]))

@@ -68,19 +68,26 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def make_sampler(kind: str, space: dict[str, list[Any]], seed: int):
-    """Optuna's grid (default), random or TPE sampler."""
+    """The study's sampler. A grid search is Optuna's trial queue: every point is enqueued once and
+    claimed atomically (``GridSampler`` instead draws points at random per worker, which can repeat a
+    point under concurrency, and its ``study.stop()`` only works inside ``optimize``); the sampler
+    itself then never draws a value, every trial's params are fixed."""
     import optuna
 
-    if kind == "grid":
-        return optuna.samplers.GridSampler({k: [encode(v) for v in vals] for k, vals in space.items()}, seed=seed)
-    if kind == "random":
+    if kind in ("grid", "random"):
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def trial_params(trial) -> dict[str, Any]:
+    """A trial's params; a trial still WAITING (or killed before it read them) has them only as
+    the enqueued ``fixed_params``."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+
+
 def enqueue_grid(study, points: list[dict[str, Any]]) -> int:
     """Enqueue every grid point not yet in the study (any state); returns how many were added."""
-    seen = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(deepcopy=False)}
+    seen = {json.dumps(trial_params(t), sort_keys=True) for t in study.get_trials(deepcopy=False)}
     added = 0
     for p in points:
         enc = {k: encode(v) for k, v in p.items()}
@@ -99,6 +106,8 @@ def claim_waiting(study) -> int | None:
     for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                # at once, so a kill right after the claim is recognised as a dead worker's trial
+                storage.set_trial_system_attr(t._trial_id, "gradprune_owner", owner_record())
                 return t._trial_id
         except UpdateFinishedTrialError:
             continue
@@ -143,12 +152,13 @@ def recover_stale(study) -> list[int]:
         if not is_stale(t):
             continue
         try:
+            # attributes first: a finished trial cannot be updated (two recovering workers write the same)
+            storage.set_trial_user_attr(t._trial_id, "status", "stale")
+            storage.set_trial_user_attr(t._trial_id, "retried", True)
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker recovered it first
-        storage.set_trial_user_attr(t._trial_id, "status", "stale")
-        storage.set_trial_user_attr(t._trial_id, "retried", True)
-        study.enqueue_trial(dict(t.params))
+        study.enqueue_trial(trial_params(t))
         recovered.append(t.number)
     return recovered
 

@@ -11,7 +11,15 @@ from gradprune.errors import GradpruneError
 from gradprune.search.cache import CalibrationStore
 from gradprune.search.live import SearchDisplay
 from gradprune.search.spec import SEED_KEY, SearchSpec, recipe_for
-from gradprune.search.study import Heartbeat, claim_waiting, decode, encode, recover_stale
+from gradprune.search.study import (
+    Heartbeat,
+    claim_waiting,
+    decode,
+    encode,
+    owner_record,
+    recover_stale,
+    trial_params,
+)
 from gradprune.search.table import write_results
 from gradprune.search.trial import one_line, run_trial
 
@@ -49,7 +57,9 @@ class Worker:
                    and not t.user_attrs.get("retried"))
         if live >= int(self.spec.n_trials or 0):
             return None
-        return self.study.ask()._trial_id
+        trial = self.study.ask()
+        self.study._storage.set_trial_system_attr(trial._trial_id, "gradprune_owner", owner_record())
+        return trial._trial_id
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until the study has none left (or ``max_trials`` ran here); returns how many ran."""
@@ -85,7 +95,7 @@ class Worker:
                 storage.set_trial_user_attr(trial_id, "status", "interrupted")
                 storage.set_trial_user_attr(trial_id, "retried", True)
                 self.study.tell(trial, state=TrialState.FAIL)
-                self.study.enqueue_trial(dict(trial.params))
+                self.study.enqueue_trial(trial_params(self.study._storage.get_trial(trial_id)))
                 self.write_csv()
                 raise
         seed = point.get(SEED_KEY)
