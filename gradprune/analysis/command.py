@@ -18,6 +18,7 @@ from gradprune.io import atomic_write_bytes, atomic_write_text
 if TYPE_CHECKING:
     from gradprune.analysis.pipeline import Analysis
 
+MAX_SHOWN_FEATURES = 4  # feature columns printed by predict (all of them go to --output)
 OUTPUTS = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
            "prediction_model.json", "correlations.csv", "per_config.csv")
 
@@ -101,12 +102,16 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for w in warnings:
         err.print(Text("warning: ", style="bold yellow") + Text(w))
-    view = Table(title=f"{model.formula}  (cross-validated R² = {model.metrics.r2_cv:.3f}, {model.metrics.cv})")
-    for col in table.columns:
-        view.add_column(str(col), justify="left" if col == "input" else "right")
-    for row in table.itertuples(index=False):
+    out = Console(highlight=False)
+    out.print(Text(f"{model.formula}  (cross-validated R² = {model.metrics.r2_cv:.3f}, {model.metrics.cv})"))
+    view = Table()
+    # a wide model's feature values would squeeze the table unreadable: they stay in --output
+    shown = [c for c in table.columns if len(model.features) <= MAX_SHOWN_FEATURES or c not in model.features]
+    for col in shown:
+        view.add_column(str(col), justify="left" if col == "input" else "right", overflow="fold")
+    for row in table[shown].itertuples(index=False):
         view.add_row(*(fmt_cell(v) for v in row))
-    Console(highlight=False).print(view)
+    out.print(view)
     if output is not None:
         atomic_write_text(output, table.to_csv(index=False))
     return 0
