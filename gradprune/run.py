@@ -45,11 +45,11 @@ class RunOutput:
 
 def load_stage(recipe: Recipe) -> Loaded:
     """Load the model and check every model-dependent recipe value before any work is done."""
+    from transformers.utils import logging as hf_logging
+
     from gradprune.models.adapters import get_adapter
     from gradprune.models.loading import load_model, model_identity
     from gradprune.pruning.planner import allowed_layers
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress display is enough
     model, tok = load_model(recipe.model)
@@ -64,7 +64,7 @@ def load_stage(recipe: Recipe) -> Loaded:
     if recipe.eval.run != "none":
         from gradprune.eval import check_eval_config
 
-        check_eval_config(recipe.eval, model.config)
+        check_eval_config(recipe.eval, model.config, load_data=True)  # offline failures surface now
     return Loaded(model, tok, layers, adapter.count_params(model), model.config.model_type,
                   model_identity(recipe.model, model))
 
