@@ -139,8 +139,7 @@ class OLSPredictor(Predictor):
 
 
 class RidgePredictor(Predictor):
-    """Ridge regression (penalty chosen by sklearn's efficient leave-one-out) on the n/4 features most
-    correlated with the target."""
+    """Ridge on the n/4 features most correlated with the target; penalty by sklearn's fast leave-one-out."""
 
     class Params(BaseModel):
         """Params of the ridge predictor."""
