@@ -61,8 +61,10 @@ def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str |
     """Analyse a search CSV and write the figures, report, tables and prediction model to ``output_dir``
     (default: beside the CSV)."""
     from gradprune.analysis.findings import key_findings
+    from gradprune.analysis.loading import require_file
     from gradprune.analysis.pipeline import run_analysis
 
+    require_file(Path(csv))  # a wrong path is the first thing to tell, even beside old outputs
     out = Path(output_dir) if output_dir is not None else Path(csv).parent
     _check_output_dir(out, overwrite)  # before the work, so a refusal costs nothing
     a = run_analysis(csv, target, seed)

@@ -28,13 +28,18 @@ class SearchRows:
     notes: list[str] = field(default_factory=list)
 
 
-def read_table(path: str | Path, min_columns: int = 2) -> pd.DataFrame:
-    """Read a CSV file; a missing file or a file that is not a CSV table raises GradpruneError."""
-    p = Path(path)
+def require_file(p: Path) -> None:
+    """Raise a GradpruneError unless ``p`` is an existing file."""
     if not p.exists():
         raise GradpruneError(f"{p}: file not found (expected a search_results.csv written by gradprune search)")
     if not p.is_file():
         raise GradpruneError(f"{p}: is not a file (expected a CSV file such as search_results.csv)")
+
+
+def read_table(path: str | Path, min_columns: int = 2) -> pd.DataFrame:
+    """Read a CSV file; a missing file or a file that is not a CSV table raises GradpruneError."""
+    p = Path(path)
+    require_file(p)
     try:
         df = pd.read_csv(p)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
