@@ -90,7 +90,7 @@ def correlation_verdict(c: Correlation | None, sign: int, strong: bool, target: 
     if c.significant and c.spearman * sign > 0:
         if strong and abs(c.spearman) < 0.5:
             return f"PARTLY SUPPORTED: the sign is as claimed but the relation is only {strength(c.spearman)}; {numbers}."
-        caveat = " n is small, so the interval is wide." if weak else ""
+        caveat = f" With n = {c.n} this is preliminary." if weak else ""
         return f"SUPPORTED: {numbers}.{caveat}"
     if c.significant:
         return f"CONTRADICTED: the relation with {target} is significant but has the opposite sign; {numbers}."
