@@ -35,6 +35,8 @@ class CalibrationResult:
     seconds: float = 0.0
     mean_loss: float | None = None
     info: dict = field(default_factory=dict)
+    #: this process's global rank (every rank holds the same reduced results; rank 0 should write them)
+    rank: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -113,9 +115,19 @@ class CalibrationModule(L.LightningModule):
     def train_dataloader(self):
         """This rank's share of the micro-batches (batch-level sharding keeps DDP sums exact)."""
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        return torch.utils.data.DataLoader(self.batches[rank::world], batch_size=None, shuffle=False)
+        if len(self.batches) < world:
+            raise CalibrationError(f"{len(self.batches)} calibration micro-batches cannot be shared by {world} "
+                                   f"processes: use at least {world} (num_samples / batch_size) or fewer devices")
+        shard = self.batches[rank::world]
+        # Lightning broadcasts a SIGTERM flag at every step, so all ranks must take the same number of
+        # steps: a shorter shard is padded with empty batches, which training_step skips
+        steps = -(-len(self.batches) // world)
+        shard += [self.batches[0][:0]] * (steps - len(shard))
+        return torch.utils.data.DataLoader(shard, batch_size=None, shuffle=False)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        if batch.numel() == 0:
+            return  # padding of a shorter DDP shard
         self.model.eval()  # fit() switches modules to train mode; calibration wants dropout off
         chunks = batch.split(1) if self.per_sample else (batch,)
         for ids in chunks:
@@ -127,6 +139,8 @@ class CalibrationModule(L.LightningModule):
                     loss = self.model(input_ids=ids, labels=ids).loss
             self.dispatcher.end_batch(loss)
             self.losses.append(float(loss.detach()))
+            # the spent graph's root still pins some activations: drop it before the next forward
+            del loss
         self.log("loss", self.losses[-1], prog_bar=False, logger=False, batch_size=batch.shape[0])
 
 
@@ -193,32 +207,55 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
                 # calibration keeps the model in eval mode on purpose (dropout off)
                 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
                 trainer.fit(module)
-            _all_reduce(trainer, ests, collectors)
+            loss_sum, n_done = _all_reduce(trainer, ests, collectors, module.losses)
+            world, rank = trainer.world_size, trainer.global_rank
+    else:
+        loss_sum, n_done, world, rank = 0.0, 0, 1, 0
     seconds = time.perf_counter() - t0
     scores = {name: _checked(name, e.scores()) for name, e in estimators.items()}
     stats = {c.name: c.per_layer() for c in collectors}
-    n_done = len(module.losses)
     return CalibrationResult(
         scores=scores, layer_stats=stats, batches=len(batches) if (grads or acts) else 0,
         tokens=int(input_ids.numel()) if (grads or acts) else 0, seconds=seconds,
-        mean_loss=sum(module.losses) / n_done if n_done else None,
+        mean_loss=loss_sum / n_done if n_done else None,
         info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
-              1 if per_sample else batch_size},
+              1 if per_sample else batch_size, "world_size": world},
+        rank=rank,
     )
 
 
-def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors: list[StatCollector]) -> None:
-    """Combine accumulators across processes once, at the end (no gradient sync during calibration)."""
+def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors: list[StatCollector],
+                losses: list[float]) -> tuple[float, int]:
+    """Combine accumulators across processes once, at the end (no gradient sync during calibration).
+
+    Returns the loss sum and micro-batch count over all ranks. Every rank must hold the same
+    accumulators (same names, shapes): checked first, since a mismatched collective would hang or mix
+    unrelated tensors.
+    """
     if trainer.world_size <= 1:
-        return
+        return sum(losses), len(losses)
     import torch.distributed as dist
 
-    for e in ests:
-        for t in e.state().values():
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    for c in collectors:
-        for t, op in c.state().values():
-            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    tensors: list[tuple[str, torch.Tensor, str]] = []
+    for i, e in enumerate(ests):
+        tensors += [(f"e{i}:{k}", t, "sum") for k, t in sorted(e.state().items())]
+    for i, c in enumerate(collectors):
+        tensors += [(f"c{i}:{k}", t, op) for k, (t, op) in sorted(c.state().items())]
+    layout = [(name, tuple(t.shape), op) for name, t, op in tensors]
+    every = [None] * trainer.world_size
+    dist.all_gather_object(every, layout)
+    if any(other != layout for other in every):
+        raise CalibrationError("DDP calibration: ranks hold different accumulators (a rank saw no micro-batch?)")
+    # NCCL reduces device tensors only; small CPU counters travel through the strategy's device
+    device = trainer.strategy.root_device
+    for _, t, op in tensors:
+        buf = t if t.device == device else t.to(device)
+        dist.all_reduce(buf, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        if buf is not t:
+            t.copy_(buf)
+    loss = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device)
+    dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+    return float(loss[0]), int(loss[1])
 
 
 def _checked(name: str, scores: Scores) -> Scores:
