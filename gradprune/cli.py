@@ -50,6 +50,26 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return ls_command(args.family)
 
 
+def _int_at_least(minimum: int):
+    """An argparse type: an int >= ``minimum`` (a bad value is a usage error, exit 2, before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def one_line(message: str) -> str:
+    """A message on one line: some library errors we quote span several lines."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every command."""
     p = argparse.ArgumentParser(prog="gradprune", description="Gradient-based structured pruning of LLMs.")
@@ -66,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="dotted key=value overrides of the search recipe")
     s.add_argument("--storage", help="Optuna storage URL shared by workers (default: journal file in the output dir)")
     s.add_argument("--output_dir", "--output-dir", dest="output_dir", help="override the search's output dir")
-    s.add_argument("--n_trials", "--n-trials", dest="n_trials", type=int,
+    s.add_argument("--n_trials", "--n-trials", dest="n_trials", type=_int_at_least(1),
                    help="stop this worker after N trials (default: until the grid is done)")
     s.add_argument("--overwrite", action="store_true", help="start over in an output dir that holds another search")
     s.set_defaults(func=_cmd_search)
@@ -75,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("csv", help="search_results.csv")
     a.add_argument("--target", default="acc_mean", help="column to explain (default acc_mean)")
     a.add_argument("--output_dir", "--output-dir", dest="output_dir", help="default: beside the CSV")
-    a.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
+    a.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the bootstrap intervals")
     a.add_argument("--overwrite", action="store_true", help="replace analysis files already in the output dir")
     a.set_defaults(func=_cmd_analyze)
 
@@ -106,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         from rich.text import Text
 
         # Text(), not markup: messages quote user input, which may contain [brackets]
-        Console(stderr=True, highlight=False, soft_wrap=True).print(Text("error: ", style="bold red") + Text(str(exc)))
+        message = Text("error: ", style="bold red") + Text(one_line(str(exc)))
+        Console(stderr=True, highlight=False, soft_wrap=True).print(message)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

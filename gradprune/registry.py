@@ -54,6 +54,8 @@ def format_validation_error(err: ValidationError, prefix: str) -> str:
         loc = ".".join(str(p) for p in (prefix, *e["loc"]) if str(p))
         if e["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key")
+        elif e["type"] == "missing":  # its input is the whole parent object: noise, not a hint
+            lines.append(f"{loc}: required key is missing")
         else:
             lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
     return "; ".join(lines)

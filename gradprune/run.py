@@ -6,6 +6,8 @@ the search calls per trial; ``run_from_cli`` adds the output-dir guard and the c
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gradprune.errors import RecipeError
+from gradprune.errors import CalibrationError, RecipeError
 from gradprune.recipe import Recipe, load_recipe
 
 
@@ -97,12 +99,75 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
     windows = draw_windows(source, loaded.tokenizer, c.seq_len, c.num_samples, c.seed)
     n_batches = -(-c.num_samples // c.batch_size)
     progress = CalibrationProgress(console, n_batches, c.batch_size * c.seq_len) if est.needs_calibration or cols else None
-    res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size, {recipe.importance.name: est},
-                    cols, recipe.trainer, progress=progress)
+    try:
+        with ctrl_c_through_lightning():
+            res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
+                            {recipe.importance.name: est}, cols, recipe.trainer, progress=progress)
+    except CalibrationError as exc:
+        if "non-finite" not in str(exc):
+            raise
+        where = where_non_finite(loaded.model, loaded.layers, windows.input_ids[: c.batch_size])
+        raise CalibrationError(f"{exc}; {where}" if where else str(exc)) from None
     res.info["windows"] = windows.provenance
     if store is not None:
         store.put(key, res)
     return res
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C inside Lightning's ``fit``, which would turn a KeyboardInterrupt into ``sys.exit(1)`` (and
+    ignore SIGINT from then on); this exception passes through Lightning unchanged."""
+
+
+@contextlib.contextmanager
+def ctrl_c_through_lightning():
+    """Ctrl-C in the block raises KeyboardInterrupt (exit 130; a search marks the trial interrupted)."""
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is not signal.default_int_handler:
+        yield  # signals cannot be set here, or someone else decides what Ctrl-C does
+        return
+
+    def interrupted(signum, frame):
+        raise _Interrupted
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    except _Interrupted:
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def where_non_finite(model, layers: list, input_ids) -> str:
+    """Where NaN/Inf first appears: a weight, else the first attention/MLP block whose output is not finite
+    on ``input_ids`` (one forward pass; only run after calibration failed)."""
+    import torch
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    for lm in layers:
+        for role, p in lm.weights().items():
+            if not bool(torch.isfinite(p.detach()).all()):
+                return f"first non-finite value: layer {lm.index}, {names.get(id(p), role)} holds NaN/Inf as loaded"
+    found: list[str] = []
+
+    def check(name):
+        def hook(_module, _args, output):
+            t = output[0] if isinstance(output, tuple) else output
+            if not found and torch.is_tensor(t) and not bool(torch.isfinite(t).all()):
+                found.append(name)
+        return hook
+
+    device = next(model.parameters()).device
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for lm in layers:
+            for kind, module in (("attention", lm.attn), ("mlp", lm.mlp)):
+                stack.enter_context(module.register_forward_hook(check(f"layer {lm.index} ({kind})")))
+        model(input_ids=input_ids.to(device))
+    return f"activations first become NaN/Inf in {found[0]} (fp16 overflow?)" if found else ""
 
 
 def calibration_key(recipe: Recipe, identity: str) -> str:
@@ -194,14 +259,17 @@ def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
     from safetensors.torch import save as safetensors_bytes
 
     from gradprune.io import atomic_write_bytes
+    from gradprune.models.checkpoint import MANIFEST, save_pruned
     from gradprune.record import write_run
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
+    # run.json (written last) marks a complete run: an old one must not outlive a crash among new files
+    (d / "run.json").unlink(missing_ok=True)
     if save_model and out.model is not None:
-        from gradprune.models.checkpoint import save_pruned
-
         save_pruned(out.model, out.tokenizer, out.plan, d / "model")
+    elif (d / "model" / MANIFEST).is_file():
+        shutil.rmtree(d / "model")  # an earlier run's pruned model would pass for this run's
     flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}
     atomic_write_bytes(d / "scores.safetensors", safetensors_bytes(flat))
     return write_run(d, out.record, out.layer_rows, out.stat_names, out.plan)

@@ -90,6 +90,16 @@ def _print_summary(out: Path, files: dict, findings: list[str]) -> None:
         console.print(Text("• " + item))
 
 
+def _check_predict_output(output: Path, sources: list[Path]) -> None:
+    """--output must be a file path that is none of the files being read (it would replace one)."""
+    if output.is_dir():
+        raise GradpruneError(f"--output {output}: is a directory; expected the path of a CSV file to write")
+    for src in sources:
+        if output.exists() and src.exists() and output.resolve() == src.resolve():
+            raise GradpruneError(f"--output {output}: is also an input of this command; writing the predictions "
+                                 "there would replace it. Choose another --output file")
+
+
 def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output: str | Path | None = None) -> int:
     """Apply a prediction_model.json to run.json files or CSVs of runs; print a table, optionally write a CSV."""
     from rich.console import Console
@@ -99,6 +109,8 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     from gradprune.analysis.predict import fmt_cell, predict_runs, read_inputs
     from gradprune.analysis.prediction_model import load_model
 
+    if output is not None:
+        _check_predict_output(Path(output), [Path(model_json), *map(Path, inputs)])
     model = load_model(model_json)
     table, warnings = predict_runs(model, read_inputs(inputs))
     err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -47,7 +47,8 @@ def read_inputs(paths: Sequence[str | Path]) -> pd.DataFrame:
     for raw in paths:
         p = Path(raw)
         if not p.is_file():
-            raise GradpruneError(f"{p}: file not found (expected a run.json or a CSV of runs)")
+            what = "is a directory" if p.is_dir() else "file not found"
+            raise GradpruneError(f"{p}: {what} (expected a run.json or a CSV of runs)")
         if p.suffix.lower() == ".json":
             frames.append(read_run_json(p))
             continue

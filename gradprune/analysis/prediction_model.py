@@ -122,7 +122,7 @@ def load_model(path: str | Path) -> PredictionModel:
     p = Path(path)
     expected = f"expected a prediction_model.json written by gradprune analyze (format {FORMAT!r})"
     if not p.is_file():
-        raise GradpruneError(f"{p}: file not found ({expected})")
+        raise GradpruneError(f"{p}: {'is a directory' if p.is_dir() else 'file not found'} ({expected})")
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -83,6 +83,33 @@ def _check_causal_lm(path: str, config: Any) -> None:
         )
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, shortened: library errors can span pages (transformers' load report)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_not_pruned_checkpoint(path: str) -> None:
+    """A pruned checkpoint with per-layer shapes cannot be loaded by ``from_pretrained``: say so up front.
+
+    (When every layer keeps the same counts ``save_pruned`` rewrites config.json and loading works.)
+    """
+    from gradprune.models.checkpoint import MANIFEST
+
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        rewritten = bool(json.loads(manifest.read_text(encoding="utf-8")).get("config_rewritten"))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        rewritten = False
+    if not rewritten:
+        raise ModelError(
+            f"model.name_or_path: {path!r} is a pruned checkpoint whose layers differ in shape ({MANIFEST}); "
+            "transformers cannot load it: use gradprune.load_pruned() in Python, or point model.name_or_path "
+            "at the dense model")
+
+
 def load_model(section: ModelSection, device: str = "cpu") -> tuple[Any, Any]:
     """Load model and tokenizer for pruning; every user-caused failure is a ModelError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -93,19 +120,27 @@ def load_model(section: ModelSection, device: str = "cpu") -> tuple[Any, Any]:
     config = _load_config(path, section)
     _check_causal_lm(path, config)
     get_adapter(config)  # unsupported architecture: fail before reading gigabytes of weights
+    _check_not_pruned_checkpoint(path)
     common = {"revision": section.revision, "trust_remote_code": section.trust_remote_code}
     try:
+        # use_safetensors=True: a pickled pytorch_model.bin is never unpickled (it could run code)
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=_torch_dtype(section.dtype), use_safetensors=True, **common
         )
     except OSError as exc:
         if Path(path).is_dir():
-            raise ModelError(f"cannot load safetensors weights from {path!r}: {exc}") from None
+            raise ModelError(f"cannot load safetensors weights from {path!r} (only *.safetensors files are "
+                             f"read, never pickled *.bin): {_one_line(exc)}") from None
         raise ModelError(f"model {path!r}: {_OFFLINE_HINT.format(name=path)} ({exc})") from None
+    except Exception as exc:  # corrupt/truncated safetensors (SafetensorError), shapes unlike config.json, ...
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            raise  # not the user's files: a search records it as such
+        raise ModelError(f"cannot load the weights of {path!r}: {type(exc).__name__}: {_one_line(exc)}; "
+                         "expected model*.safetensors files that match its config.json") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the tokenizer of {path!r}: {exc}") from None
+        raise ModelError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
     model.to(device)
     model.eval()
     return model, tokenizer
