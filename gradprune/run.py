@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ class RunOutput:
     model: Any = None
     tokenizer: Any = None
     timings: dict = field(default_factory=dict)
+
+
+# the pruned model's evaluation stage: (recipe, loaded, console, dense metrics or None) → (metrics, info)
+PrunedEval = Callable[[Recipe, Loaded, Console, dict | None], tuple[dict, dict]]
 
 
 def load_stage(recipe: Recipe) -> Loaded:
@@ -181,8 +186,13 @@ def calibration_key(recipe: Recipe, identity: str) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def run_experiment(recipe: Recipe, console: Console | None = None, store=None, keep_model: bool = False) -> RunOutput:
-    """Run every stage and return the record (nothing is written here)."""
+def run_experiment(recipe: Recipe, console: Console | None = None, store=None, keep_model: bool = False,
+                   pruned_eval: PrunedEval | None = None) -> RunOutput:
+    """Run every stage and return the record (nothing is written here).
+
+    ``pruned_eval(recipe, loaded, console, dense_metrics) -> (metrics, info)`` replaces the evaluation of
+    the pruned model (the search's successive halving evaluates in rungs); by default :func:`_pruned_eval`.
+    """
     from gradprune.models.surgery import apply_plan
     from gradprune.pruning.planner import normalize_scores, plan_pruning
     from gradprune.summary import layer_rows, run_metrics
@@ -211,7 +221,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
 
     params_after = get_adapter(loaded.model).count_params(loaded.model)
     t1 = time.perf_counter()
-    ev_metrics, ev_info = _pruned_eval(recipe, loaded, console, dense)
+    ev_metrics, ev_info = (pruned_eval or _pruned_eval)(recipe, loaded, console, dense)
     t["time_eval"] = time.perf_counter() - t1
     t["time_total"] = time.perf_counter() - t0
     metrics = run_metrics(recipe, loaded.total_params, params_after, calib, rows, ev_metrics, t)

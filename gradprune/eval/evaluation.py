@@ -63,3 +63,14 @@ def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None) -> EvalR
             result.info["seconds"]["zeroshot"] = time.perf_counter() - start
     result.metrics = _ordered(metrics)
     return result
+
+
+def evaluate_examples(model: Any, tokenizer: Any, cfg: Any,
+                      indices: dict[str, list[int]]) -> dict[str, dict[int, dict[str, float]]]:
+    """lm-eval per-example results of the given example indices per task (see
+    :func:`gradprune.eval.zeroshot.evaluate_zeroshot_examples`), quiet and in evaluation mode."""
+    from gradprune.eval.quiet import quiet_libraries
+    from gradprune.eval.zeroshot import evaluate_zeroshot_examples
+
+    with quiet_libraries(lm_eval=True, datasets=True), model_state_kept(model):
+        return evaluate_zeroshot_examples(model, tokenizer, cfg, indices)

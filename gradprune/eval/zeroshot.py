@@ -148,3 +148,93 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: Any, progress: Any = None
                     "total": time.perf_counter() - start},
     }
     return metrics, info
+
+
+# --- per-example evaluation of chosen example indices (successive halving re-uses scored examples) ---
+
+
+def task_sizes(cfg: Any) -> dict[str, int]:
+    """How many examples each task of ``cfg.tasks`` evaluates (its eval docs, after ``cfg.limit``)."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    tasks, _ = load_tasks(task_manager_for(cfg.tasks, cfg.task_dir), cfg.tasks)
+    sizes = {}
+    for name, task in tasks.items():
+        n = len(task.eval_docs)
+        limit = get_sample_size(task, cfg.limit)
+        sizes[name] = n if limit is None else min(n, limit)
+    return sizes
+
+
+def _mean_metrics(task: Any) -> set[str]:
+    """Metrics of ``task`` that lm-eval aggregates by the plain mean (acc, acc_norm of multiple choice)."""
+    from lm_eval.api.metrics import mean
+
+    return {m for m, fn in task.aggregation().items() if fn is mean}
+
+
+def evaluate_zeroshot_examples(model: Any, tokenizer: Any, cfg: Any,
+                               indices: dict[str, list[int]]) -> dict[str, dict[int, dict[str, float]]]:
+    """Per-example results of exactly the given example indices of each task:
+    ``{task: {doc index: {"acc": 1.0, "acc_norm": 0.0, ...}}}`` (filter ``none`` metrics by name,
+    others as ``metric,filter``). Only metrics that lm-eval averages over examples are returned, so
+    merging results of several calls and averaging gives the numbers of one call over the union.
+
+    Indices are passed sorted: lm-eval maps the k-th document it yields (in data set order) back to
+    ``samples[k]``, which is right only for a sorted list. A task with no index is not run at all
+    (an empty list would make lm-eval evaluate the whole task).
+    """
+    import lm_eval
+
+    wanted = {t: sorted(set(ix)) for t, ix in indices.items() if ix}
+    if not wanted:
+        return {}
+    tm = task_manager_for(cfg.tasks, cfg.task_dir)
+    tasks, _ = load_tasks(tm, cfg.tasks)
+    unknown = sorted(set(wanted) - set(tasks))
+    if unknown:
+        raise EvalError(f"eval.tasks: no task {unknown[0]!r} among {sorted(tasks)}")
+    run = {t: tasks[t] for t in wanted}
+    lm = make_lm(model, tokenizer, cfg.batch_size)
+    with RequestTracker(lm, None) as tracker:
+        for task in run.values():
+            tracker.watch_task(task)
+        try:
+            res = lm_eval.simple_evaluate(model=lm, tasks=list(run.values()), task_manager=tm,
+                                          num_fewshot=cfg.num_fewshot, samples=wanted, batch_size=cfg.batch_size,
+                                          log_samples=True, bootstrap_iters=0)
+        except Exception as exc:
+            task, what = tracker.current or (", ".join(run), "evaluating")
+            raise EvalError(f"zero-shot task {task!r} failed while {what}: {type(exc).__name__}: {exc}") from exc
+    if res is None:
+        raise EvalError("zero-shot evaluation returned no results (not rank 0 of a distributed run?)")
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for name, task in run.items():
+        keep = _mean_metrics(task)
+        per_doc = out.setdefault(name, {})
+        for ex in res["samples"].get(name, []):
+            suffix = "" if ex["filter"] == "none" else f",{ex['filter']}"
+            row = per_doc.setdefault(int(ex["doc_id"]), {})
+            row.update({f"{m}{suffix}": float(ex[m]) for m in ex["metrics"] if m in keep})
+    return out
+
+
+def aggregate_examples(per_example: dict[str, dict[int, dict[str, float]]], task_names: list[str]) -> dict[str, float]:
+    """Flat metrics (``acc_<task>``, ``acc_<task>_stderr``, ``acc_mean`` …) from per-example results, with
+    lm-eval's own aggregation of these metrics: the mean, and the sample stderr sd/√n."""
+    from lm_eval.api.metrics import mean, mean_stderr
+
+    results: dict[str, dict[str, float]] = {}
+    for task in task_names:
+        values: dict[str, list[float]] = {}
+        for doc in sorted(per_example.get(task, {})):
+            for key, v in per_example[task][doc].items():
+                values.setdefault(key, []).append(v)
+        entry = results.setdefault(task, {})
+        for key, vals in values.items():
+            metric, _, filt = key.partition(",")
+            filt = filt or "none"
+            entry[f"{metric},{filt}"] = mean(vals)
+            if len(vals) > 1:  # lm-eval reports no stderr for one example either
+                entry[f"{metric}_stderr,{filt}"] = mean_stderr(vals)
+    return flatten_results(results, task_names)

@@ -145,6 +145,23 @@ def _apply_search_overrides(data: dict[str, Any], overrides: list[str]) -> dict[
     return apply_overrides(data, rest)
 
 
+def _check_evaluation(spec: SearchSpec) -> None:
+    """``halving`` and ``screen`` evaluate zero-shot accuracy less often: they need acc_mean as the
+    objective, zero-shot tasks in every trial's recipe, and (screen) the grid's fixed list of points."""
+    if spec.evaluation == "full":
+        return
+    where = f"{spec.source}: evaluation: {spec.evaluation}"
+    if spec.objective != "acc_mean":
+        raise RecipeError(f"{where} works on objective acc_mean (got objective: {spec.objective!r})")
+    if spec.evaluation == "screen" and spec.sampler != "grid":
+        raise RecipeError(f"{where} needs sampler: grid (it screens a fixed set of points; got {spec.sampler!r})")
+    for point in spec.points():
+        ev = recipe_for(spec, point).eval
+        if ev.run not in ("all", "zeroshot") or not ev.tasks:
+            raise RecipeError(f"{where} needs zero-shot tasks in every trial (eval.run all or zeroshot, "
+                              f"eval.tasks non-empty; got eval.run={ev.run!r} at {point or 'the base recipe'})")
+
+
 def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
     """Load and fully validate a search recipe (base recipe and every grid value)."""
     data = read_yaml(path, "search recipe")
@@ -160,4 +177,5 @@ def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> Se
 
     spec = _v(data, str(path), schema=SearchSpec)
     _check_points(spec)
+    _check_evaluation(spec)
     return spec

@@ -3,6 +3,9 @@
 Rows keep the original tool's columns (success, taylor_seq_len, taylor_num_samples, acc_*, ppl,
 grad_*_ratio, extreme_pruning_layers, pruning_ratio) plus every grid key, the replicate seed, a
 ``config_id`` shared by the replicates of one grid point, per-stage timings and stability columns.
+A trial stopped by successive halving has ``status = pruned``, ``evaluated = False``, ``eval_fraction``
+and ``acc_mean_at_fraction`` (no ``acc_mean``); a screened trial has ``status = screened``,
+``evaluated = False`` and ``acc_mean_predicted`` (see ``search/halving.py``, ``search/screening.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from gradprune.io import atomic_write_text
 from gradprune.search.study import decode
 
 FIRST = ["trial", "config_id", "seed", "status", "success", "error", "evaluated", "duration_s",
-         "taylor_seq_len", "taylor_num_samples", "acc_mean", "ppl", "grad_norm_ratio", "grad_mean_ratio",
+         "taylor_seq_len", "taylor_num_samples", "acc_mean", "eval_fraction", "acc_mean_at_fraction",
+         "acc_mean_predicted", "screen_role", "ppl", "grad_norm_ratio", "grad_mean_ratio",
          "grad_std_ratio", "grad_max_ratio", "extreme_pruning_layers", "pruning_ratio"]
 
 
@@ -80,5 +84,9 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 def write_results(study, spec, out_dir: Path) -> Path:
     """Rebuild and atomically rewrite ``search_results.csv`` from the study."""
     rows = trial_rows(study, spec)
+    if spec.evaluation == "screen":
+        from gradprune.search.screening import screen_rows
+
+        rows = screen_rows(study, spec, rows)
     add_stability(rows, out_dir / "trials")
     return atomic_write_text(out_dir / "search_results.csv", csv_text(rows))

@@ -31,6 +31,16 @@ class Worker:
         self.spec, self.study, self.space, self.out, self.console = spec, study, space, out, console
         self.store = CalibrationStore(out / "cache" / "calibration")
         self.quiet = Console(quiet=True)  # per-trial chatter stays out of the search's live table
+        self.screening = None
+        if spec.evaluation == "screen":
+            from gradprune.search.screening import Screening
+
+            self.screening = Screening(spec, study, space, out)
+        elif spec.evaluation == "halving":
+            from gradprune.search.halving import StderrHalvingPruner
+
+            # the pruner lives in the process, not the storage: every worker sets the same one
+            study.pruner = StderrHalvingPruner(spec.halving.reduction_factor, spec.halving.k_stderr)
 
     def total(self) -> int:
         """How many trials the search has in all."""
@@ -47,6 +57,8 @@ class Worker:
                    if t.state.is_finished() and not t.user_attrs.get("retried"))
 
     def _next(self) -> int | None:
+        if self.screening is not None:
+            return self.screening.claim()
         tid = claim_waiting(self.study)
         if tid is not None or self.spec.sampler == "grid":
             return tid
@@ -69,6 +81,8 @@ class Worker:
             while max_trials is None or done < max_trials:
                 recover_stale(self.study)
                 tid = self._next()
+                if tid is None and self.screening is not None and self.screening.next_phase():
+                    continue  # screening's phase 2 was enqueued (or phase-1 trials were re-enqueued)
                 if tid is None:
                     break
                 self.run_one(tid, display)
@@ -87,8 +101,7 @@ class Worker:
         with Heartbeat(self.study, trial_id):
             display.started(trial.number, point)
             try:
-                recipe = recipe_for(self.spec, point)
-                res = run_trial(recipe, self.out / "trials" / f"trial_{trial.number}", self.store, self.quiet)
+                res = self._execute(trial, point)
             except GradpruneError as exc:
                 res = {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": 0.0}
             except KeyboardInterrupt:
@@ -100,7 +113,9 @@ class Worker:
                 raise
         seed = point.get(SEED_KEY)
         attrs = {"success": res["success"], "error": res["error"], "metrics": res["metrics"],
-                 "duration_s": round(res["duration_s"], 3), "status": "complete" if res["success"] else "failed"}
+                 "duration_s": round(res["duration_s"], 3),
+                 "status": res.get("status") or ("complete" if res["success"] else "failed")}
+        attrs.update({k: res[k] for k in ("evaluated", "extra") if k in res})
         if seed is not None:
             attrs["seed"] = seed
         elif "calibration_seed" in res["metrics"]:
@@ -108,13 +123,34 @@ class Worker:
         for k, v in attrs.items():
             storage.set_trial_user_attr(trial_id, k, v)
         value = res["metrics"].get(self.spec.objective)
-        if res["success"] and isinstance(value, (int, float)):
+        if attrs["status"] in ("pruned", "screened"):  # stopped before a full evaluation
+            self.study.tell(trial, state=TrialState.PRUNED)
+        elif res["success"] and isinstance(value, (int, float)):
             self.study.tell(trial, float(value))
         elif res["success"]:
             self.study.tell(trial, 0.0)  # no objective (e.g. eval.run=none): the trial still counts as done
         else:
             self.study.tell(trial, state=TrialState.FAIL)
         display.finished(trial.number, {**point, **res["metrics"], **attrs})
+
+    def _execute(self, trial, point: dict[str, Any]) -> dict[str, Any]:
+        """Run one trial as the search's ``evaluation`` mode asks (full, in rungs, or by screening role)."""
+        trial_dir = self.out / "trials" / f"trial_{trial.number}"
+        if self.spec.evaluation == "halving":
+            from gradprune.search.halving import TrialReporter, run_halving_trial
+
+            return run_halving_trial(self.spec, recipe_for(self.spec, point), trial_dir, self.store, self.quiet,
+                                     TrialReporter(self.study, trial))
+        if self.screening is None:
+            return run_trial(recipe_for(self.spec, point), trial_dir, self.store, self.quiet)
+        role = self.screening.role(point)
+        # a screened trial is calibrated and pruned only: its gradient statistics are what is predicted from
+        recipe = recipe_for(self.spec, {**point, "eval.run": "none"} if role == "screened" else point)
+        res = run_trial(recipe, trial_dir, self.store, self.quiet)
+        res["extra"] = {"screen_role": role}
+        if role == "screened" and res["success"]:
+            res.update(status="screened", evaluated=False)
+        return res
 
     def write_csv(self) -> Path:
         """Rewrite search_results.csv from the study."""

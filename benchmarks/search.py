@@ -1,0 +1,152 @@
+"""A search that evaluates less: full evaluation vs successive halving vs predictor screening.
+
+Run by hand (not part of the tests); the default run takes about 10-15 minutes on 2 CPU cores:
+
+    python benchmarks/search.py [--output_dir results/bench_search] [--threads 1]
+
+The same grid (a 3 × 3 grid of calibration window length × number of windows) on the embedded tiny
+model and tasks (``recipes/tiny.yaml``, zero-shot only, no perplexity, no dense evaluation), the same
+seeds, is searched three times. Calibrations are computed once up front and copied into each search's
+cache, so the three searches differ only in what they evaluate. For each search it reports the examples
+scored by lm-eval (ratio to the full search), wall time (ratio), and whether its best setting is the
+full search's best, or one whose full-search accuracy is within one standard error of the best's.
+
+The pruning ratio is 0.5: at 0.2 the tiny model's accuracy does not depend on the calibration setting
+beyond noise (as measured when it was built), which would make "the best setting" a coin toss for every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = {"calibration.seq_len": [16, 64, 128], "calibration.num_samples": [16, 64, 256]}
+RATIO = 0.5
+MODES = {
+    "full": {},
+    "halving": {"halving": {"min_fraction": 0.125, "reduction_factor": 2, "k_stderr": 1.0}},
+    # n_initial = 4: the analysis' predictors need at least four evaluated rows
+    "screen": {"screen": {"n_initial": 4, "top_k": 2, "coverage": 0}},
+}
+
+
+def write_spec(out: Path, name: str, evaluation: str, extra: dict, eval_run: str = "zeroshot") -> Path:
+    """A search recipe over GRID on the tiny recipe."""
+    spec = {"base": str(ROOT / "recipes/tiny.yaml"),
+            "overrides": [f"eval.run={eval_run}", "eval.dense=false", f"pruning.ratio={RATIO}"],
+            "grid": GRID, "evaluation": evaluation, "output_dir": str(out / name), **extra}
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_search(spec: Path, env: dict) -> float:
+    """Run ``gradprune search`` in a fresh process; wall seconds."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "gradprune.cli", "search", str(spec)], env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"search {spec} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def examples_scored(search_dir: Path) -> int:
+    """Examples lm-eval scored over all trials (run.json eval.zeroshot.n; screened trials score none)."""
+    total = 0
+    for p in (search_dir / "trials").glob("trial_*/run.json"):
+        total += sum(json.loads(p.read_text())["eval"].get("zeroshot", {}).get("n", {}).values())
+    return total
+
+
+def acc_mean_se(row: pd.Series, tasks: list[str]) -> float:
+    """Standard error of acc_mean from the per-task stderrs (tasks independent)."""
+    return math.sqrt(sum(float(row[f"acc_{t}_stderr"]) ** 2 for t in tasks)) / len(tasks)
+
+
+def best_setting(df: pd.DataFrame) -> pd.Series:
+    """The fully evaluated row with the highest acc_mean (earliest trial on ties)."""
+    done = df[df.evaluated.astype(bool) & df.acc_mean.notna()].sort_values(["acc_mean", "trial"],
+                                                                            ascending=[False, True])
+    return done.iloc[0]
+
+
+def compare(full: pd.DataFrame, chosen: pd.Series, tasks: list[str]) -> str:
+    """Same best as the full search, within its stderr, or not (by the full search's numbers)."""
+    ref = best_setting(full)
+    keys = list(GRID)
+    if all(chosen[k] == ref[k] for k in keys):
+        return "same"
+    match = full.loc[(full[keys] == chosen[keys].to_numpy()).all(axis=1)].iloc[0]
+    gap = ref.acc_mean - match.acc_mean
+    se = acc_mean_se(ref, tasks)
+    return f"{'within' if gap <= se else 'NOT within'} 1 se ({gap:.4f} below; se {se:.4f})"
+
+
+def summarise(out: Path, walls: dict[str, float]) -> list[dict]:
+    """One result row per search."""
+    frames = {m: pd.read_csv(out / m / "search_results.csv") for m in MODES}
+    tasks = [c[4:] for c in frames["full"].columns if c.startswith("acc_tiny_") and not c.endswith("_stderr")]
+    base_n, base_wall = examples_scored(out / "full"), walls["full"]
+    base_eval = frames["full"].time_eval.sum()
+    rows = []
+    for m, df in frames.items():
+        n = examples_scored(out / m)
+        best = best_setting(df)
+        rows.append({"search": m, "trials": len(df), "fully evaluated": int(df.evaluated.astype(bool).sum()),
+                     "examples": n, "examples ratio": n / base_n, "wall s": walls[m],
+                     "wall ratio": walls[m] / base_wall, "eval s ratio": df.time_eval.sum() / base_eval,
+                     "best": ", ".join(f"{k.split('.')[-1]}={best[k]}" for k in GRID),
+                     "best acc_mean": best.acc_mean, "vs full": compare(frames["full"], best, tasks)})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The result table as Markdown."""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{v:.2f}" if isinstance(v, float) and "ratio" in k else f"{v:.1f}" if k == "wall s"
+                 else f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in r.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Calibrate once, run the three searches, print and write the table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--output_dir", default="results/bench_search")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per search (the cores are shared)")
+    args = ap.parse_args()
+    out = Path(args.output_dir).resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "GRADPRUNE_CACHE": str(out / "gradprune_cache")}
+    t_cal = run_search(write_spec(out, "calibrate", "full", {}, eval_run="none"), env)
+    print(f"calibrations of {len(GRID['calibration.seq_len']) * len(GRID['calibration.num_samples'])} points: "
+          f"{t_cal:.1f} s (not counted below)", flush=True)
+    walls = {}
+    for mode, extra in MODES.items():
+        shutil.copytree(out / "calibrate/cache/calibration", out / mode / "cache/calibration")
+        walls[mode] = run_search(write_spec(out, mode, mode, extra), env)
+        print(f"{mode}: {walls[mode]:.1f} s", flush=True)
+    rows = summarise(out, walls)
+    table = markdown(rows)
+    (out / "benchmark.md").write_text(table + "\n")
+    (out / "benchmark.json").write_text(json.dumps(rows, indent=1, default=str))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

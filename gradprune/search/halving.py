@@ -1,0 +1,145 @@
+"""Successive halving over evaluation budget (``evaluation: halving``).
+
+Each trial is calibrated and pruned as usual, then evaluated in rungs (:mod:`gradprune.search.rungs`):
+1/8 → 1/4 → 1/2 → all of every task's examples by default. After each rung but the last the trial
+reports ``acc_mean`` on the examples so far (``trial.report(value, rung)``) and asks the study's pruner
+whether to go on.
+
+The pruner is :class:`StderrHalvingPruner`, asynchronous successive halving (ASHA, as Optuna's
+``SuccessiveHalvingPruner``) with a noise margin. Optuna's own pruner cannot be configured for either
+of two things this search needs: (1) it has no notion of measurement noise, and at 1/8 of a few
+hundred examples per task the noise is as large as the differences between settings; (2) when fewer
+than η trials have reached a rung it promotes a trial only if it is the best so far, i.e. it prunes
+the second trial of a search whenever the first was better by any margin.
+
+Rule at rung r, for a trial with value v and standard error se there (the stderr of its acc_mean on
+the examples scored so far, see :func:`gradprune.search.rungs.acc_mean_stderr`): let n be the number
+of trials that have reported rung r (this one included; retried and failed trials not counted). The
+rung's survivors are its best ⌊n/η⌋ trials; with none (n < η) nothing is pruned. Otherwise the trial
+is pruned only when v + k·se < the value of the worst survivor, i.e. when it is clearly worse: more
+than k standard errors below the survivors. Trials are claimed one at a time, so a decision is made
+against the trials that have reported that rung so far: the first trials of a search are never
+pruned for lack of comparison, and a trial is never revisited when better ones arrive later.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from optuna.pruners import BasePruner  # ~0.2 s; this module is imported only when a search runs
+from rich.console import Console
+
+from gradprune.search.rungs import evaluate_in_rungs, rung_fractions, rung_metrics, rung_subsets
+
+RUNGS_ATTR = "halving_rungs"  # user attr: the trial's per-rung records (value, stderr, examples)
+
+
+class StderrHalvingPruner(BasePruner):
+    """ASHA that never prunes a trial within ``k_stderr`` standard errors of the rung's survivors."""
+
+    def __init__(self, reduction_factor: int = 2, k_stderr: float = 1.0) -> None:
+        self.reduction_factor = reduction_factor
+        self.k_stderr = k_stderr
+
+    def prune(self, study, trial) -> bool:
+        """Optuna's pruner interface: True to stop ``trial`` at its last reported step."""
+        from optuna.trial import TrialState
+
+        step = trial.last_step
+        if step is None:
+            return False
+        value = trial.intermediate_values[step]
+        values = [value]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+            if t.number != trial.number and step in t.intermediate_values and not t.user_attrs.get("retried"):
+                values.append(t.intermediate_values[step])
+        survivors = len(values) // self.reduction_factor
+        if survivors == 0:
+            return False
+        cut = sorted(values, reverse=True)[survivors - 1]
+        return value + self.k_stderr * stderr_at(trial, step) < cut
+
+
+def stderr_at(trial, step: int) -> float:
+    """The stderr a trial recorded with its report at ``step`` (0 when it recorded none)."""
+    for rec in trial.user_attrs.get(RUNGS_ATTR, []):
+        if rec.get("rung") == step and isinstance(rec.get("stderr"), int | float) and math.isfinite(rec["stderr"]):
+            return float(rec["stderr"])
+    return 0.0
+
+
+class TrialReporter:
+    """Reports a running trial's rungs to the study and asks the pruner (the Reporter of rungs.py)."""
+
+    def __init__(self, study, trial) -> None:
+        self.study, self.trial = study, trial
+        self.records: list[dict[str, Any]] = []
+
+    def __call__(self, rung: int, fraction: float, value: float, stderr: float, final: bool) -> bool:
+        self.records.append({"rung": rung, "fraction": fraction, "acc_mean": value, "stderr": stderr})
+        # the stderr first: the pruner reads it from the trial when it decides (through the Trial, whose
+        # cached copy is what should_prune hands the pruner; the storage alone would not update it)
+        self.trial.set_user_attr(RUNGS_ATTR, self.records)
+        if math.isfinite(value):
+            self.trial.report(value, rung)
+        return not final and math.isfinite(value) and self.trial.should_prune()
+
+
+def rung_eval_stage(spec, reporter):
+    """The pruned model's evaluation for run_experiment: perplexity in full (if asked), zero-shot in rungs."""
+
+    def stage(recipe, loaded, console, dense):
+        from gradprune.eval import add_dense_comparison, evaluate
+        from gradprune.eval.quiet import quiet_libraries
+        from gradprune.eval.zeroshot import task_sizes
+
+        cfg = recipe.eval
+        metrics: dict[str, Any] = {}
+        info: dict[str, Any] = {"run": cfg.run, "seconds": {}}
+        if cfg.run == "all" and cfg.ppl_datasets:
+            res = evaluate(loaded.model, loaded.tokenizer, cfg.model_copy(update={"run": "ppl"}), console=console)
+            metrics.update(res.metrics)
+            info.update(ppl=res.info.get("ppl"), seconds=res.info.get("seconds", {}))
+        start = time.perf_counter()
+        with quiet_libraries(lm_eval=True, datasets=True):
+            sizes = task_sizes(cfg)
+        fractions = rung_fractions(spec.halving.min_fraction, spec.halving.reduction_factor)
+        outcome = evaluate_in_rungs(loaded.model, loaded.tokenizer, cfg, rung_subsets(sizes, fractions, spec.seed),
+                                    fractions, reporter)
+        metrics.update(rung_metrics(outcome))
+        info["zeroshot"] = {"protocol": "lm-eval per-example scores on nested example subsets (successive halving)",
+                            "n": outcome.scored, "n_original": sizes, "rungs": outcome.rungs,
+                            "stopped": outcome.stopped}
+        info["seconds"]["zeroshot"] = time.perf_counter() - start
+        return (add_dense_comparison(metrics, dense) if dense else metrics), info
+
+    return stage
+
+
+def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, reporter) -> dict[str, Any]:
+    """Like :func:`gradprune.search.trial.run_trial`, with the evaluation in rungs; a trial the pruner
+    stopped is a success with ``status = "pruned"`` and ``evaluated = False``."""
+    from gradprune.run import run_experiment, write_output
+    from gradprune.search.trial import one_line
+
+    t0 = time.perf_counter()
+    try:
+        out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model,
+                             pruned_eval=rung_eval_stage(spec, reporter))
+        write_output(out, trial_dir, recipe.output.save_model)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - failure isolation, as in run_trial
+        return {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": time.perf_counter() - t0}
+    metrics = out.record["metrics"]
+    metrics["calibration_reused"] = bool(out.record["calibration"].get("reused_calibration", False))
+    stopped = bool(out.record["eval"].get("zeroshot", {}).get("stopped"))
+    res = {"metrics": metrics, "success": True, "error": "", "duration_s": time.perf_counter() - t0}
+    if stopped:
+        res.update(status="pruned", evaluated=False)
+    elif not isinstance(metrics.get("acc_mean"), float) or math.isnan(metrics["acc_mean"]):
+        res.update(success=False, error="NaN in acc_mean")
+    return res

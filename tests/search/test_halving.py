@@ -1,0 +1,281 @@
+"""Successive halving: nested deterministic subsets, per-example reuse, the stderr rule, pruned rows."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from gradprune.cli import main
+from gradprune.search.halving import RUNGS_ATTR, StderrHalvingPruner
+from gradprune.search.rungs import (
+    acc_mean_stderr,
+    evaluate_in_rungs,
+    example_order,
+    rung_fractions,
+    rung_metrics,
+    rung_subsets,
+)
+from tests.eval.conftest import FIXTURE_TASKS, build_model, build_tokenizer, fixture_text
+from tests.search.conftest import ROOT
+
+
+def test_rung_fractions_are_powers_of_one_over_eta_down_to_min_fraction():
+    assert rung_fractions(0.125, 2) == [0.125, 0.25, 0.5, 1.0]
+    assert rung_fractions(0.1, 3) == pytest.approx([1 / 9, 1 / 3, 1.0])
+    assert rung_fractions(1.0, 2) == [1.0]
+    assert rung_fractions(0.3, 2) == [0.5, 1.0]
+
+
+def test_subsets_are_nested_deterministic_prefixes_of_one_permutation():
+    sizes = {"tiny_piqa": 100, "tiny_boolq": 37}
+    fr = rung_fractions(0.125, 2)
+    a, b = rung_subsets(sizes, fr, seed=0), rung_subsets(sizes, fr, seed=0)
+    assert a == b  # the same for every trial (a trial is a call with the same arguments)
+    for task, n in sizes.items():
+        order = example_order(task, n, 0)
+        assert sorted(order) == list(range(n))
+        for r, f in enumerate(fr):
+            assert a[r][task] == order[: math.ceil(f * n)]  # a prefix: rung r ⊂ rung r+1
+        assert a[-1][task] == order
+    assert [len(s["tiny_boolq"]) for s in a] == [5, 10, 19, 37]
+    assert rung_subsets(sizes, fr, seed=1) != a
+    # independent of the process (no hash() randomisation): a fixed value of the permutation
+    assert example_order("tiny_piqa", 10, 0) == example_order("tiny_piqa", 10, 0)
+    assert example_order("a", 8, 0) != example_order("b", 8, 0)
+
+
+def test_rung_subsets_are_identical_across_processes():
+    import subprocess
+    import sys
+
+    code = "from gradprune.search.rungs import example_order; print(example_order('tiny_arc', 50, 3))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(s), "PATH": ""}).stdout for s in (1, 2)}
+    assert len(outs) == 1 and outs.pop().strip() == str(example_order("tiny_arc", 50, 3))
+
+
+def _fake_scores(task: str, i: int) -> dict[str, float]:
+    return {"acc": float((i * 7 + len(task)) % 3 == 0), "acc_norm": float(i % 2)}
+
+
+def test_each_rung_evaluates_only_new_examples_and_reuses_the_previous_ones():
+    sizes = {"t1": 40, "t2": 24}
+    fr = rung_fractions(0.125, 2)
+    subsets = rung_subsets(sizes, fr, seed=0)
+    calls: list[dict[str, list[int]]] = []
+
+    def fake_eval(model, tok, cfg, indices):
+        calls.append({t: list(ix) for t, ix in indices.items()})
+        return {t: {i: _fake_scores(t, i) for i in ix} for t, ix in indices.items()}
+
+    reports = []
+    out = evaluate_in_rungs(None, None, None, subsets, fr, lambda *a: reports.append(a) or False, fake_eval)
+    assert len(calls) == 4 and not out.stopped
+    for task, n in sizes.items():
+        asked = [i for c in calls for i in c.get(task, [])]
+        assert sorted(asked) == list(range(n))  # every example exactly once over all rungs
+        for r in range(1, 4):
+            assert set(calls[r][task]) == set(subsets[r][task]) - set(subsets[r - 1][task])
+    assert [rec["new_examples"] for rec in out.rungs] == [8, 8, 16, 32]
+    full = {t: {i: _fake_scores(t, i) for i in range(n)} for t, n in sizes.items()}
+    from gradprune.eval.zeroshot import aggregate_examples
+
+    assert out.metrics == aggregate_examples(full, list(sizes))
+    assert [r[0] for r in reports] == [0, 1, 2, 3] and reports[-1][4] is True  # final flag on the last rung
+    m = rung_metrics(out)
+    assert m["eval_fraction"] == 1.0 and m["examples_evaluated"] == 64 and "acc_mean_at_fraction" not in m
+
+
+def test_a_stopped_trial_keeps_only_the_fraction_metrics():
+    fr = rung_fractions(0.25, 2)
+    subsets = rung_subsets({"t": 16}, fr, seed=0)
+    fake = lambda m, t, c, ix: {k: {i: _fake_scores(k, i) for i in v} for k, v in ix.items()}  # noqa: E731
+    out = evaluate_in_rungs(None, None, None, subsets, fr, lambda r, *a: r == 1, fake)
+    assert out.stopped and len(out.rungs) == 2 and out.scored == {"t": 8}
+    m = rung_metrics(out)
+    assert m["eval_fraction"] == 0.5 and m["examples_evaluated"] == 8
+    assert "acc_mean" not in m and "acc_t" not in m
+    assert m["acc_mean_at_fraction"] == out.rungs[-1]["acc_mean"]
+
+
+def test_acc_mean_stderr_is_lm_eval_stderr_per_task_combined():
+    per = {"a": {i: {"acc": float(i < 3)} for i in range(10)}, "b": {i: {"acc": float(i < 5)} for i in range(5)}}
+    se_a = math.sqrt(0.3 * 0.7 / 9)
+    assert acc_mean_stderr(per, ["a", "b"]) == pytest.approx(math.sqrt(se_a**2 + 0.0) / 2)
+
+
+# --- the real lm-eval: per-example results of a subset equal those of the full run; merged = full ---
+
+
+@pytest.fixture(scope="module")
+def lm_setup():
+    import os
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    tok = build_tokenizer(fixture_text())
+    return build_model(len(tok)), tok
+
+
+def test_rungs_with_lm_eval_match_a_full_evaluation(lm_setup):
+    import torch
+
+    from gradprune.eval import evaluate
+    from gradprune.eval.evaluation import evaluate_examples
+    from gradprune.recipe import EvalSection
+
+    torch.set_num_threads(1)
+    model, tok = lm_setup
+    cfg = EvalSection(run="zeroshot", tasks=["piqa", "hellaswag", "winogrande"], task_dir=str(FIXTURE_TASKS),
+                      batch_size=4)
+    full = evaluate(model, tok, cfg).metrics
+    every = evaluate_examples(model, tok, cfg, {t: list(range(12)) for t in cfg.tasks})
+    some = evaluate_examples(model, tok, cfg, {"piqa": [9, 2, 5], "hellaswag": [11, 0], "winogrande": []})
+    assert set(some) == {"piqa", "hellaswag"}  # a task without indices is not run (lm-eval would run all)
+    for t, rows in some.items():
+        assert rows == {i: every[t][i] for i in rows}  # doc index i means example i in any call
+    fr = rung_fractions(0.25, 2)
+    out = evaluate_in_rungs(model, tok, cfg, rung_subsets({t: 12 for t in cfg.tasks}, fr, 0), fr,
+                            lambda *a: False)
+    for key, value in full.items():
+        assert out.metrics[key] == pytest.approx(value, abs=1e-12), key
+
+
+# --- the pruner ---
+
+
+def _study(values_per_trial, stderrs=None, eta=2, k=1.0):
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=StderrHalvingPruner(eta, k))
+    for i, v in enumerate(values_per_trial):
+        se = (stderrs or [0.0] * len(values_per_trial))[i]
+        study.add_trial(create_trial(state=TrialState.PRUNED, params={"x": float(i)},
+                                     distributions={"x": FloatDistribution(0, 100)}, intermediate_values={0: v},
+                                     user_attrs={RUNGS_ATTR: [{"rung": 0, "stderr": se}]}))
+    return study
+
+
+def _decide(study, value, stderr):
+    trial = study.ask()
+    trial.set_user_attr(RUNGS_ATTR, [{"rung": 0, "stderr": stderr}])
+    trial.report(value, 0)
+    return trial.should_prune()
+
+
+def test_first_trials_are_never_pruned_for_lack_of_comparison():
+    assert not _decide(_study([]), 0.0, 0.0)  # alone at its rung: n < η
+    assert not _decide(_study([0.9, 0.9], eta=4), 0.1, 0.0)  # 3 < η = 4
+
+
+def test_clearly_worse_trial_is_pruned_but_not_one_within_k_stderr():
+    # survivors of {0.80, 0.60, 0.70, v} with η = 2: the best two; the worst survivor is 0.70
+    assert _decide(_study([0.80, 0.60, 0.70]), 0.64, 0.05)  # 0.64 + 0.05 < 0.70
+    assert not _decide(_study([0.80, 0.60, 0.70]), 0.66, 0.05)  # 0.66 + 0.05 ≥ 0.70: within 1 se
+    assert _decide(_study([0.80, 0.60, 0.70], k=0.0), 0.69, 0.05)  # k = 0: plain successive halving
+    assert not _decide(_study([0.80, 0.60, 0.70], k=2.0), 0.62, 0.05)  # within 2 se
+    assert not _decide(_study([0.80, 0.60, 0.70]), 0.75, 0.0)  # a survivor itself
+
+
+def test_retried_trials_do_not_count_as_competitors():
+    from optuna.trial import TrialState
+
+    study = _study([0.9])
+    old = study.ask()
+    old.report(0.95, 0)
+    study._storage.set_trial_user_attr(old._trial_id, "retried", True)
+    study.tell(old, state=TrialState.FAIL)
+    # competitors: 0.9 and this trial only (the failed, retried one is left out): 1 survivor = 0.9
+    assert _decide(study, 0.5, 0.1)
+    assert not _decide(_study([0.9]), 0.85, 0.1)
+
+
+# --- end to end: a halving search on the tiny test model ---
+
+
+@pytest.fixture
+def halving_search(model_dir, corpus_file, tmp_path):
+    def write(grid: dict, **extra) -> object:
+        spec = {
+            "base": str(ROOT / "recipes/tiny.yaml"),
+            "overrides": [f"model.name_or_path={model_dir}", "calibration.dataset.name=text_file",
+                          f"calibration.dataset.path={corpus_file}", "calibration.num_samples=8",
+                          "calibration.seq_len=16", "calibration.batch_size=4", "eval.run=zeroshot",
+                          "eval.tasks=[piqa, winogrande]", f"eval.task_dir={FIXTURE_TASKS}", "eval.dense=false",
+                          "eval.batch_size=4", "pruning.attention_layers=[0,4]", "pruning.mlp_layers=[0,4]"],
+            "grid": grid, "output_dir": str(tmp_path / "search"), "evaluation": "halving", **extra,
+        }
+        p = tmp_path / "search.yaml"
+        p.write_text(yaml.safe_dump(spec))
+        return p
+
+    return write
+
+
+def test_halving_search_prunes_clearly_worse_trials_and_marks_their_rows(halving_search, tmp_path, monkeypatch,
+                                                                         model_dir):
+    from transformers import AutoModelForCausalLM
+
+    import gradprune.eval.evaluation as evaluation
+    from gradprune.errors import GradpruneError
+
+    dense = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+    calls: list[dict[str, list[int]]] = []
+
+    def by_size(model, tok, cfg, indices):
+        # a stand-in for lm-eval: every example right when little was pruned, wrong otherwise
+        calls.append({t: list(ix) for t, ix in indices.items()})
+        right = sum(p.numel() for p in model.parameters()) / dense > 0.85
+        return {t: {i: {"acc": float(right)} for i in ix} for t, ix in indices.items()}
+
+    monkeypatch.setattr(evaluation, "evaluate_examples", by_size)
+    path = halving_search({"pruning.ratio": [0.1, 0.4, 0.6]},
+                          halving={"min_fraction": 0.25, "reduction_factor": 2, "k_stderr": 0.0})
+    assert main(["search", str(path)]) == 0
+    df = pd.read_csv(tmp_path / "search/search_results.csv").sort_values("pruning.ratio")
+    assert list(df.status) == ["complete", "pruned", "pruned"]
+    assert list(df.evaluated) == [True, False, False] and df.success.all()
+    best, worse = df.iloc[0], df.iloc[1:]
+    assert best.eval_fraction == 1.0 and best.acc_mean == 1.0 and best.examples_evaluated == 24
+    assert worse.acc_mean.isna().all() and worse.eval_fraction.tolist() == [0.25, 0.25]
+    assert (worse.acc_mean_at_fraction == 0.0).all() and (worse.examples_evaluated == 6).all()
+    assert worse.acc_piqa.isna().all()
+    # every trial saw the same subsets: the first rung's indices are identical across trials
+    assert len(calls) == 3 + 2  # the complete trial: rungs 1/4, 1/2, 1; the pruned ones: 1/4 only
+    assert calls[0] == calls[3] == calls[4] and sum(map(len, calls[0].values())) == 6
+    # the analysis treats pruned rows as not evaluated
+    from gradprune.analysis.loading import load_search_rows
+
+    with pytest.raises(GradpruneError, match="2 pruned but not evaluated"):
+        load_search_rows(tmp_path / "search/search_results.csv", "acc_mean")
+
+
+def test_halving_with_the_real_lm_eval_keeps_a_noisy_trial(halving_search, tmp_path):
+    # 12 examples per task: at a quarter of them the stderr (≈ 0.2) covers any difference between two
+    # random-weight pruned models, so with k = 1 nothing is pruned and both end with full metrics
+    path = halving_search({"pruning.ratio": [0.1, 0.2]}, halving={"min_fraction": 0.25, "k_stderr": 1.0})
+    assert main(["search", str(path)]) == 0
+    df = pd.read_csv(tmp_path / "search/search_results.csv")
+    assert list(df.status) == ["complete", "complete"] and df.evaluated.all()
+    assert (df.eval_fraction == 1.0).all() and df.acc_mean.notna().all() and df.acc_piqa.notna().all()
+    assert (df.examples_evaluated == 24).all()
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    ({"overrides": ["eval.run=ppl"]}, "needs zero-shot tasks"),
+    ({"objective": "ppl"}, "works on objective acc_mean"),
+])
+def test_halving_needs_zero_shot_accuracy(halving_search, capsys, extra, fragment):
+    path = halving_search({"pruning.ratio": [0.1]})
+    spec = yaml.safe_load(path.read_text())
+    if "overrides" in extra:
+        spec["overrides"] = spec["overrides"] + extra.pop("overrides")
+    spec.update(extra)
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["search", str(path)]) == 2
+    assert fragment in " ".join(capsys.readouterr().err.split())
