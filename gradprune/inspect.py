@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gradprune.recipe import read_yaml
 
@@ -42,6 +43,7 @@ def ls_command(family: str | None) -> int:
         t.add_column("description")
         for plugin in reg.names():
             e = reg.entry(plugin)
-            t.add_row(plugin, e.origin, reg.describe(plugin))
+            # Text, not markup: "[failed to load]" and plugin docstrings must print as written
+            t.add_row(Text(plugin), Text(e.origin), Text(reg.describe(plugin)))
         console.print(t)
     return 0

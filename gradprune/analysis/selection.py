@@ -112,8 +112,13 @@ def candidate_specs(features: list[str]) -> list[tuple[str, dict[str, Any]]]:
     from gradprune.plugins import PREDICTORS
 
     specs: list[tuple[str, dict[str, Any]]] = []
+    single = PREDICTORS.get("single_feature")
     for name in PREDICTORS.names():
-        if PREDICTORS.get(name) is PREDICTORS.get("single_feature"):
+        try:
+            is_single = PREDICTORS.get(name) is single
+        except PluginError:  # a broken plugin: score_candidate reports it as skipped, with the reason
+            is_single = False
+        if is_single:
             specs += [(name, {"feature": f}) for f in features]
         else:
             specs.append((name, {}))
