@@ -113,7 +113,22 @@ def _check_target(out_dir: Path) -> None:
         )
 
 
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file (and the folder) to disk, so that after the rename a power loss cannot leave a
+    checkpoint whose names are in place but whose contents are not (gradprune.io does the same per file)."""
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    _fsync_tree(tmp)
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(out_dir, old)
