@@ -446,6 +446,24 @@ def inf_model_dir(tmp_path_factory, model_dir) -> Path:
     return d
 
 
+def test_overflowing_activations_name_the_first_block(tmp_path, model_dir, recipe_args, capfd):
+    """Finite weights whose activations overflow (what fp16 does to large values) in layer 1's MLP."""
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "overflow_model"
+    shutil.copytree(model_dir, d)
+    tensors = load_file(d / "model.safetensors")
+    for role in ("gate_proj", "up_proj"):
+        name = f"model.layers.1.mlp.{role}.weight"
+        tensors[name] = tensors[name] * 1e25  # gate·up ~ 1e50 > float32 max
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    assert main(["run", TINY, *recipe_args, f"model.name_or_path={d}"]) == 2
+    message = next(line for line in capfd.readouterr().err.splitlines() if line.startswith("error: "))
+    assert "non-finite" in message and "layer 1 (mlp)" in message
+    assert not (tmp_path / "out").exists()
+    _log("run-overflowing-activations", message)
+
+
 def test_inf_weights_fail_the_run_naming_the_layer(inf_model_dir, recipe_args, tmp_path, capfd):
     assert main(["run", TINY, *recipe_args, f"model.name_or_path={inf_model_dir}"]) == 2
     err = capfd.readouterr().err
