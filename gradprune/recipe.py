@@ -79,7 +79,7 @@ class PruningSection(Section):
     @classmethod
     def _range(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
         if v is not None and not (0 <= v[0] < v[1]):
-            raise ValueError(f"expected [start, end) with 0 <= start < end, got {list(v)}")
+            raise ValueError("expected [start, end) with 0 <= start < end")
         return v
 
 
@@ -260,9 +260,11 @@ def validate_dict(data: dict[str, Any], source: str, schema: type[BaseModel] = R
             if e["type"] == "extra_forbidden":
                 msgs.append(_unknown_key_message(e, schema))
             else:
-                loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+                loc = ".".join(str(p) for p in e["loc"])
                 msg = e["msg"].removeprefix("Value error, ")
-                msgs.append(f"{loc}: {msg} (got {e.get('input')!r})")
+                # a whole-section check would echo the entire section as its input: leave it out
+                got = f" (got {e.get('input')!r})" if loc and not isinstance(e.get("input"), dict) else ""
+                msgs.append(f"{loc or '(recipe)'}: {msg}{got}")
         raise RecipeError(f"{source}: " + "; ".join(msgs)) from None
     if isinstance(recipe, Recipe):
         check_plugins(recipe, source)
@@ -289,5 +291,5 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load, override and validate a recipe file."""
     data = read_yaml(path)
     data = apply_overrides(data, overrides or [])
-    src = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+    src = str(path) + (" (with command-line overrides)" if overrides else "")
     return validate_dict(data, src)

@@ -485,8 +485,6 @@ def test_inf_weights_are_a_failed_search_row_with_the_reason(inf_model_dir, reci
     _log("search-inf-weights (row error)", df.error.iloc[0])
 
 
-@pytest.mark.xfail(strict=True, reason="gradprune/search/command.py writes search.json before it opens --storage "
-                                       "(open the storage first); remove this mark when fixed")
 def test_bad_storage_url_writes_nothing(env: Env, tmp_path, capfd):
     argv = [*env.search(), "--storage", "nosuchdb://user@host/db"]
     before = _snapshot(tmp_path)

@@ -7,13 +7,12 @@ missing from ``layers``, or with ``None`` for a block, is left untouched.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradprune.errors import PlanError
+from gradprune.io import atomic_write_text
 
 FORMAT_VERSION = 1
 _PLAN_KEYS = {"model_type", "layers", "meta", "format_version"}
@@ -125,14 +124,7 @@ class Plan:
             text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PlanError(f"plan for {str(path)!r} is not plain JSON (check plan.meta): {exc}") from None
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text + "\n")
         return path
 
     @classmethod

@@ -38,8 +38,11 @@ class CalibrationStore:
         d = self._dir(key)
         if not (d / "result.json").exists():
             return None
-        meta = json.loads((d / "result.json").read_text())
-        flat = load_file(str(d / "scores.safetensors"))
+        try:
+            meta = json.loads((d / "result.json").read_text())
+            flat = load_file(str(d / "scores.safetensors"))
+        except (OSError, ValueError, RuntimeError):  # a damaged entry is a miss: calibrate again
+            return None
         scores: dict = {}
         for name, tensor in flat.items():
             est, layer, kind = name.split("|")
@@ -66,6 +69,9 @@ class CalibrationStore:
             meta = {"layer_stats": res.layer_stats, "batches": res.batches, "tokens": res.tokens,
                     "seconds": res.seconds, "mean_loss": res.mean_loss, "info": res.info, "key": key}
             (tmp / "result.json").write_text(json.dumps(meta))
+            for f in tmp.iterdir():  # durable before the rename makes the entry visible
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
             os.replace(tmp, final)
             self.puts += 1
         except OSError:

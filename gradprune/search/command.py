@@ -85,6 +85,8 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
     out = Path(output_dir or spec.output_dir)
     _space(spec)
     _guard_dir(out, spec, overwrite, storage)
+    if storage is not None:
+        open_storage(storage, out)  # an unreachable storage fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"fingerprint": spec.fingerprint(), "source": str(path),
                                      "spec": spec.model_dump(mode="json")})
