@@ -51,9 +51,12 @@ ESTIMATORS: dict[str, tuple[str, dict]] = {
     "fisher": ("fisher", {}),
     "taylor_mix": ("taylor_mix", {}),
     "activation": ("activation", {}),
+    # not in the default run: one backward per sample (the exact per-sample Fisher)
+    "fisher_per_sample": ("fisher", {"per_sample": True}),
 }
+DEFAULT_ESTIMATORS = ["taylor", "taylor_element", "fisher", "taylor_mix", "activation"]
 # group-level estimators: one accumulator per group, never a parameter-sized buffer
-STREAMING = ("taylor", "fisher", "activation")
+STREAMING = ("taylor", "fisher", "activation", "fisher_per_sample")
 COLLECTORS = ("grad_norm", "grad_mean", "grad_std", "grad_max")
 
 
@@ -263,49 +266,52 @@ def llm_pruner_baseline(model, layers, ids: torch.Tensor, batch_size: int, per_s
 
 
 @dataclass
+class Run:
+    """One run of one variant: wall, CPU and loop seconds; peak above the memory held before it, and total."""
+
+    seconds: float
+    cpu: float
+    loop: float | None
+    over: int
+    total: int
+
+
+@dataclass
 class Measured:
-    """Times and peak memory (above the memory held before the variant) of one variant."""
+    """Every run of one variant, and (for the gradprune variants) its ratios to the neighbouring bare runs."""
 
-    seconds: list[float] = field(default_factory=list)
-    cpu_seconds: list[float] = field(default_factory=list)
-    loop_seconds: list[float] = field(default_factory=list)
-    peak_over: list[int] = field(default_factory=list)
-    peak_total: list[int] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    ratios: dict[str, list[float]] = field(default_factory=dict)
 
-    def time(self) -> float:
-        return statistics.mean(self.seconds)
+    def mean(self, attr: str) -> float:
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return statistics.mean(values) if values else float("nan")
 
-    def cpu(self) -> float:
-        return statistics.mean(self.cpu_seconds)
-
-    def loop(self) -> float:
-        return statistics.mean(self.loop_seconds) if self.loop_seconds else float("nan")
-
-    def over(self) -> int:
-        return max(self.peak_over)
-
-    def total(self) -> int:
-        return max(self.peak_total)
+    def ratio(self, key: str) -> float:
+        return statistics.mean(self.ratios[key])
 
 
-def measure(name: str, fn, mem: PeakMemory, out: dict[str, Measured]) -> dict:
-    """Run ``fn`` once, recording its time and peak memory under ``name``."""
+def measure(name: str, fn, mem: PeakMemory, out: dict[str, Measured]) -> Run:
+    """Run ``fn`` once, recording its times and peak memory under ``name``."""
     before = mem.reset()
     cpu0 = time.process_time()
     r = fn()
     cpu = time.process_time() - cpu0
     peak = mem.peak()
-    m = out.setdefault(name, Measured())
-    m.seconds.append(r["seconds"])
-    m.cpu_seconds.append(cpu)
-    if "loop_seconds" in r:
-        m.loop_seconds.append(r["loop_seconds"])
-    m.peak_over.append(max(peak - before, 0))
-    m.peak_total.append(peak)
-    loop = f", loop {r['loop_seconds']:.2f} s" if "loop_seconds" in r else ""
-    print(f"  {name:<16} {r['seconds']:7.2f} s{loop}, cpu {cpu:.2f} s; peak +{(peak - before) / 2**20:8.1f} MiB "
+    run = Run(r["seconds"], cpu, r.get("loop_seconds"), max(peak - before, 0), peak)
+    out.setdefault(name, Measured()).runs.append(run)
+    loop = f", loop {run.loop:.2f} s" if run.loop is not None else ""
+    print(f"  {name:<18} {run.seconds:7.2f} s{loop}, cpu {cpu:.2f} s; peak +{run.over / 2**20:8.1f} MiB "
           f"(total {peak / 2**20:8.1f} MiB)", flush=True)
-    return r
+    return run
+
+
+def pair(b: Run, before: Run, after: Run, m: Measured) -> None:
+    """Ratios of a gradprune run to the mean of the bare runs just before and after it (load drifts cancel)."""
+    a = {k: (getattr(before, k) + getattr(after, k)) / 2 for k in ("seconds", "cpu", "over", "total")}
+    for key, value in (("time", b.seconds / a["seconds"]), ("loop", b.loop / a["seconds"]),
+                       ("cpu", b.cpu / a["cpu"]), ("over", b.over / a["over"]), ("total", b.total / a["total"])):
+        m.ratios.setdefault(key, []).append(value)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -319,14 +325,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=4, help="micro-batches per variant")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=1, help="repeat every variant (times are averaged)")
-    p.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
+    p.add_argument("--rounds", type=int, default=1, help="repeat every variant (ratios are averaged)")
+    p.add_argument("--estimators", nargs="+", default=DEFAULT_ESTIMATORS, choices=list(ESTIMATORS))
     p.add_argument("--baseline-per-sample", action="store_true",
                    help="LLM-Pruner baseline with one backward per sample (slow: batch-size x backward passes)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--precision", default=None, help="Lightning precision (default: 32-true / bf16-true by dtype)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--malloc-heap", action="store_true",
+                   help="keep glibc's default heap (freed memory stays resident; peaks then vary by ~5-10%%)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -336,10 +344,12 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cpu" and not args.malloc_heap:
+        _mmap_large_allocations()
     from gradprune.models.adapters import get_adapter
     from gradprune.recipe import TrainerSection
 
-    device = torch.device(args.device)
     precision = args.precision or ("bf16-true" if args.dtype == "bfloat16" else "32-true")
     trainer_cfg = TrainerSection(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                                  precision=precision)
@@ -359,40 +369,63 @@ def main(argv=None) -> None:
     gradprune_run(model, layers, ids[: args.batch_size], args.batch_size, "taylor", trainer_cfg, device)
 
     out: dict[str, Measured] = {}
+
+    def bare() -> Run:
+        return measure("bare", lambda: bare_loop(model, layers, ids, args.batch_size, device), mem, out)
+
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
-        measure("bare", lambda: bare_loop(model, layers, ids, args.batch_size, device), mem, out)
+        before = bare()
         for est in args.estimators:
-            measure(est, lambda e=est: gradprune_run(model, layers, ids, args.batch_size, e, trainer_cfg, device),
-                    mem, out)
-        measure("bare", lambda: bare_loop(model, layers, ids, args.batch_size, device), mem, out)
+            b = measure(est, lambda e=est: gradprune_run(model, layers, ids, args.batch_size, e, trainer_cfg,
+                                                         device), mem, out)
+            after = bare()
+            pair(b, before, after, out[est])
+            before = after
         measure("llm_pruner", lambda: llm_pruner_baseline(model, layers, ids, args.batch_size,
                                                           args.baseline_per_sample, device), mem, out)
     report(out, args)
 
 
+def _mmap_large_allocations() -> None:
+    """Serve allocations >= 64 KiB by mmap, so a freed tensor leaves the RSS at once.
+
+    With glibc's adaptive default, freed tensors stay in the heap and its fragmentation moves the RSS
+    peak of identical runs by 5-10 %; with this the RSS tracks the bytes in use (tensors are large).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (also disables the adaptation)
+
+
 def report(out: dict[str, Measured], args: argparse.Namespace) -> None:
     """The table, then one ``ratio`` line per target (an acceptance check greps for them)."""
-    a, c = out["bare"], out["llm_pruner"]
+    c = out["llm_pruner"]
     print()
-    print(f"{'variant':<16} {'time s':>8} {'loop s':>8} {'peak+ MiB':>10} {'total MiB':>10}")
+    print(f"{'variant':<18} {'time s':>8} {'cpu s':>8} {'loop s':>8} {'peak+ MiB':>10} {'total MiB':>10}  runs")
     for name, m in out.items():
-        print(f"{name:<16} {m.time():8.2f} {m.loop():8.2f} {m.over() / 2**20:10.1f} {m.total() / 2**20:10.1f}")
+        print(f"{name:<18} {m.mean('seconds'):8.2f} {m.mean('cpu'):8.2f} {m.mean('loop'):8.2f} "
+              f"{m.mean('over') / 2**20:10.1f} {m.mean('total') / 2**20:10.1f}  {len(m.runs)}")
+    print("time: wall clock of the whole call (Trainer set-up and final scoring included); loop: first batch "
+          "start to last batch end; peak+: peak above the memory held before the variant (weights, runtime)")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} cores; b/a ratios are to the mean of the bare runs just before and after b")
     print()
-    baseline = "per-sample" if args.baseline_per_sample else "per-micro-batch"
     for name in args.estimators:
         b = out[name]
-        target = " (target <= 1.10)" if name in STREAMING else " (element-level: fp32 accumulators)"
-        print(f"ratio {name}: time b/a {b.time() / a.time():.3f} (loop only {b.loop() / a.time():.3f}); "
-              f"peak memory b/a {b.over() / a.over():.3f}{target}, total {b.total() / a.total():.3f}; "
-              f"baseline c/b {c.over() / b.over():.2f}")
-    fisher = out.get("fisher")
-    if fisher is not None:
-        print(f"ratio second order (fisher) vs LLM-Pruner-style baseline ({baseline} g²): peak memory c/b "
-              f"{c.over() / fisher.over():.2f} (target >= 2), total {c.total() / fisher.total():.2f}")
-    slowest = max(args.estimators, key=lambda e: out[e].time() / a.time())
-    print(f"ratio summary: worst time b/a {out[slowest].time() / a.time():.3f} ({slowest}); worst streaming "
-          f"peak memory b/a {max(out[e].over() / a.over() for e in args.estimators if e in STREAMING):.3f}")
+        target = "target <= 1.10" if name in STREAMING else "element-level, fp32 accumulators"
+        print(f"ratio {name}: time b/a {b.ratio('time'):.3f} (loop only {b.ratio('loop'):.3f}, cpu "
+              f"{b.ratio('cpu'):.3f}); peak memory b/a {b.ratio('over'):.3f} ({target}; total "
+              f"{b.ratio('total'):.3f}); c/b {c.mean('over') / b.mean('over'):.2f}")
+    baseline = "one backward per sample" if args.baseline_per_sample else "g² per micro-batch"
+    if "fisher" in out:
+        b = out["fisher"]
+        print(f"ratio second order (fisher) vs LLM-Pruner-style baseline ({baseline}): peak memory c/b "
+              f"{c.mean('over') / b.mean('over'):.2f} (target >= 2; total {c.mean('total') / b.mean('total'):.2f})")
+    slowest = max(args.estimators, key=lambda e: out[e].ratio("time"))
+    streaming = [e for e in args.estimators if e in STREAMING]
+    worst_mem = max((out[e].ratio("over") for e in streaming), default=float("nan"))
+    print(f"ratio summary: worst time b/a {out[slowest].ratio('time'):.3f} ({slowest}; loop only "
+          f"{out[slowest].ratio('loop'):.3f}); worst streaming peak memory b/a {worst_mem:.3f}")
 
 
 if __name__ == "__main__":
