@@ -8,10 +8,12 @@ cannot be loaded is reported with its task's name.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import re
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -173,6 +175,20 @@ def _mean_metrics(task: Any) -> set[str]:
     return {m for m, fn in task.aggregation().items() if fn is mean}
 
 
+@contextlib.contextmanager
+def _without_env_info() -> Iterator[None]:
+    """``simple_evaluate`` records pip/GPU details by running subprocesses (≈0.6 s a call, every call):
+    metadata the per-example results below never use, and paid once per rung otherwise."""
+    import lm_eval.evaluator as evaluator
+
+    saved = evaluator.add_env_info
+    evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = saved
+
+
 def evaluate_zeroshot_examples(model: Any, tokenizer: Any, cfg: Any,
                                indices: dict[str, list[int]]) -> dict[str, dict[int, dict[str, float]]]:
     """Per-example results of exactly the given example indices of each task:
@@ -200,9 +216,10 @@ def evaluate_zeroshot_examples(model: Any, tokenizer: Any, cfg: Any,
         for task in run.values():
             tracker.watch_task(task)
         try:
-            res = lm_eval.simple_evaluate(model=lm, tasks=list(run.values()), task_manager=tm,
-                                          num_fewshot=cfg.num_fewshot, samples=wanted, batch_size=cfg.batch_size,
-                                          log_samples=True, bootstrap_iters=0)
+            with _without_env_info():
+                res = lm_eval.simple_evaluate(model=lm, tasks=list(run.values()), task_manager=tm,
+                                              num_fewshot=cfg.num_fewshot, samples=wanted,
+                                              batch_size=cfg.batch_size, log_samples=True, bootstrap_iters=0)
         except Exception as exc:
             task, what = tracker.current or (", ".join(run), "evaluating")
             raise EvalError(f"zero-shot task {task!r} failed while {what}: {type(exc).__name__}: {exc}") from exc
