@@ -25,25 +25,27 @@ from gradprune.assets.world import narrative_doc, rng_for
 # Share of each document kind. The yes/no format gets the largest share: a single answer token per
 # question is a thin training signal, and an earlier mixture left that task at chance.
 MIXTURE = {
-    "narrative": 0.18,
-    "boolq": 0.30,
-    "piqa": 0.10,
-    "hellaswag": 0.14,
+    "narrative": 0.15,
+    "boolq": 0.35,
+    "piqa": 0.08,
+    "hellaswag": 0.12,
     "winogrande": 0.16,
-    "arc": 0.12,
+    "arc": 0.14,
 }
 
 DOC_SEPARATOR = "\n\n"
 
 
 def boolq_doc(rng: random.Random, held_out: set[str]) -> str | None:
-    """A passage followed by several balanced yes/no questions, each in the task's prompt format."""
+    """A passage followed by several yes/no questions (answers drawn independently, 50/50), each in the task's prompt format."""
     passage, scene, goal, pair = boolq_passage(rng)
     if passage in held_out:
         return None
-    labels = [1, 0, 1, 0] if rng.random() < 0.5 else [0, 1, 0, 1]
     lines = [passage]
-    for label in labels[: rng.randint(2, 4)]:
+    for _ in range(rng.randint(4, 6)):
+        # Independent coin flips: a fixed pattern (yes, no, yes, ...) lets the model answer from the
+        # previous answer instead of the passage, which left an earlier model at chance.
+        label = rng.randrange(2)
         question = boolq_question(rng, scene, goal, pair, label)
         lines.append(f"Question: {question}?\nAnswer: {'yes' if label else 'no'}")
     return "\n".join(lines)

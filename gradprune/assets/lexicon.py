@@ -105,19 +105,16 @@ SCRIPTS = {
                        "pays at the till.", "carries the bags home."),
 }
 
-# Comparative sentence frames for the fill-the-blank task: (relation, consequence for the first-named
-# side, consequence for the second-named side). The blank is always followed by the consequence.
+# Fill-the-blank frames (WinoGrande-like). As in WinoGrande, the option in the blank is resolved by
+# world knowledge, not by the sentence itself: which animal is bigger, which tool serves the goal.
+# Each frame: (text with {x}, {y} and _, whether the blank is the bigger animal / the right tool).
 ANIMAL_FRAMES = (
-    ("bigger than", "could not fit through the small door.", "could fit through the small door."),
-    ("smaller than", "could fit through the small door.", "could not fit through the small door."),
-    ("heavier than", "broke the old wooden bridge.", "crossed the old wooden bridge safely."),
-    ("lighter than", "crossed the old wooden bridge safely.", "broke the old wooden bridge."),
+    ("The {x} and the {y} came to a small door, and only the _ could fit through it.", False),
+    ("The {x} and the {y} came to a small door, and the _ was too big to fit through it.", True),
+    ("The {x} and the {y} stepped onto the old bridge, and the _ was heavy enough to break it.", True),
+    ("The {x} and the {y} stepped onto the old bridge, and the _ was light enough to cross it.", False),
 )
-PEOPLE_FRAMES = (
-    ("ran faster than", "won the race.", "lost the race."),
-    ("ran slower than", "lost the race.", "won the race."),
-    ("was hungrier than", "ate the last cake.", "left the last cake."),
-    ("was more tired than", "went to bed early.", "stayed up late."),
-    ("was taller than", "reached the top shelf.", "could not reach the top shelf."),
-    ("was shorter than", "could not reach the top shelf.", "reached the top shelf."),
+TOOL_FRAMES = (
+    ("{name} had {x} and {y} and wanted to {goal}. The _ was the right tool for that.", True),
+    ("{name} had {x} and {y} and wanted to {goal}. The _ was no use for that.", False),
 )

@@ -16,9 +16,9 @@ from gradprune.assets.lexicon import (
     FRUITS,
     GOALS,
     NAMES,
-    PEOPLE_FRAMES,
     ROOMS,
     SCRIPTS,
+    TOOL_FRAMES,
 )
 from gradprune.assets.world import Person, an, bigger, make_scene, scene_sentences
 
@@ -27,7 +27,7 @@ Item = tuple[str, dict]
 
 def boolq_passage(rng: random.Random) -> tuple[str, list[Person], tuple[str, str], tuple[str, str]]:
     """A passage of scene facts plus one goal and one pair of animals seen, for yes/no questions."""
-    scene = make_scene(rng, 3)
+    scene = make_scene(rng, rng.randint(2, 3))
     sentences = scene_sentences(rng, scene)
     goal_person, animal_person = rng.choice(scene).name, rng.choice(scene).name
     goal = rng.choice(list(GOALS))
@@ -42,11 +42,18 @@ def boolq_question(rng: random.Random, scene: list[Person], goal: tuple[str, str
     """A question about the passage whose answer is yes when `label` is 1 and no when it is 0."""
     kind = rng.choice(("have", "have", "where", "where", "tool", "animal"))
     p = rng.choice(scene)
+    # Half of the "no" answers use another person's colour or room (the passage must be read for
+    # who has what); the other half use one the passage never mentions.
+    borrow = rng.random() < 0.5
     if kind == "have":
-        colour = p.colour if label else rng.choice([c for c in COLOURS if c != p.colour])
+        pool = [q.colour for q in scene if q != p] if borrow else [c for c in COLOURS if c not in
+                                                                    {q.colour for q in scene}]
+        colour = p.colour if label else rng.choice(pool)
         return f"does {p.name} have {an(colour)} {p.obj}"
     if kind == "where":
-        room = p.room if label else rng.choice([r for r in ROOMS if r != p.room])
+        pool = [q.room for q in scene if q.room != p.room] if borrow else []
+        pool = pool or [r for r in ROOMS if r not in {q.room for q in scene}]
+        room = p.room if label else rng.choice(pool)
         return f"is {p.name} in the {room}"
     if kind == "tool":
         right = GOALS[goal[1]]
@@ -103,22 +110,21 @@ def hellaswag_story(activity: str, name: str) -> str:
 
 
 def winogrande_item(rng: random.Random, label: int) -> Item:
-    """A WinoGrande-like item: a comparison, then a consequence whose subject is the blank."""
+    """A WinoGrande-like item: two animals or two tools, and a blank that world knowledge resolves."""
     if rng.random() < 0.35:
-        rel, first_cons, second_cons = rng.choice(ANIMAL_FRAMES)
-        a, b = rng.sample(ANIMALS, 2)
-        if bigger(a, b) != rel.startswith(("bigger", "heavier")):
-            a, b = b, a  # keep the stated comparison true in this world
-        head, a_opt, b_opt = f"The {a} is {rel} the {b}, so the", a, b
+        frame, wants_bigger = rng.choice(ANIMAL_FRAMES)
+        x, y = rng.sample(ANIMALS, 2)
+        sentence = frame.format(x=x, y=y)
+        right, other = (x, y) if bigger(x, y) == wants_bigger else (y, x)
     else:
-        rel, first_cons, second_cons = rng.choice(PEOPLE_FRAMES)
-        a, b = rng.sample(NAMES, 2)
-        head, a_opt, b_opt = f"{a} {rel} {b}, so", a, b
-    first_is_subject = rng.random() < 0.5
-    cons = first_cons if first_is_subject else second_cons
-    right, other = (a_opt, b_opt) if first_is_subject else (b_opt, a_opt)
+        frame, wants_right = rng.choice(TOOL_FRAMES)
+        goal = rng.choice([g for g, t in GOALS.items() if t.startswith(("a ", "an "))])
+        good = GOALS[goal].split(" ", 1)[1]
+        bad = rng.choice([t.split(" ", 1)[1] for t in GOALS.values() if t.startswith(("a ", "an ")) and t != GOALS[goal]])
+        x, y = (good, bad) if rng.random() < 0.5 else (bad, good)
+        sentence = frame.format(name=rng.choice(NAMES), x=an(x), y=an(y), goal=goal)
+        right, other = (good, bad) if wants_right else (bad, good)
     options = [other, right] if label == 1 else [right, other]
-    sentence = f"{head} _ {cons}"
     return sentence, {"sentence": sentence, "option1": options[0], "option2": options[1],
                       "answer": str(label + 1)}
 
