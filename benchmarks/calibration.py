@@ -266,52 +266,56 @@ def llm_pruner_baseline(model, layers, ids: torch.Tensor, batch_size: int, per_s
 
 
 @dataclass
-class Run:
-    """One run of one variant: wall, CPU and loop seconds; peak above the memory held before it, and total."""
-
-    seconds: float
-    cpu: float
-    loop: float | None
-    over: int
-    total: int
-
-
-@dataclass
 class Measured:
-    """Every run of one variant, and (for the gradprune variants) its ratios to the neighbouring bare runs."""
+    """Timed runs of one variant, its ratios to the neighbouring bare runs, and its peak memory."""
 
-    runs: list[Run] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    loop: list[float] = field(default_factory=list)
     ratios: dict[str, list[float]] = field(default_factory=dict)
+    over: int = 0
+    total: int = 0
 
     def mean(self, attr: str) -> float:
-        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        values = getattr(self, attr)
         return statistics.mean(values) if values else float("nan")
 
     def ratio(self, key: str) -> float:
         return statistics.mean(self.ratios[key])
 
 
-def measure(name: str, fn, mem: PeakMemory, out: dict[str, Measured]) -> Run:
-    """Run ``fn`` once, recording its times and peak memory under ``name``."""
-    before = mem.reset()
+def timed(name: str, fn, out: dict[str, Measured]) -> dict:
+    """Run ``fn`` once and record its wall, CPU and loop seconds under ``name``."""
+    gc.collect()
     cpu0 = time.process_time()
     r = fn()
-    cpu = time.process_time() - cpu0
-    peak = mem.peak()
-    run = Run(r["seconds"], cpu, r.get("loop_seconds"), max(peak - before, 0), peak)
-    out.setdefault(name, Measured()).runs.append(run)
-    loop = f", loop {run.loop:.2f} s" if run.loop is not None else ""
-    print(f"  {name:<18} {run.seconds:7.2f} s{loop}, cpu {cpu:.2f} s; peak +{run.over / 2**20:8.1f} MiB "
-          f"(total {peak / 2**20:8.1f} MiB)", flush=True)
-    return run
+    r["cpu"] = time.process_time() - cpu0
+    m = out.setdefault(name, Measured())
+    m.seconds.append(r["seconds"])
+    m.cpu.append(r["cpu"])
+    if "loop_seconds" in r:
+        m.loop.append(r["loop_seconds"])
+    loop = f", loop {r['loop_seconds']:.2f} s" if "loop_seconds" in r else ""
+    print(f"  {name:<18} {r['seconds']:7.2f} s{loop}, cpu {r['cpu']:.2f} s", flush=True)
+    return r
 
 
-def pair(b: Run, before: Run, after: Run, m: Measured) -> None:
-    """Ratios of a gradprune run to the mean of the bare runs just before and after it (load drifts cancel)."""
-    a = {k: (getattr(before, k) + getattr(after, k)) / 2 for k in ("seconds", "cpu", "over", "total")}
-    for key, value in (("time", b.seconds / a["seconds"]), ("loop", b.loop / a["seconds"]),
-                       ("cpu", b.cpu / a["cpu"]), ("over", b.over / a["over"]), ("total", b.total / a["total"])):
+def pair(b: dict, before: dict, after: dict, m: Measured) -> None:
+    """Time ratios of a gradprune run to the mean of the bare runs just before and after it."""
+    wall = (before["seconds"] + after["seconds"]) / 2
+    cpu = (before["cpu"] + after["cpu"]) / 2
+    for key, value in (("time", b["seconds"] / wall), ("loop", b["loop_seconds"] / wall), ("cpu", b["cpu"] / cpu)):
         m.ratios.setdefault(key, []).append(value)
+
+
+def peak(name: str, fn, mem: PeakMemory, out: dict[str, Measured]) -> None:
+    """Run ``fn`` once and record its peak memory above what was held before it, and the total peak."""
+    before = mem.reset()
+    fn()
+    top = mem.peak()
+    m = out.setdefault(name, Measured())
+    m.over, m.total = max(m.over, top - before), max(m.total, top)
+    print(f"  {name:<18} peak +{(top - before) / 2**20:8.1f} MiB (total {top / 2**20:8.1f} MiB)", flush=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -322,19 +326,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--batches", type=int, default=4, help="micro-batches per variant")
+    p.add_argument("--batches", type=int, default=4, help="micro-batches per timed variant")
+    p.add_argument("--memory-batches", type=int, default=2,
+                   help="micro-batches per memory run (the peak is reached in the first two)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=1, help="repeat every variant (ratios are averaged)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the timed variants (ratios are averaged)")
     p.add_argument("--estimators", nargs="+", default=DEFAULT_ESTIMATORS, choices=list(ESTIMATORS))
     p.add_argument("--baseline-per-sample", action="store_true",
                    help="LLM-Pruner baseline with one backward per sample (slow: batch-size x backward passes)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--precision", default=None, help="Lightning precision (default: 32-true / bf16-true by dtype)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--malloc-heap", action="store_true",
-                   help="keep glibc's default heap (freed memory stays resident; peaks then vary by ~5-10%%)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 gives steadier ratios on a busy machine)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -345,8 +350,6 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cpu" and not args.malloc_heap:
-        _mmap_large_allocations()
     from gradprune.models.adapters import get_adapter
     from gradprune.recipe import TrainerSection
 
@@ -363,27 +366,42 @@ def main(argv=None) -> None:
     print(f"model: {n_params / 1e6:.1f} M params ({n_prunable / 1e6:.1f} M prunable), {args.dtype}, "
           f"built in {time.perf_counter() - t0:.1f} s; {args.batches} micro-batches of {args.batch_size} x "
           f"{args.seq_len} tokens; device {device}, {torch.get_num_threads()} threads", flush=True)
+    bs = args.batch_size
+
+    def bare(x: torch.Tensor):
+        return lambda: bare_loop(model, layers, x, bs, device)
+
+    def grad_run(est: str, x: torch.Tensor):
+        return lambda: gradprune_run(model, layers, x, bs, est, trainer_cfg, device)
+
+    def baseline(x: torch.Tensor):
+        return lambda: llm_pruner_baseline(model, layers, x, bs, args.baseline_per_sample, device)
 
     # warm-up: first-call costs (allocator, lazy imports in Lightning) stay out of every timing
-    bare_loop(model, layers, ids[: args.batch_size], args.batch_size, device)
-    gradprune_run(model, layers, ids[: args.batch_size], args.batch_size, "taylor", trainer_cfg, device)
+    bare(ids[:bs])()
+    grad_run("taylor", ids[:bs])()
 
     out: dict[str, Measured] = {}
-
-    def bare() -> Run:
-        return measure("bare", lambda: bare_loop(model, layers, ids, args.batch_size, device), mem, out)
-
+    print("time (every gradprune run between two bare runs)", flush=True)
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
-        before = bare()
+        before = timed("bare", bare(ids), out)
         for est in args.estimators:
-            b = measure(est, lambda e=est: gradprune_run(model, layers, ids, args.batch_size, e, trainer_cfg,
-                                                         device), mem, out)
-            after = bare()
+            b = timed(est, grad_run(est, ids), out)
+            after = timed("bare", bare(ids), out)
             pair(b, before, after, out[est])
             before = after
-        measure("llm_pruner", lambda: llm_pruner_baseline(model, layers, ids, args.batch_size,
-                                                          args.baseline_per_sample, device), mem, out)
+        timed("llm_pruner", baseline(ids), out)
+
+    print(f"peak memory ({args.memory_batches} micro-batches each)", flush=True)
+    if device.type == "cpu":
+        _mmap_large_allocations()
+    few = ids[: args.memory_batches * bs]
+    peak("bare", bare(few), mem, out)
+    for est in args.estimators:
+        peak(est, grad_run(est, few), mem, out)
+    peak("llm_pruner", baseline(few), mem, out)
+    peak("bare", bare(few), mem, out)
     report(out, args)
 
 
@@ -391,7 +409,8 @@ def _mmap_large_allocations() -> None:
     """Serve allocations >= 64 KiB by mmap, so a freed tensor leaves the RSS at once.
 
     With glibc's adaptive default, freed tensors stay in the heap and its fragmentation moves the RSS
-    peak of identical runs by 5-10 %; with this the RSS tracks the bytes in use (tensors are large).
+    peak of identical runs by 5-10 %; with this the RSS tracks the bytes in use (tensors are large). Set
+    only for the memory runs: the page faults of fresh mappings would slow the timed runs down.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (also disables the adaptation)
@@ -399,33 +418,35 @@ def _mmap_large_allocations() -> None:
 
 def report(out: dict[str, Measured], args: argparse.Namespace) -> None:
     """The table, then one ``ratio`` line per target (an acceptance check greps for them)."""
-    c = out["llm_pruner"]
+    a, c = out["bare"], out["llm_pruner"]
     print()
-    print(f"{'variant':<18} {'time s':>8} {'cpu s':>8} {'loop s':>8} {'peak+ MiB':>10} {'total MiB':>10}  runs")
+    print(f"{'variant':<18} {'time s':>8} {'cpu s':>8} {'loop s':>8} {'peak+ MiB':>10} {'total MiB':>10}  timed")
     for name, m in out.items():
         print(f"{name:<18} {m.mean('seconds'):8.2f} {m.mean('cpu'):8.2f} {m.mean('loop'):8.2f} "
-              f"{m.mean('over') / 2**20:10.1f} {m.mean('total') / 2**20:10.1f}  {len(m.runs)}")
+              f"{m.over / 2**20:10.1f} {m.total / 2**20:10.1f}  {len(m.seconds)}")
     print("time: wall clock of the whole call (Trainer set-up and final scoring included); loop: first batch "
-          "start to last batch end; peak+: peak above the memory held before the variant (weights, runtime)")
+          "start to last batch end; peak+: peak above the memory held before the run (weights, runtime)")
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-          f"on {os.cpu_count()} cores; b/a ratios are to the mean of the bare runs just before and after b")
+          f"on {os.cpu_count()} cores; time b/a is to the mean of the bare runs just before and after b")
     print()
     for name in args.estimators:
         b = out[name]
         target = "target <= 1.10" if name in STREAMING else "element-level, fp32 accumulators"
         print(f"ratio {name}: time b/a {b.ratio('time'):.3f} (loop only {b.ratio('loop'):.3f}, cpu "
-              f"{b.ratio('cpu'):.3f}); peak memory b/a {b.ratio('over'):.3f} ({target}; total "
-              f"{b.ratio('total'):.3f}); c/b {c.mean('over') / b.mean('over'):.2f}")
+              f"{b.ratio('cpu'):.3f}); peak memory b/a {b.over / a.over:.3f} ({target}; total "
+              f"{b.total / a.total:.3f}); c/b {c.over / b.over:.2f}")
     baseline = "one backward per sample" if args.baseline_per_sample else "g² per micro-batch"
     if "fisher" in out:
         b = out["fisher"]
         print(f"ratio second order (fisher) vs LLM-Pruner-style baseline ({baseline}): peak memory c/b "
-              f"{c.mean('over') / b.mean('over'):.2f} (target >= 2; total {c.mean('total') / b.mean('total'):.2f})")
+              f"{c.over / b.over:.2f} (target >= 2; total {c.total / b.total:.2f}); time c/a "
+              f"{c.mean('seconds') / a.mean('seconds'):.2f}")
     slowest = max(args.estimators, key=lambda e: out[e].ratio("time"))
     streaming = [e for e in args.estimators if e in STREAMING]
-    worst_mem = max((out[e].ratio("over") for e in streaming), default=float("nan"))
+    worst_mem = max((out[e].over / a.over for e in streaming), default=float("nan"))
     print(f"ratio summary: worst time b/a {out[slowest].ratio('time'):.3f} ({slowest}; loop only "
-          f"{out[slowest].ratio('loop'):.3f}); worst streaming peak memory b/a {worst_mem:.3f}")
+          f"{out[slowest].ratio('loop'):.3f}, cpu {out[slowest].ratio('cpu'):.3f}); worst streaming peak "
+          f"memory b/a {worst_mem:.3f}")
 
 
 if __name__ == "__main__":
