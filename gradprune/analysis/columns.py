@@ -12,15 +12,17 @@ from gradprune.errors import GradpruneError
 
 # identifiers and bookkeeping: numbers, but not properties of a calibration setting
 _BOOKKEEPING = {"trial", "trial_id", "number", "config_id", "seed", "success", "error", "status",
-                "evaluated", "state", "duration"}
+                "evaluated", "state", "duration", "calibration_reused", "replicates_n", "tokens_per_s"}
 _FAMILIES = ("acc", "ppl")
 
 
 def is_bookkeeping(name: str) -> bool:
     """True for identifiers, seeds, flags and timings (``time_*`` …): never features."""
     last = name.rsplit(".", 1)[-1]
-    return (name in _BOOKKEEPING or last == "seed" or name.startswith(("time_", "datetime_", "Unnamed:"))
-            or name.endswith(("_time", "_seconds", "_duration")))
+    return (name in _BOOKKEEPING or last == "seed" or name.endswith("_seed") or name.startswith(("time_", "datetime_", "Unnamed:"))
+            or name.endswith(("_time", "_seconds", "_duration", "_s"))
+            # which layer held a statistic's extreme is an index, not a magnitude
+            or name.endswith(("_max_layer", "_min_layer")))
 
 
 def target_family(target: str) -> str | None:
