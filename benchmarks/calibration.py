@@ -1,13 +1,13 @@
 """Calibration cost: gradprune vs a bare forward+backward loop vs an LLM-Pruner-style baseline.
 
 Run by hand (defaults: a Mistral-shaped 125 M-parameter model, 4 micro-batches of 8 x 64 tokens,
-fp32 on CPU; about 4 min on an idle 2-core machine):
+fp32 on CPU; 4-8 min on a 2-core machine, depending on its other load):
 
     .venv/bin/python benchmarks/calibration.py
     .venv/bin/python benchmarks/calibration.py --batches 16 --batch-size 8 --seq-len 128 --rounds 2
     .venv/bin/python benchmarks/calibration.py --device cuda --precision bf16-true --dtype bfloat16
 
-Every variant runs in this one process on the same model and the same token batches:
+Every variant runs on the same model and the same token batches:
 
 a. ``bare``: a plain loop, forward + backward per micro-batch; only the prunable weights require a
    gradient (as in gradprune) and a post-accumulate hook frees each gradient at once;
@@ -19,14 +19,17 @@ c. ``llm_pruner``: what LLM-Pruner's Taylor pruning keeps in memory: every param
    squared-gradient buffer per parameter collects g² of each micro-batch (second-order term; with
    ``--baseline-per-sample`` one backward per sample, as LLM-Pruner does).
 
-Time: wall clock of each variant (``bare`` runs at the start and end of every round; its mean is the
-reference). For ``calibrate`` the whole call is timed, Trainer construction included, and the
+Time: wall clock (and CPU time) of each variant in this process; every gradprune run sits between two
+bare runs and its ratio is to their mean, so slow drifts of the machine's load cancel. For
+``calibrate`` the whole call is timed, Trainer construction and final scoring included, and the
 Lightning loop alone (first batch start to last batch end) is reported beside it.
 
-Memory: the peak of each variant above the memory held before it (the weights, the runtime), so it is
-what the calibration itself needs: on CUDA from the allocator's peak statistics, on Linux CPU from
-the process's RSS high-water mark, reset before every variant (``/proc/self/clear_refs``, after
-``malloc_trim`` so freed memory is not counted twice). The total-peak ratios are printed too.
+Memory: a fresh process repeats every variant on ``--memory-batches`` micro-batches and records its
+peak above the memory held before it (the weights, the runtime), so it is what the calibration itself
+needs: on CUDA from the allocator's peak statistics, on Linux CPU from the RSS high-water mark, reset
+before every variant (``/proc/self/clear_refs``). That process serves allocations >= 64 KiB by mmap, so
+freed tensors leave the RSS at once (with glibc's adaptive heap the peaks of identical runs move by
+5-10 %); the timed runs keep the default allocator. The total-peak ratios are printed too.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -341,31 +347,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 gives steadier ratios on a busy machine)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)  # the memory pass's process
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    device = torch.device(args.device)
+    if args.memory_only and device.type == "cpu":
+        _mmap_large_allocations()  # before the first large allocation, so the heap never holds tensors
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     from gradprune.models.adapters import get_adapter
     from gradprune.recipe import TrainerSection
 
     precision = args.precision or ("bf16-true" if args.dtype == "bfloat16" else "32-true")
     trainer_cfg = TrainerSection(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                                  precision=precision)
-    mem = PeakMemory(device)
     t0 = time.perf_counter()
     model = build_model(args, device)
     layers = get_adapter(model).layers(model)
     ids = token_batches(args, device)
     n_params = sum(p.numel() for p in model.parameters())
     n_prunable = sum(p.numel() for lm in layers for p in lm.weights().values())
-    print(f"model: {n_params / 1e6:.1f} M params ({n_prunable / 1e6:.1f} M prunable), {args.dtype}, "
-          f"built in {time.perf_counter() - t0:.1f} s; {args.batches} micro-batches of {args.batch_size} x "
-          f"{args.seq_len} tokens; device {device}, {torch.get_num_threads()} threads", flush=True)
+    if not args.memory_only:
+        print(f"model: {n_params / 1e6:.1f} M params ({n_prunable / 1e6:.1f} M prunable), {args.dtype}, "
+              f"built in {time.perf_counter() - t0:.1f} s; {args.batches} micro-batches of {args.batch_size} x "
+              f"{args.seq_len} tokens; device {device}, {torch.get_num_threads()} threads", flush=True)
     bs = args.batch_size
 
     def bare(x: torch.Tensor):
@@ -377,11 +387,22 @@ def main(argv=None) -> None:
     def baseline(x: torch.Tensor):
         return lambda: llm_pruner_baseline(model, layers, x, bs, args.baseline_per_sample, device)
 
-    # warm-up: first-call costs (allocator, lazy imports in Lightning) stay out of every timing
+    # warm-up: first-call costs (allocator, lazy imports in Lightning) stay out of every measurement
     bare(ids[:bs])()
     grad_run("taylor", ids[:bs])()
 
     out: dict[str, Measured] = {}
+    if args.memory_only:
+        mem = PeakMemory(device)
+        few = ids[: args.memory_batches * bs]
+        peak("bare", bare(few), mem, out)
+        for est in args.estimators:
+            peak(est, grad_run(est, few), mem, out)
+        peak("llm_pruner", baseline(few), mem, out)
+        peak("bare", bare(few), mem, out)
+        print(MEMORY_TAG + json.dumps({k: [m.over, m.total] for k, m in out.items()}), flush=True)
+        return
+
     print("time (every gradprune run between two bare runs)", flush=True)
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
@@ -392,18 +413,28 @@ def main(argv=None) -> None:
             pair(b, before, after, out[est])
             before = after
         timed("llm_pruner", baseline(ids), out)
-
-    print(f"peak memory ({args.memory_batches} micro-batches each)", flush=True)
-    few = ids[: args.memory_batches * bs]
-    if device.type == "cpu":
-        _mmap_large_allocations()
-        bare(few)()  # the first run after the switch still frees into the old heap: not measured
-    peak("bare", bare(few), mem, out)
-    for est in args.estimators:
-        peak(est, grad_run(est, few), mem, out)
-    peak("llm_pruner", baseline(few), mem, out)
-    peak("bare", bare(few), mem, out)
+    print(f"peak memory ({args.memory_batches} micro-batches each, in a fresh process)", flush=True)
+    for name, (over, total) in memory_subprocess(argv).items():
+        out[name].over, out[name].total = over, total
     report(out, args)
+
+
+MEMORY_TAG = "peak memory JSON: "
+
+
+def memory_subprocess(argv: list[str]) -> dict[str, list[int]]:
+    """Run the memory pass in a fresh process: its allocator has not been shaped by the timed runs."""
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--memory-only"],
+                            stdout=subprocess.PIPE, text=True)
+    result = None
+    for line in proc.stdout:
+        if line.startswith(MEMORY_TAG):
+            result = json.loads(line[len(MEMORY_TAG):])
+        else:
+            print(line, end="", flush=True)
+    if proc.wait() != 0 or result is None:
+        raise SystemExit(f"the memory pass failed (exit {proc.returncode})")
+    return result
 
 
 def _mmap_large_allocations() -> None:
@@ -411,7 +442,7 @@ def _mmap_large_allocations() -> None:
 
     With glibc's adaptive default, freed tensors stay in the heap and its fragmentation moves the RSS
     peak of identical runs by 5-10 %; with this the RSS tracks the bytes in use (tensors are large). Set
-    only for the memory runs: the page faults of fresh mappings would slow the timed runs down.
+    only in the memory pass: the page faults of fresh mappings would slow the timed runs down.
     """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (also disables the adaptation)
