@@ -11,8 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-WORDS = ("the cat dog bird red blue green owns has keeps a tool box house tree river big small runs "
-         "jumps sits near under over one two three four five and but so then").split()
+WORDS = ["the", "cat", "dog", "bird", "red", "blue", "green", "owns", "has", "keeps", "a", "tool", "box", "house", "tree", "river", "big", "small", "runs", "jumps", "sits", "near", "under", "over", "one", "two", "three", "four", "five", "and", "but", "so", "then"]
 
 
 def make_corpus(n_docs: int = 300, seed: int = 0) -> str:

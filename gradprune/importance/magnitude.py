@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
