@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# tests never read or fill the user's dense-metric cache (subprocesses inherit this)
+os.environ["GRADPRUNE_CACHE"] = tempfile.mkdtemp(prefix="gradprune-test-cache-")
 
 WORDS = ["the", "cat", "dog", "bird", "red", "blue", "green", "owns", "has", "keeps", "a", "tool", "box", "house", "tree", "river", "big", "small", "runs", "jumps", "sits", "near", "under", "over", "one", "two", "three", "four", "five", "and", "but", "so", "then"]
 
