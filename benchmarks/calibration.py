@@ -1,10 +1,11 @@
 """Calibration cost: gradprune vs a bare forward+backward loop vs an LLM-Pruner-style baseline.
 
 Run by hand (defaults: a Mistral-shaped 125 M-parameter model, 4 micro-batches of 8 x 64 tokens,
-fp32 on CPU; 4-8 min on a 2-core machine, depending on its other load):
+fp32 on CPU, one thread; 4-5 min on a 2-core machine shared with other work):
 
     .venv/bin/python benchmarks/calibration.py
-    .venv/bin/python benchmarks/calibration.py --batches 16 --batch-size 8 --seq-len 128 --rounds 2
+    .venv/bin/python benchmarks/calibration.py --rounds 2 --threads 0     # torch's threads, twice
+    .venv/bin/python benchmarks/calibration.py --batches 16 --batch-size 8 --seq-len 128
     .venv/bin/python benchmarks/calibration.py --device cuda --precision bf16-true --dtype bfloat16
 
 Every variant runs on the same model and the same token batches:
@@ -344,8 +345,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--precision", default=None, help="Lightning precision (default: 32-true / bf16-true by dtype)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 gives steadier ratios on a busy machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's choice). One thread by default: on a machine shared with "
+                        "other work, thread-synchronisation stalls swamp the ratios, and 2 cores gain only ~1.25x")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)  # the memory pass's process
     return p.parse_args(argv)
@@ -358,7 +360,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     if args.memory_only and device.type == "cpu":
         _mmap_large_allocations()  # before the first large allocation, so the heap never holds tensors
-    if args.threads:
+    if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
     from gradprune.models.adapters import get_adapter
     from gradprune.recipe import TrainerSection
