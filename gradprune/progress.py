@@ -84,7 +84,7 @@ def summary_table(metrics: dict, title: str = "run summary") -> Table:
         if k.startswith("ppl") and not k.startswith("ppl_ratio"):
             t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
     for k in sorted(metrics):
-        if k.startswith("acc_") and "stderr" not in k and k != "acc_drop":
+        if k.startswith("acc_") and "stderr" not in k and not k.endswith("_drop"):
             t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
     for k in ("grad_norm_ratio", "grad_mean_ratio", "grad_std_ratio", "grad_max_ratio", "extreme_pruning_layers"):
         if k in metrics:
