@@ -517,9 +517,10 @@ def report(out: dict[str, Measured], args: argparse.Namespace) -> None:
     slowest = max(args.estimators, key=lambda e: out[e].ratio("time"))
     streaming = [e for e in args.estimators if e in STREAMING]
     worst_mem = max((out[e].over / a.over for e in streaming), default=float("nan"))
+    shares = [out[e].mean("hooks") / out[e].mean("loop") for e in args.estimators]
     print(f"ratio summary: worst time b/a {out[slowest].ratio('time'):.3f} ({slowest}; loop only "
-          f"{out[slowest].ratio('loop'):.3f}, cpu {out[slowest].ratio('cpu'):.3f}); worst streaming peak "
-          f"memory b/a {worst_mem:.3f}")
+          f"{out[slowest].ratio('loop'):.3f}, cpu {out[slowest].ratio('cpu'):.3f}); time in hooks "
+          f"{min(shares):.1%}-{max(shares):.1%} of the loop; worst streaming peak memory b/a {worst_mem:.3f}")
 
 
 if __name__ == "__main__":
