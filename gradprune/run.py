@@ -206,6 +206,9 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t["time_dense_eval"] = time.perf_counter() - t0 - t["time_load"]
     t1 = time.perf_counter()
     calib = calibration_stage(recipe, loaded, console, store)
+    if getattr(calib, "rank", 0) != 0:
+        # DDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
+        raise SystemExit(0)
     t["time_calibration"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     _, normalizer, _ = build_plugins(recipe)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.search.coverage import farthest_first, grid_points, initial_design, standardised
-from gradprune.search.study import encode, file_lock, owner_record, recover_stale, trial_params
+from gradprune.search.study import claim_waiting, encode, file_lock, recover_stale, trial_params
 
 SELECTION_ATTR = "gradprune_screen"
 EVALUATED_ROLES = ("top_k", "coverage")
@@ -68,19 +68,7 @@ class Screening:
 
     def claim(self) -> int | None:
         """Claim a WAITING trial, initial points first (the model can be fitted sooner)."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        storage = self.study._storage
-        waiting = storage.get_all_trials(self.study._study_id, deepcopy=False, states=(TrialState.WAITING,))
-        for t in sorted(waiting, key=lambda t: (_stored_key(t) not in self.initial, t.number)):
-            try:
-                if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                    storage.set_trial_system_attr(t._trial_id, "gradprune_owner", owner_record())
-                    return t._trial_id
-            except UpdateFinishedTrialError:
-                continue
-        return None
+        return claim_waiting(self.study, order=lambda t: (_stored_key(t) not in self.initial, t.number))
 
     def next_phase(self) -> bool:
         """Called when the queue is empty: wait for phase 1 to end, then make the selection once.

@@ -97,13 +97,15 @@ def enqueue_grid(study, points: list[dict[str, Any]]) -> int:
     return added
 
 
-def claim_waiting(study) -> int | None:
-    """Atomically claim one WAITING trial for this process; None when the queue is empty."""
+def claim_waiting(study, order=None) -> int | None:
+    """Atomically claim one WAITING trial for this process (tried in ``order(trial)`` order when
+    given); None when the queue is empty."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    for t in sorted(waiting, key=order) if order is not None else waiting:
         try:
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 # at once, so a kill right after the claim is recognised as a dead worker's trial
