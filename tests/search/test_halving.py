@@ -19,7 +19,6 @@ from gradprune.search.rungs import (
     rung_subsets,
 )
 from tests.eval.conftest import FIXTURE_TASKS, build_model, build_tokenizer, fixture_text
-from tests.search.conftest import ROOT
 
 
 def test_rung_fractions_are_powers_of_one_over_eta_down_to_min_fraction():
@@ -199,22 +198,11 @@ def test_retried_trials_do_not_count_as_competitors():
 
 
 @pytest.fixture
-def halving_search(model_dir, corpus_file, tmp_path):
-    def write(grid: dict, **extra) -> object:
-        spec = {
-            "base": str(ROOT / "recipes/tiny.yaml"),
-            "overrides": [f"model.name_or_path={model_dir}", "calibration.dataset.name=text_file",
-                          f"calibration.dataset.path={corpus_file}", "calibration.num_samples=8",
-                          "calibration.seq_len=16", "calibration.batch_size=4", "eval.run=zeroshot",
-                          "eval.tasks=[piqa, winogrande]", f"eval.task_dir={FIXTURE_TASKS}", "eval.dense=false",
-                          "eval.batch_size=4", "pruning.attention_layers=[0,4]", "pruning.mlp_layers=[0,4]"],
-            "grid": grid, "output_dir": str(tmp_path / "search"), "evaluation": "halving", **extra,
-        }
-        p = tmp_path / "search.yaml"
-        p.write_text(yaml.safe_dump(spec))
-        return p
-
-    return write
+def halving_search(write_search):
+    """The shared search recipe writer, evaluating the fixture tasks zero-shot in halving mode."""
+    evaluation = ("eval.run=zeroshot", "eval.tasks=[piqa, winogrande]", f"eval.task_dir={FIXTURE_TASKS}",
+                  "eval.dense=false", "eval.batch_size=4")
+    return lambda grid, **extra: write_search(grid, extra_overrides=evaluation, evaluation="halving", **extra)
 
 
 def test_halving_search_prunes_clearly_worse_trials_and_marks_their_rows(halving_search, tmp_path, monkeypatch,

@@ -13,7 +13,6 @@ from gradprune.cli import main
 from gradprune.search.coverage import farthest_first, grid_points, initial_design
 from gradprune.search.screening import SELECTION_ATTR, Screening, point_key, screen_rows
 from tests.eval.conftest import FIXTURE_TASKS
-from tests.search.conftest import ROOT
 
 SPACE = {"calibration.seq_len": [8, 16, 32], "calibration.num_samples": [4, 8, 12]}
 
@@ -32,22 +31,11 @@ def test_farthest_first_picks_the_point_farthest_from_everything_chosen():
 
 
 @pytest.fixture
-def screen_search(model_dir, corpus_file, tmp_path):
-    def write(grid: dict, **extra):
-        spec = {
-            "base": str(ROOT / "recipes/tiny.yaml"),
-            "overrides": [f"model.name_or_path={model_dir}", "calibration.dataset.name=text_file",
-                          f"calibration.dataset.path={corpus_file}", "calibration.num_samples=8",
-                          "calibration.seq_len=16", "calibration.batch_size=4", "eval.run=zeroshot",
-                          "eval.tasks=[piqa]", f"eval.task_dir={FIXTURE_TASKS}", "eval.dense=false",
-                          "eval.batch_size=4", "pruning.attention_layers=[0,4]", "pruning.mlp_layers=[0,4]"],
-            "grid": grid, "output_dir": str(tmp_path / "search"), "evaluation": "screen", **extra,
-        }
-        p = tmp_path / "search.yaml"
-        p.write_text(yaml.safe_dump(spec))
-        return p
-
-    return write
+def screen_search(write_search):
+    """The shared search recipe writer, evaluating the fixture tasks zero-shot in screen mode."""
+    evaluation = ("eval.run=zeroshot", "eval.tasks=[piqa]", f"eval.task_dir={FIXTURE_TASKS}",
+                  "eval.dense=false", "eval.batch_size=4")
+    return lambda grid, **extra: write_search(grid, extra_overrides=evaluation, evaluation="screen", **extra)
 
 
 def _add(study, point, role, metrics, state="COMPLETE", value=None):
