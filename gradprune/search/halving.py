@@ -32,7 +32,14 @@ from typing import Any
 from optuna.pruners import BasePruner  # ~0.2 s; this module is imported only when a search runs
 from rich.console import Console
 
-from gradprune.search.rungs import evaluate_in_rungs, rung_fractions, rung_metrics, rung_subsets
+from gradprune.search.rungs import (
+    clearly_worse,
+    evaluate_in_rungs,
+    rung_fractions,
+    rung_metrics,
+    rung_subsets,
+    survivors_cut,
+)
 
 RUNGS_ATTR = "halving_rungs"  # user attr: the trial's per-rung records (value, stderr, examples)
 
@@ -56,11 +63,8 @@ class StderrHalvingPruner(BasePruner):
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
             if t.number != trial.number and step in t.intermediate_values and not t.user_attrs.get("retried"):
                 values.append(t.intermediate_values[step])
-        survivors = len(values) // self.reduction_factor
-        if survivors == 0:
-            return False
-        cut = sorted(values, reverse=True)[survivors - 1]
-        return value + self.k_stderr * stderr_at(trial, step) < cut
+        return clearly_worse(value, stderr_at(trial, step), survivors_cut(values, self.reduction_factor),
+                             self.k_stderr)
 
 
 def stderr_at(trial, step: int) -> float:
@@ -72,10 +76,11 @@ def stderr_at(trial, step: int) -> float:
 
 
 class TrialReporter:
-    """Reports a running trial's rungs to the study and asks the pruner (the Reporter of rungs.py)."""
+    """Reports a running trial's rungs to the study and (asynchronous halving) asks the pruner
+    (the Reporter of rungs.py). Records hold the decision stderr, which the pruner reads."""
 
-    def __init__(self, study, trial) -> None:
-        self.study, self.trial = study, trial
+    def __init__(self, study, trial, ask_pruner: bool = True) -> None:
+        self.study, self.trial, self.ask_pruner = study, trial, ask_pruner
         self.records: list[dict[str, Any]] = []
 
     def __call__(self, rung: int, fraction: float, value: float, stderr: float, final: bool) -> bool:
@@ -85,50 +90,69 @@ class TrialReporter:
         self.trial.set_user_attr(RUNGS_ATTR, self.records)
         if math.isfinite(value):
             self.trial.report(value, rung)
-        return not final and math.isfinite(value) and self.trial.should_prune()
+        return self.ask_pruner and not final and math.isfinite(value) and self.trial.should_prune()
 
 
-def rung_eval_stage(spec, reporter):
-    """The pruned model's evaluation for run_experiment: perplexity in full (if asked), zero-shot in rungs."""
+def rung_eval_stage(spec, reporter, resume=None):
+    """The pruned model's evaluation for run_experiment: perplexity in full (if asked), zero-shot in rungs.
+
+    ``resume = (PointExamples, point key, rung)`` (synchronous halving): start from the point's stored
+    per-example results, evaluate up to that rung only, store the results again; perplexity is
+    computed in the point's first trial and carried over from the store after that."""
 
     def stage(recipe, loaded, console, dense):
-        from gradprune.eval import add_dense_comparison, evaluate
+        from gradprune.eval import add_dense_comparison
         from gradprune.eval.quiet import quiet_libraries
         from gradprune.eval.zeroshot import task_sizes
 
         cfg = recipe.eval
-        metrics: dict[str, Any] = {}
-        info: dict[str, Any] = {"run": cfg.run, "seconds": {}}
-        if cfg.run == "all" and cfg.ppl_datasets:
-            res = evaluate(loaded.model, loaded.tokenizer, cfg.model_copy(update={"run": "ppl"}), console=console)
-            metrics.update(res.metrics)
-            info.update(ppl=res.info.get("ppl"), seconds=res.info.get("seconds", {}))
+        stored = resume[0].load(resume[1]) if resume else ({}, [], {})
+        metrics, info = _perplexity(loaded, cfg, console, stored[2])
         start = time.perf_counter()
         with quiet_libraries(lm_eval=True, datasets=True):
             sizes = task_sizes(cfg)
         fractions = rung_fractions(spec.halving.min_fraction, spec.halving.reduction_factor)
         outcome = evaluate_in_rungs(loaded.model, loaded.tokenizer, cfg, rung_subsets(sizes, fractions, spec.seed),
-                                    fractions, reporter)
+                                    fractions, reporter, scored=stored[0], rungs=stored[1],
+                                    last=resume[2] if resume else None)
+        if resume:
+            resume[0].save(resume[1], outcome.per_example, outcome.rungs, {"metrics": metrics, "info": info})
         metrics.update(rung_metrics(outcome))
+        new = sum(r["new_examples"] for r in outcome.rungs[len(stored[1]):])
         info["zeroshot"] = {"protocol": "lm-eval per-example scores on nested example subsets (successive halving)",
-                            "n": outcome.scored, "n_original": sizes, "rungs": outcome.rungs,
+                            "n": outcome.scored, "n_new": new, "n_original": sizes, "rungs": outcome.rungs,
                             "stopped": outcome.stopped}
-        info["seconds"]["zeroshot"] = time.perf_counter() - start
+        info.setdefault("seconds", {})["zeroshot"] = time.perf_counter() - start
         return (add_dense_comparison(metrics, dense) if dense else metrics), info
 
     return stage
 
 
-def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, reporter) -> dict[str, Any]:
+def _perplexity(loaded, cfg, console, stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Perplexity metrics and info (``eval.run: all`` with datasets), or those stored for the point."""
+    from gradprune.eval import evaluate
+
+    if stored:
+        return dict(stored["metrics"]), {**stored["info"], "seconds": {}}
+    info: dict[str, Any] = {"run": cfg.run, "seconds": {}}
+    if cfg.run != "all" or not cfg.ppl_datasets:
+        return {}, info
+    res = evaluate(loaded.model, loaded.tokenizer, cfg.model_copy(update={"run": "ppl"}), console=console)
+    return dict(res.metrics), {**info, "ppl": res.info.get("ppl"), "seconds": res.info.get("seconds", {})}
+
+
+def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, reporter,
+                      resume=None) -> dict[str, Any]:
     """Like :func:`gradprune.search.trial.run_trial`, with the evaluation in rungs; a trial the pruner
-    stopped is a success with ``status = "pruned"`` and ``evaluated = False``."""
+    stopped is a success with ``status = "pruned"`` and ``evaluated = False`` (``"paused"`` under
+    synchronous halving, where the decision comes later: see ``resume`` in :func:`rung_eval_stage`)."""
     from gradprune.run import run_experiment, write_output
     from gradprune.search.trial import one_line
 
     t0 = time.perf_counter()
     try:
         out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model,
-                             pruned_eval=rung_eval_stage(spec, reporter))
+                             pruned_eval=rung_eval_stage(spec, reporter, resume))
         write_output(out, trial_dir, recipe.output.save_model)
     except KeyboardInterrupt:
         raise
@@ -139,7 +163,7 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     stopped = bool(out.record["eval"].get("zeroshot", {}).get("stopped"))
     res = {"metrics": metrics, "success": True, "error": "", "duration_s": time.perf_counter() - t0}
     if stopped:
-        res.update(status="pruned", evaluated=False)
+        res.update(status="paused" if resume else "pruned", evaluated=False)
     elif not isinstance(metrics.get("acc_mean"), float) or math.isnan(metrics["acc_mean"]):
         res.update(success=False, error="NaN in acc_mean")
     return res

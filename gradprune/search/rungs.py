@@ -60,6 +60,47 @@ def acc_mean_stderr(per_example: PerExample, tasks: list[str]) -> float:
     return math.sqrt(total) / len(tasks) if tasks else float("nan")
 
 
+def decision_stderr(per_example: PerExample, sizes: dict[str, int], tasks: list[str]) -> float:
+    """The stderr the halving rule uses: that of ``acc_mean`` on the examples scored *as an estimate of
+    acc_mean on all of each task's examples* (what a full evaluation would report). Sampling a subset
+    of a fixed test set without replacement, each task's stderr shrinks by the finite-population
+    factor √((N−n)/(N−1)): 0 once every example is scored, √(7/8) at 1/8."""
+    total = 0.0
+    for t in tasks:
+        scores = [ex["acc"] for ex in per_example.get(t, {}).values() if "acc" in ex]
+        n, big_n = len(scores), sizes.get(t, 0)
+        if n == 0:
+            continue
+        p = sum(scores) / n
+        var = p * (1 - p) / (n - 1) if n > 1 else 0.25
+        total += var * ((big_n - n) / (big_n - 1) if big_n > n else 0.0)
+    return math.sqrt(total) / len(tasks) if tasks else float("nan")
+
+
+def survivors_cut(values: list[float], reduction_factor: int) -> float | None:
+    """The value of a rung's worst survivor: its best ⌊n/η⌋ (at least one when n ≥ η); None when
+    fewer than η values are there to compare."""
+    keep = len(values) // reduction_factor
+    return sorted(values, reverse=True)[keep - 1] if keep else None
+
+
+def clearly_worse(value: float, stderr: float, cut: float | None, k_stderr: float) -> bool:
+    """The halving rule: below the survivors by more than ``k_stderr`` standard errors."""
+    return cut is not None and value + k_stderr * stderr < cut
+
+
+def promoted(values: dict[Any, float], stderrs: dict[Any, float], reduction_factor: int,
+             k_stderr: float) -> set[Any]:
+    """Synchronous successive halving: of the trials that finished a rung (key → value, stderr), those
+    that go on — the best ⌊n/η⌋ and every one within ``k_stderr`` standard errors of them. Depends only
+    on the values, never on the order the trials ran in."""
+    cut = survivors_cut(list(values.values()), reduction_factor)
+    if cut is None:  # fewer than η: keep the best one(s) only, as successive halving would
+        top = max(values.values(), default=None)
+        return {k for k, v in values.items() if v == top}
+    return {k for k, v in values.items() if not clearly_worse(v, stderrs[k], cut, k_stderr)}
+
+
 @dataclass
 class RungOutcome:
     """Where a trial's evaluation stopped: metrics so far, per-rung records, and whether it was stopped."""
@@ -67,36 +108,46 @@ class RungOutcome:
     metrics: dict[str, float]
     rungs: list[dict[str, Any]]
     scored: dict[str, int]  # examples scored per task
-    stopped: bool
+    stopped: bool  # ended before the final rung (pruned, or paused for a synchronous decision)
+    per_example: PerExample | None = None
 
 
 def evaluate_in_rungs(model: Any, tokenizer: Any, cfg: Any, subsets: list[dict[str, list[int]]],
                       fractions: list[float], report: Reporter,
-                      evaluate: Callable[..., PerExample] | None = None) -> RungOutcome:
-    """Score the rungs in order, only new examples each time; stop when ``report`` says so."""
+                      evaluate: Callable[..., PerExample] | None = None, scored: PerExample | None = None,
+                      rungs: list[dict[str, Any]] | None = None, last: int | None = None) -> RungOutcome:
+    """Score the rungs in order, only new examples each time; stop when ``report`` says so.
+
+    ``scored`` and ``rungs`` carry a point's earlier per-example results and rung records (synchronous
+    halving resumes a point in a new trial): rungs already recorded are not evaluated or reported
+    again. ``last`` stops after that rung (default: the final one). ``report`` gets the
+    :func:`decision_stderr`; each record holds it and lm-eval's stderr."""
     from gradprune.eval.zeroshot import aggregate_examples
 
     if evaluate is None:
         from gradprune.eval.evaluation import evaluate_examples as evaluate
     tasks = list(subsets[-1])
-    scored: PerExample = {t: {} for t in tasks}
-    rungs: list[dict[str, Any]] = []
-    metrics: dict[str, float] = {}
-    for r, (subset, frac) in enumerate(zip(subsets, fractions, strict=True)):
+    sizes = {t: len(ix) for t, ix in subsets[-1].items()}
+    scored = {t: dict((scored or {}).get(t, {})) for t in tasks}
+    rungs = list(rungs or [])
+    last = len(subsets) - 1 if last is None else last
+    metrics = aggregate_examples(scored, tasks) if rungs else {}
+    for r in range(len(rungs), last + 1):
+        subset, frac = subsets[r], fractions[r]
         start = time.perf_counter()
         new = {t: [i for i in ix if i not in scored[t]] for t, ix in subset.items()}
         if any(new.values()):
             for t, rows in evaluate(model, tokenizer, cfg, new).items():
                 scored[t].update(rows)
         metrics = aggregate_examples(scored, tasks)
-        acc, se = metrics.get("acc_mean", float("nan")), acc_mean_stderr(scored, tasks)
+        acc, se = metrics.get("acc_mean", float("nan")), decision_stderr(scored, sizes, tasks)
         final = r == len(subsets) - 1
-        rungs.append({"rung": r, "fraction": frac, "acc_mean": acc, "stderr": se,
-                      "examples": sum(map(len, scored.values())), "new_examples": sum(map(len, new.values())),
-                      "seconds": time.perf_counter() - start})
+        rungs.append({"rung": r, "fraction": frac, "acc_mean": acc, "stderr": acc_mean_stderr(scored, tasks),
+                      "decision_stderr": se, "examples": sum(map(len, scored.values())),
+                      "new_examples": sum(map(len, new.values())), "seconds": time.perf_counter() - start})
         if report(r, frac, acc, se, final) and not final:
-            return RungOutcome(metrics, rungs, {t: len(v) for t, v in scored.items()}, True)
-    return RungOutcome(metrics, rungs, {t: len(v) for t, v in scored.items()}, False)
+            return RungOutcome(metrics, rungs, {t: len(v) for t, v in scored.items()}, True, scored)
+    return RungOutcome(metrics, rungs, {t: len(v) for t, v in scored.items()}, last < len(subsets) - 1, scored)
 
 
 def rung_metrics(outcome: RungOutcome) -> dict[str, float]:

@@ -28,15 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.search.coverage import farthest_first, grid_points, initial_design, standardised
-from gradprune.search.study import claim_waiting, encode, file_lock, recover_stale, trial_params
+from gradprune.search.study import claim_waiting, file_lock, point_key, recover_stale, trial_params
 
 SELECTION_ATTR = "gradprune_screen"
 EVALUATED_ROLES = ("top_k", "coverage")
-
-
-def point_key(params: dict[str, Any]) -> str:
-    """A trial's point as text: its encoded params, sorted (the same for a re-enqueued trial)."""
-    return json.dumps({k: encode(v) for k, v in params.items()}, sort_keys=True)
 
 
 def _stored_key(trial) -> str:

@@ -29,6 +29,9 @@ class HalvingSection(BaseModel):
     min_fraction: float = Field(0.125, gt=0, le=1)
     reduction_factor: int = Field(2, ge=2)
     k_stderr: float = Field(1.0, ge=0)
+    # sync: every point finishes a rung before any goes on (grid searches; the default there);
+    # async: each trial decides at once against the trials seen so far (ASHA; any sampler)
+    schedule: Literal["sync", "async"] | None = None
 
 
 class ScreenSection(BaseModel):
@@ -69,6 +72,10 @@ class SearchSpec(BaseModel):
             if len({json.dumps(x, sort_keys=True) for x in vals}) != len(vals):
                 raise ValueError(f"grid.{k}: values repeat: {vals}")
         return v
+
+    def halving_schedule(self) -> str:
+        """``halving.schedule`` resolved: sync for a grid search unless asked otherwise, else async."""
+        return self.halving.schedule or ("sync" if self.sampler == "grid" else "async")
 
     def base_recipe_dict(self) -> dict[str, Any]:
         """The base recipe with the search's overrides applied (not yet validated)."""
@@ -155,6 +162,10 @@ def _check_evaluation(spec: SearchSpec) -> None:
         raise RecipeError(f"{where} works on objective acc_mean (got objective: {spec.objective!r})")
     if spec.evaluation == "screen" and spec.sampler != "grid":
         raise RecipeError(f"{where} needs sampler: grid (it screens a fixed set of points; got {spec.sampler!r})")
+    if spec.evaluation == "halving" and spec.halving.schedule == "sync" and spec.sampler != "grid":
+        raise RecipeError(f"{where}: halving.schedule: sync needs sampler: grid (every point finishes a rung "
+                          f"before any goes on, so the points must be known; got {spec.sampler!r}). "
+                          f"Use halving.schedule: async")
     for point in spec.points():
         ev = recipe_for(spec, point).eval
         if ev.run not in ("all", "zeroshot") or not ev.tasks:

@@ -85,6 +85,21 @@ def trial_params(trial) -> dict[str, Any]:
     return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
 
 
+def point_key(params: dict[str, Any]) -> str:
+    """A trial's point as text: its encoded params, sorted (the same for a re-enqueued trial)."""
+    return json.dumps({k: encode(v) for k, v in params.items()}, sort_keys=True)
+
+
+# user attrs a trial was enqueued with that a re-enqueued copy must keep (the halving rung it evaluates)
+CARRIED_ATTRS = ("halving_rung",)
+
+
+def requeue(study, trial) -> None:
+    """Enqueue a stale or interrupted trial's point again, with the attrs it was enqueued with."""
+    carried = {k: trial.user_attrs[k] for k in CARRIED_ATTRS if k in trial.user_attrs}
+    study.enqueue_trial(trial_params(trial), user_attrs=carried or None)
+
+
 def enqueue_grid(study, points: list[dict[str, Any]]) -> int:
     """Enqueue every grid point not yet in the study (any state); returns how many were added."""
     seen = {json.dumps(trial_params(t), sort_keys=True) for t in study.get_trials(deepcopy=False)}
@@ -160,7 +175,7 @@ def recover_stale(study) -> list[int]:
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker recovered it first
-        study.enqueue_trial(trial_params(t))
+        requeue(study, t)
         recovered.append(t.number)
     return recovered
 

@@ -88,5 +88,9 @@ def write_results(study, spec, out_dir: Path) -> Path:
         from gradprune.search.screening import screen_rows
 
         rows = screen_rows(study, spec, rows)
+    elif spec.evaluation == "halving" and spec.halving_schedule() == "sync":
+        from gradprune.search.halving_sync import sync_rows
+
+        rows = sync_rows(study, rows)
     add_stability(rows, out_dir / "trials")
     return atomic_write_text(out_dir / "search_results.csv", csv_text(rows))

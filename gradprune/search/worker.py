@@ -17,8 +17,9 @@ from gradprune.search.study import (
     decode,
     encode,
     owner_record,
+    point_key,
     recover_stale,
-    trial_params,
+    requeue,
 )
 from gradprune.search.table import write_results
 from gradprune.search.trial import one_line, run_trial
@@ -31,11 +32,18 @@ class Worker:
         self.spec, self.study, self.space, self.out, self.console = spec, study, space, out, console
         self.store = CalibrationStore(out / "cache" / "calibration")
         self.quiet = Console(quiet=True)  # per-trial chatter stays out of the search's live table
-        self.screening = None
+        # screening and synchronous halving run in phases: claim(), and next_phase() when the queue is empty
+        self.phases = None
         if spec.evaluation == "screen":
             from gradprune.search.screening import Screening
 
-            self.screening = Screening(spec, study, space, out)
+            self.phases = Screening(spec, study, space, out)
+        elif spec.evaluation == "halving" and spec.halving_schedule() == "sync":
+            from gradprune.search.halving_sync import SyncHalving
+            from gradprune.search.rungs import rung_fractions
+
+            n_rungs = len(rung_fractions(spec.halving.min_fraction, spec.halving.reduction_factor))
+            self.phases = SyncHalving(spec, study, out, n_rungs)
         elif spec.evaluation == "halving":
             from gradprune.search.halving import StderrHalvingPruner
 
@@ -57,8 +65,8 @@ class Worker:
                    if t.state.is_finished() and not t.user_attrs.get("retried"))
 
     def _next(self) -> int | None:
-        if self.screening is not None:
-            return self.screening.claim()
+        if self.phases is not None:
+            return self.phases.claim()
         tid = claim_waiting(self.study)
         if tid is not None or self.spec.sampler == "grid":
             return tid
@@ -81,8 +89,8 @@ class Worker:
             while max_trials is None or done < max_trials:
                 recover_stale(self.study)
                 tid = self._next()
-                if tid is None and self.screening is not None and self.screening.next_phase():
-                    continue  # screening's phase 2 was enqueued (or phase-1 trials were re-enqueued)
+                if tid is None and self.phases is not None and self.phases.next_phase():
+                    continue  # a next phase was enqueued (or trials of this one were re-enqueued)
                 if tid is None:
                     break
                 self.run_one(tid, display)
@@ -108,7 +116,7 @@ class Worker:
                 storage.set_trial_user_attr(trial_id, "status", "interrupted")
                 storage.set_trial_user_attr(trial_id, "retried", True)
                 self.study.tell(trial, state=TrialState.FAIL)
-                self.study.enqueue_trial(trial_params(self.study._storage.get_trial(trial_id)))
+                requeue(self.study, self.study._storage.get_trial(trial_id))
                 self.write_csv()
                 raise
         seed = point.get(SEED_KEY)
@@ -123,7 +131,7 @@ class Worker:
         for k, v in attrs.items():
             storage.set_trial_user_attr(trial_id, k, v)
         value = res["metrics"].get(self.spec.objective)
-        if attrs["status"] in ("pruned", "screened"):  # stopped before a full evaluation
+        if attrs["status"] in ("pruned", "paused", "screened"):  # stopped before a full evaluation
             self.study.tell(trial, state=TrialState.PRUNED)
         elif res["success"] and isinstance(value, (int, float)):
             self.study.tell(trial, float(value))
@@ -138,12 +146,15 @@ class Worker:
         trial_dir = self.out / "trials" / f"trial_{trial.number}"
         if self.spec.evaluation == "halving":
             from gradprune.search.halving import TrialReporter, run_halving_trial
+            from gradprune.search.halving_sync import SyncHalving, trial_rung
 
+            sync = isinstance(self.phases, SyncHalving)
+            resume = (self.phases.examples, point_key(point), trial_rung(trial)) if sync else None
             return run_halving_trial(self.spec, recipe_for(self.spec, point), trial_dir, self.store, self.quiet,
-                                     TrialReporter(self.study, trial))
-        if self.screening is None:
+                                     TrialReporter(self.study, trial, ask_pruner=not sync), resume)
+        if self.phases is None:
             return run_trial(recipe_for(self.spec, point), trial_dir, self.store, self.quiet)
-        role = self.screening.role(point)
+        role = self.phases.role(point)
         # a screened trial is calibrated and pruned only: its gradient statistics are what is predicted from
         recipe = recipe_for(self.spec, {**point, "eval.run": "none"} if role == "screened" else point)
         res = run_trial(recipe, trial_dir, self.store, self.quiet)

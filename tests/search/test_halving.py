@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -12,8 +13,10 @@ from gradprune.cli import main
 from gradprune.search.halving import RUNGS_ATTR, StderrHalvingPruner
 from gradprune.search.rungs import (
     acc_mean_stderr,
+    decision_stderr,
     evaluate_in_rungs,
     example_order,
+    promoted,
     rung_fractions,
     rung_metrics,
     rung_subsets,
@@ -104,6 +107,30 @@ def test_acc_mean_stderr_is_lm_eval_stderr_per_task_combined():
     per = {"a": {i: {"acc": float(i < 3)} for i in range(10)}, "b": {i: {"acc": float(i < 5)} for i in range(5)}}
     se_a = math.sqrt(0.3 * 0.7 / 9)
     assert acc_mean_stderr(per, ["a", "b"]) == pytest.approx(math.sqrt(se_a**2 + 0.0) / 2)
+
+
+def test_decision_stderr_is_the_finite_population_stderr_of_the_full_set_accuracy():
+    per = {"a": {i: {"acc": float(i < 3)} for i in range(10)}, "b": {i: {"acc": float(i < 2)} for i in range(4)}}
+    sizes = {"a": 40, "b": 4}  # b is complete: its accuracy on all examples is known, no error left
+    se_a = math.sqrt(0.3 * 0.7 / 9 * (40 - 10) / (40 - 1))
+    assert decision_stderr(per, sizes, ["a", "b"]) == pytest.approx(se_a / 2)
+    assert decision_stderr(per, {"a": 10, "b": 4}, ["a", "b"]) == 0.0
+    assert decision_stderr(per, {"a": 10**9, "b": 10**9}, ["a", "b"]) == pytest.approx(
+        acc_mean_stderr(per, ["a", "b"]), rel=1e-6)
+
+
+def test_synchronous_promotion_keeps_the_best_and_those_within_k_stderr_in_any_order():
+    import itertools
+
+    values = {"a": 0.80, "b": 0.60, "c": 0.70, "d": 0.66, "e": 0.64}
+    ses = {"a": 0.0, "b": 0.05, "c": 0.0, "d": 0.05, "e": 0.05}
+    # 5 points, η = 2: the best two (0.80, 0.70) survive; 0.66 + 0.05 ≥ 0.70 is within 1 se; 0.64 is not
+    for perm in itertools.permutations(values):
+        got = promoted({k: values[k] for k in perm}, ses, 2, 1.0)
+        assert got == {"a", "c", "d"}
+    assert promoted(values, ses, 2, 0.0) == {"a", "c"}  # k = 0: plain successive halving
+    assert promoted(values, ses, 2, 1.5) == {"a", "c", "d", "e"}  # 0.64 + 0.075 ≥ 0.70; 0.60 + 0.075 is not
+    assert promoted({"a": 0.5, "b": 0.7}, {"a": 1.0, "b": 0.0}, 3, 1.0) == {"b"}  # n < η: the best only
 
 
 # --- the real lm-eval: per-example results of a subset equal those of the full run; merged = full ---
@@ -205,25 +232,38 @@ def halving_search(write_search):
     return lambda grid, **extra: write_search(grid, extra_overrides=evaluation, evaluation="halving", **extra)
 
 
-def test_halving_search_prunes_clearly_worse_trials_and_marks_their_rows(halving_search, tmp_path, monkeypatch,
-                                                                         model_dir):
+@pytest.fixture
+def by_size(monkeypatch, model_dir):
+    """lm-eval replaced by a stand-in: every example right when little was pruned (> 85 % of the
+    parameters kept), wrong otherwise; returns the list of the index sets it was asked for."""
     from transformers import AutoModelForCausalLM
 
     import gradprune.eval.evaluation as evaluation
-    from gradprune.errors import GradpruneError
 
     dense = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
     calls: list[dict[str, list[int]]] = []
 
-    def by_size(model, tok, cfg, indices):
-        # a stand-in for lm-eval: every example right when little was pruned, wrong otherwise
+    def evaluate(model, tok, cfg, indices):
         calls.append({t: list(ix) for t, ix in indices.items()})
         right = sum(p.numel() for p in model.parameters()) / dense > 0.85
         return {t: {i: {"acc": float(right)} for i in ix} for t, ix in indices.items()}
 
-    monkeypatch.setattr(evaluation, "evaluate_examples", by_size)
-    path = halving_search({"pruning.ratio": [0.1, 0.4, 0.6]},
-                          halving={"min_fraction": 0.25, "reduction_factor": 2, "k_stderr": 0.0})
+    monkeypatch.setattr(evaluation, "evaluate_examples", evaluate)
+    return calls
+
+
+@pytest.mark.parametrize(("schedule", "ratios"), [
+    ("async", [0.1, 0.4, 0.6]),
+    ("sync", [0.1, 0.4, 0.6]),
+    ("sync", [0.6, 0.4, 0.1]),  # the best point last: synchronous decisions do not depend on the order
+])
+def test_halving_search_prunes_clearly_worse_trials_and_marks_their_rows(halving_search, tmp_path, by_size,
+                                                                         schedule, ratios):
+    from gradprune.errors import GradpruneError
+
+    calls = by_size
+    path = halving_search({"pruning.ratio": ratios},
+                          halving={"min_fraction": 0.25, "reduction_factor": 2, "k_stderr": 0.0, "schedule": schedule})
     assert main(["search", str(path)]) == 0
     df = pd.read_csv(tmp_path / "search/search_results.csv").sort_values("pruning.ratio")
     assert list(df.status) == ["complete", "pruned", "pruned"]
@@ -234,13 +274,50 @@ def test_halving_search_prunes_clearly_worse_trials_and_marks_their_rows(halving
     assert (worse.acc_mean_at_fraction == 0.0).all() and (worse.examples_evaluated == 6).all()
     assert worse.acc_piqa.isna().all()
     # every trial saw the same subsets: the first rung's indices are identical across trials
-    assert len(calls) == 3 + 2  # the complete trial: rungs 1/4, 1/2, 1; the pruned ones: 1/4 only
-    assert calls[0] == calls[3] == calls[4] and sum(map(len, calls[0].values())) == 6
+    assert len(calls) == 3 + 2  # the complete point: rungs 1/4, 1/2, 1; the pruned ones: 1/4 only
+    # every trial saw the same first rung; later rungs scored only examples not scored before
+    firsts = [calls[0], calls[3], calls[4]] if schedule == "async" else calls[:3]
+    assert firsts[0] == firsts[1] == firsts[2] and sum(map(len, calls[0].values())) == 6
+    later = [calls[1], calls[2]] if schedule == "async" else calls[3:]
+    for t in calls[0]:
+        seen = calls[0][t] + later[0][t] + later[1][t]
+        assert len(seen) == len(set(seen)) == 12
+    if schedule == "sync":  # one row per point; the promoted point's paused rows are superseded
+        assert len(df) == 3 and best.halving_rung == 2 and list(worse.halving_rung) == [0, 0]
+        decisions = json.loads((tmp_path / "search/halving_decisions.json").read_text())
+        assert [len(decisions[r]["promoted"]) for r in ("0", "1")] == [1, 1]
     # the analysis treats pruned rows as not evaluated
     from gradprune.analysis.loading import load_search_rows
 
     with pytest.raises(GradpruneError, match="2 pruned but not evaluated"):
         load_search_rows(tmp_path / "search/search_results.csv", "acc_mean")
+
+
+def test_sync_halving_stopped_between_rungs_resumes_to_the_same_outcome(halving_search, tmp_path, by_size):
+    path = halving_search({"pruning.ratio": [0.1, 0.4, 0.6]}, halving={"min_fraction": 0.25, "k_stderr": 0.0})
+    csv = tmp_path / "search/search_results.csv"
+    assert main(["search", str(path), "--n_trials", "2"]) == 0  # two of three points at rung 0
+    assert list(pd.read_csv(csv).status) == ["paused", "paused"]
+    assert main(["search", str(path), "--n_trials", "2"]) == 0  # the third; decision; rung 1 of the best
+    assert sorted(pd.read_csv(csv).status) == ["paused", "pruned", "pruned"]
+    assert main(["search", str(path)]) == 0
+    df = pd.read_csv(csv).sort_values("pruning.ratio")
+    assert list(df.status) == ["complete", "pruned", "pruned"] and list(df.halving_rung) == [2, 0, 0]
+    assert sum(sum(map(len, c.values())) for c in by_size) == 24 + 2 * 6  # every example scored once
+
+
+def test_a_requeued_trial_keeps_the_rung_it_was_enqueued_for():
+    import optuna
+    from optuna.trial import TrialState
+
+    from gradprune.search.study import claim_waiting, requeue, trial_params
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0}, user_attrs={"halving_rung": 2})
+    tid = claim_waiting(study)
+    requeue(study, study._storage.get_trial(tid))
+    (again,) = study.get_trials(states=(TrialState.WAITING,))
+    assert again.user_attrs == {"halving_rung": 2} and trial_params(again) == {"x": 1.0}
 
 
 def test_halving_with_the_real_lm_eval_keeps_a_noisy_trial(halving_search, tmp_path):
@@ -257,6 +334,7 @@ def test_halving_with_the_real_lm_eval_keeps_a_noisy_trial(halving_search, tmp_p
 @pytest.mark.parametrize(("extra", "fragment"), [
     ({"overrides": ["eval.run=ppl"]}, "needs zero-shot tasks"),
     ({"objective": "ppl"}, "works on objective acc_mean"),
+    ({"sampler": "tpe", "n_trials": 2, "halving": {"schedule": "sync"}}, "halving.schedule: sync needs sampler: grid"),
 ])
 def test_halving_needs_zero_shot_accuracy(halving_search, capsys, extra, fragment):
     path = halving_search({"pruning.ratio": [0.1]})
