@@ -7,12 +7,16 @@ Run by hand (not part of the tests); the default run takes about 10 minutes on 2
 The grid of ``recipes/tiny_param_search.yaml`` (3 window lengths × 3 window counts, 40 % pruning) with
 one calibration seed, on the embedded tiny model and all 300 test items of each of its five tasks
 (``recipes/tiny.yaml``, zero-shot only, no perplexity, no dense evaluation), is searched with full
-evaluation, successive halving (twice: grid order, and the grid lists reversed so the points are
-claimed in the opposite order, since halving decides against the trials seen so far) and predictor
-screening. Calibrations are computed once up front and copied into each search's cache, so the
-searches differ only in what they evaluate. For each search it reports the examples
-scored by lm-eval (ratio to the full search), wall time (ratio), and whether its best setting is the
-full search's best, or one whose full-search accuracy is within one standard error of the best's.
+evaluation, synchronous successive halving (the default; grid order and the grid lists reversed, which
+must cost the same), asynchronous halving (both orders: it decides against the trials seen so far) and
+predictor screening. Calibrations are computed once up front and copied into each search's cache, so
+the searches differ only in what they evaluate. For each search it reports the examples scored by
+lm-eval (ratio to the full search), wall time (ratio), and whether its best setting is the full
+search's best, or one whose full-search accuracy is within one standard error of the best's.
+
+One halving search is one draw of the nested example subsets. The replay (``search_replay.py``) scores
+every point on every example once more and replays synchronous halving for 50 subset draws and
+several rule settings; the replay of the searches' own draw must reproduce the real halving search.
 
 The ratio is that recipe's 0.4 because at 0.2 the tiny model's accuracy hardly depends on the
 calibration setting, which would make "the best setting" a coin toss for every method.
@@ -34,19 +38,28 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # search_replay
 # the grid and ratio of recipes/tiny_param_search.yaml (one calibration seed instead of three)
 GRID = {"calibration.seq_len": [16, 64, 256], "calibration.num_samples": [8, 32, 128]}
 RATIO = 0.4
-HALVING = {"halving": {"min_fraction": 0.125, "reduction_factor": 2, "k_stderr": 1.0}}
+HALVING = {"min_fraction": 0.125, "reduction_factor": 2, "k_stderr": 1.0}
+ASYNC = {"halving": {**HALVING, "schedule": "async"}}
 # name → (evaluation, its settings, grid lists reversed: the points are claimed in the opposite order)
 MODES = {
     "full": ("full", {}, False),
-    "halving": ("halving", HALVING, False),
-    # successive halving decides against the trials seen so far: the claim order matters
-    "halving_reversed": ("halving", HALVING, True),
+    "halving": ("halving", {"halving": HALVING}, False),
+    "halving_reversed": ("halving", {"halving": HALVING}, True),
+    # asynchronous halving decides against the trials seen so far: the claim order matters
+    "halving_async": ("halving", ASYNC, False),
+    "halving_async_reversed": ("halving", ASYNC, True),
     # n_initial = 4: the analysis' predictors need at least four evaluated rows
     "screen": ("screen", {"screen": {"n_initial": 4, "top_k": 2, "coverage": 0}}, False),
 }
+
+
+# (min_fraction, reduction factor η, k_stderr) replayed over many subset draws
+REPLAY_RULES = [(1 / 8, 2, 1.0), (1 / 8, 2, 0.5), (1 / 9, 3, 1.0), (1 / 16, 4, 1.0), (1 / 16, 4, 0.5),
+                (1 / 27, 3, 1.0), (1 / 8, 2, 0.0)]
 
 
 def write_spec(out: Path, name: str, evaluation: str, extra: dict, eval_run: str = "zeroshot",
@@ -72,10 +85,12 @@ def run_search(spec: Path, env: dict, overrides: list[str]) -> float:
 
 
 def examples_scored(search_dir: Path) -> int:
-    """Examples lm-eval scored over all trials (run.json eval.zeroshot.n; screened trials score none)."""
+    """Examples lm-eval scored over all trials (run.json eval.zeroshot: ``n_new`` where a trial resumed a
+    point's earlier rungs, else ``n``; screened trials score none)."""
     total = 0
     for p in (search_dir / "trials").glob("trial_*/run.json"):
-        total += sum(json.loads(p.read_text())["eval"].get("zeroshot", {}).get("n", {}).values())
+        zs = json.loads(p.read_text())["eval"].get("zeroshot", {})
+        total += zs["n_new"] if "n_new" in zs else sum(zs.get("n", {}).values())
     return total
 
 
@@ -126,7 +141,7 @@ def markdown(rows: list[dict]) -> str:
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [f"{v:.2f}" if isinstance(v, float) and "ratio" in k else f"{v:.1f}" if k == "wall s"
+        cells = [f"{v:.2f}" if isinstance(v, float) and ("ratio" in k or k in ("min", "max")) else f"{v:.1f}" if k == "wall s"
                  else f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in r.items()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -140,6 +155,7 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="search override for every search, e.g. grid.calibration.num_samples=[8,16,32] or "
                          "model.name_or_path=DIR (grid keys stay those of GRID)")
+    ap.add_argument("--seeds", type=int, default=50, help="subset draws replayed per rule")
     args = ap.parse_args()
     out = Path(args.output_dir).resolve()
     shutil.rmtree(out, ignore_errors=True)
@@ -154,10 +170,36 @@ def main() -> None:
         walls[mode] = run_search(write_spec(out, mode, evaluation, extra, reverse=reverse), env, args.override)
         print(f"{mode}: {walls[mode]:.1f} s", flush=True)
     rows = summarise(out, walls)
-    table = markdown(rows)
+    os.environ.update({k: env[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "GRADPRUNE_CACHE")})
+    import torch
+
+    torch.set_num_threads(args.threads)
+    replayed = replay_table(out, rows, args.seeds, args.override)
+    table = markdown(rows) + "\n\n" + markdown(replayed)
     (out / "benchmark.md").write_text(table + "\n")
-    (out / "benchmark.json").write_text(json.dumps(rows, indent=1, default=str))
+    (out / "benchmark.json").write_text(json.dumps({"searches": rows, "replay": replayed}, indent=1, default=str))
     print(table)
+
+
+def replay_table(out: Path, rows: list[dict], seeds: int, overrides: list[str]) -> list[dict]:
+    """Score every point on every example, check the replay of the search's own subset draw against
+    the real synchronous halving search, and replay REPLAY_RULES over ``seeds`` draws."""
+    from search_replay import gather, replay, summary
+
+    results = gather(out / "full.yaml", overrides, out / "calibrate/cache/calibration", out / "per_example.json")
+    full = pd.read_csv(out / "full" / "search_results.csv")
+    keys = list(GRID)
+    for _, r in full.iterrows():  # the gathered per-example results are the full search's
+        name = ",".join(f"{k.split('.')[-1]}={r[k]}" for k in sorted(keys))
+        per = results[name]
+        acc = sum(sum(x["acc"] for x in per[t].values()) / len(per[t]) for t in per) / len(per)
+        assert abs(acc - r.acc_mean) < 1e-9, (name, acc, r.acc_mean)
+    real = next(r for r in rows if r["search"] == "halving")
+    mine = replay(results, HALVING["min_fraction"], HALVING["reduction_factor"], HALVING["k_stderr"], seed=0)
+    assert mine["examples"] == real["examples"], (mine, real)
+    tasks = [c[4:] for c in full.columns if c.startswith("acc_tiny_") and not c.endswith("_stderr")]
+    best_se = acc_mean_se(best_setting(full), tasks)
+    return summary(results, REPLAY_RULES, seeds, best_se)
 
 
 if __name__ == "__main__":

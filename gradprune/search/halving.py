@@ -1,25 +1,18 @@
-"""Successive halving over evaluation budget (``evaluation: halving``).
+"""Successive halving over evaluation budget (``evaluation: halving``): a trial's evaluation in rungs.
 
 Each trial is calibrated and pruned as usual, then evaluated in rungs (:mod:`gradprune.search.rungs`):
-1/8 → 1/4 → 1/2 → all of every task's examples by default. After each rung but the last the trial
-reports ``acc_mean`` on the examples so far (``trial.report(value, rung)``) and asks the study's pruner
-whether to go on.
+1/8 → 1/4 → 1/2 → all of every task's examples by default. The rule that stops a point
+(:func:`gradprune.search.rungs.promoted`: the best ⌊n/η⌋ of a rung and every point within ``k_stderr``
+decision stderrs of them go on) is applied in one of two schedules:
 
-The pruner is :class:`StderrHalvingPruner`, asynchronous successive halving (ASHA, as Optuna's
-``SuccessiveHalvingPruner``) with a noise margin. Optuna's own pruner cannot be configured for either
-of two things this search needs: (1) it has no notion of measurement noise, and at 1/8 of a few
-hundred examples per task the noise is as large as the differences between settings; (2) when fewer
-than η trials have reached a rung it promotes a trial only if it is the best so far, i.e. it prunes
-the second trial of a search whenever the first was better by any margin.
-
-Rule at rung r, for a trial with value v and standard error se there (the stderr of its acc_mean on
-the examples scored so far, see :func:`gradprune.search.rungs.acc_mean_stderr`): let n be the number
-of trials that have reported rung r (this one included; retried and failed trials not counted). The
-rung's survivors are its best ⌊n/η⌋ trials; with none (n < η) nothing is pruned. Otherwise the trial
-is pruned only when v + k·se < the value of the worst survivor, i.e. when it is clearly worse: more
-than k standard errors below the survivors. Trials are claimed one at a time, so a decision is made
-against the trials that have reported that rung so far: the first trials of a search are never
-pruned for lack of comparison, and a trial is never revisited when better ones arrive later.
+* ``sync`` (:mod:`gradprune.search.halving_sync`, the default for grid searches): a trial evaluates
+  its point up to one rung and pauses; the rule is applied to every point of a rung at once.
+* ``async`` (here): a trial runs all its rungs in one go, reporting each to Optuna and asking
+  :class:`StderrHalvingPruner` — asynchronous successive halving (ASHA, as Optuna's
+  ``SuccessiveHalvingPruner``) with the noise margin, which Optuna's pruner lacks. It decides against
+  the trials that have reported the rung so far (nothing is pruned while fewer than η have), so the
+  first trials of a search are never pruned for lack of comparison, a trial is never revisited when
+  better ones arrive later, and the claim order changes the cost.
 """
 
 from __future__ import annotations

@@ -71,6 +71,10 @@ class SyncHalving:
         """rung (as text) → {promoted, values, stderrs} for every rung decided so far."""
         return self.study._storage.get_study_system_attrs(self.study._study_id).get(DECISIONS_ATTR) or {}
 
+    def added_trials(self) -> int:
+        """Trials enqueued beyond the grid: one per promotion."""
+        return sum(len(d["promoted"]) for d in self.decisions().values())
+
     def claim(self) -> int | None:
         """Claim a WAITING trial, lowest rung first."""
         return claim_waiting(self.study, order=lambda t: (trial_rung(t), t.number))

@@ -27,6 +27,13 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
         return str(v)
 
 
+def _acc(r: dict[str, Any]) -> str:
+    """acc_mean, or for a trial evaluated on part of the examples its accuracy there (``0.7500@0.125``)."""
+    if r.get("acc_mean") in (None, "") and r.get("acc_mean_at_fraction") not in (None, ""):
+        return f"{_fmt(r['acc_mean_at_fraction'])}@{_fmt(r.get('eval_fraction'), 'g')}"
+    return _fmt(r.get("acc_mean"))
+
+
 class SearchDisplay:
     """One row per trial (status, grid values, acc_mean, ppl, grad_norm_ratio, duration)."""
 
@@ -56,9 +63,13 @@ class SearchDisplay:
             t.add_column(c, justify="right")
         for n in sorted(self.rows)[-30:]:
             r = self.rows[n]
-            t.add_row(str(n), r.get("status", ""), *[str(r.get(k, "")) for k in self.keys], _fmt(r.get("acc_mean")),
+            t.add_row(str(n), r.get("status", ""), *[str(r.get(k, "")) for k in self.keys], _acc(r),
                       _fmt(r.get("ppl"), ".3f"), _fmt(r.get("grad_norm_ratio"), ".3f"), _fmt(r.get("duration_s"), ".1f"))
         return Group(t, self.progress)
+
+    def set_total(self, total: int) -> None:
+        """The number of trials changed (synchronous halving enqueues the promoted points of a rung)."""
+        self.progress.update(self.task, total=total)
 
     def started(self, number: int, point: dict[str, Any]) -> None:
         """A trial began on this worker."""
@@ -75,7 +86,7 @@ class SearchDisplay:
         if self.live is not None:
             self.live.update(self._render())
             return
-        msg = (f"trial {number} {row.get('status')}: acc_mean={_fmt(row.get('acc_mean'))} ppl={_fmt(row.get('ppl'), '.3f')} "
+        msg = (f"trial {number} {row.get('status')}: acc_mean={_acc(row)} ppl={_fmt(row.get('ppl'), '.3f')} "
                f"grad_norm_ratio={_fmt(row.get('grad_norm_ratio'), '.3f')} ({_fmt(row.get('duration_s'), '.1f')} s)")
         if row.get("error"):
             msg += f" error: {row['error']}"

@@ -53,6 +53,11 @@ class Screening:
         attrs = self.study._storage.get_study_system_attrs(self.study._study_id)
         return attrs.get(SELECTION_ATTR)
 
+    def added_trials(self) -> int:
+        """Trials enqueued beyond the grid: phase 2's picks."""
+        sel = self.selection()
+        return len(sel["selected"]) if sel else 0
+
     def role(self, point: dict[str, Any]) -> str:
         """``initial``, ``screened``, or (phase 2) ``top_k`` / ``coverage``."""
         key = point_key(point)

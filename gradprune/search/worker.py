@@ -51,12 +51,12 @@ class Worker:
             study.pruner = StderrHalvingPruner(spec.halving.reduction_factor, spec.halving.k_stderr)
 
     def total(self) -> int:
-        """How many trials the search has in all."""
+        """How many trials the search has in all (so far: synchronous halving adds the promoted points)."""
         if self.spec.sampler == "grid":
             n = 1
             for v in self.space.values():
                 n *= len(v)
-            return n
+            return n + (self.phases.added_trials() if self.phases is not None else 0)
         return int(self.spec.n_trials or 0)
 
     def finished(self) -> int:
@@ -90,6 +90,7 @@ class Worker:
                 recover_stale(self.study)
                 tid = self._next()
                 if tid is None and self.phases is not None and self.phases.next_phase():
+                    display.set_total(self.total())
                     continue  # a next phase was enqueued (or trials of this one were re-enqueued)
                 if tid is None:
                     break
