@@ -12,7 +12,7 @@ How the ranks start (Lightning 2.x):
 * ranks started by a launcher (``torchrun``, SLURM, or any tool that sets ``LOCAL_RANK``, ``RANK``,
   ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): Lightning joins them instead of starting any.
 
-``ddp_spawn``/``ddp_fork``/``ddp_notebook`` are refused: they run ``fit`` in worker processes that
+``ddp_spawn``/``ddp_fork``/``ddp_notebook`` are refused (by the recipe schema too): they run ``fit`` in worker processes that
 exit afterwards, so the accumulators would never reach the calling process.
 """
 
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from gradprune.errors import RecipeError
 
-_WORKER_LAUNCHED = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+WORKER_LAUNCHED = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 def resolve_strategy(name: str):
     """Map a recipe's ``trainer.strategy`` to what ``L.Trainer`` gets."""
-    if name in _WORKER_LAUNCHED:
+    if name in WORKER_LAUNCHED:
         raise RecipeError(
             f"trainer.strategy={name!r} runs calibration in worker processes whose accumulators never come "
             f"back; use 'ddp' (Lightning re-runs the command on every rank) or start the ranks with torchrun")

@@ -125,6 +125,17 @@ class TrainerSection(Section):
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
 
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        from gradprune.parallel import WORKER_LAUNCHED
+
+        if v in WORKER_LAUNCHED:  # checked here, not when calibration starts after the model has loaded
+            raise ValueError(f"{v!r} runs calibration in worker processes whose accumulators never come back; "
+                             f"use 'ddp' (Lightning re-runs the command on every rank) or start the ranks "
+                             f"with torchrun")
+        return v
+
 
 class OutputSection(Section):
     """Where results go and whether the pruned model is saved."""

@@ -237,6 +237,8 @@ CASES = [
     Case("run-wrong-type", lambda e: e.run("calibration.seq_len=abc"), ("calibration.seq_len", "valid integer", "'abc'")),
     Case("run-wrong-type-list", lambda e: e.run("stats.collectors=grad_norm"), ("stats.collectors", "valid list")),
     Case("run-ratio-out-of-range", lambda e: e.run("pruning.ratio=1.5"), ("pruning.ratio", "less than 1", "1.5")),
+    Case("run-worker-launched-strategy", lambda e: e.run("trainer.strategy=ddp_spawn"),
+         ("trainer.strategy", "ddp_spawn", "torchrun")),
     Case("run-batch-size-zero", lambda e: e.run("calibration.batch_size=0"), ("calibration.batch_size", "greater than 0")),
     Case("run-bad-choice", lambda e: e.run("pruning.scope=everywhere"), ("pruning.scope", "'global' or 'local'")),
     Case("run-layer-range-reversed", lambda e: e.run("pruning.attention_layers=[3, 1]"),

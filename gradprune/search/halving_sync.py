@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ class SyncHalving:
             if r >= self.n_rungs - 1 or str(r) in decisions or not t.user_attrs.get("success"):
                 continue
             rec = next((x for x in self.examples.load(key)[1] if x["rung"] == r), None)
-            if rec is not None:
+            if rec is not None and math.isfinite(rec["acc_mean"]):  # a point without a value is not promoted
                 vals, ses = by_rung.setdefault(r, ({}, {}))
                 vals[key], ses[key] = rec["acc_mean"], rec["decision_stderr"]
         if not by_rung:
