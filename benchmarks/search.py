@@ -119,8 +119,8 @@ def compare(full: pd.DataFrame, chosen: pd.Series, tasks: list[str]) -> str:
 
 
 def summarise(out: Path, walls: dict[str, float]) -> list[dict]:
-    """One result row per search."""
-    frames = {m: pd.read_csv(out / m / "search_results.csv") for m in MODES}
+    """One result row per search that ran (``walls``)."""
+    frames = {m: pd.read_csv(out / m / "search_results.csv") for m in walls}
     tasks = [c[4:] for c in frames["full"].columns if c.startswith("acc_tiny_") and not c.endswith("_stderr")]
     base_n, base_wall = examples_scored(out / "full"), walls["full"]
     base_eval = frames["full"].time_eval.sum()
@@ -155,8 +155,25 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="search override for every search, e.g. grid.calibration.num_samples=[8,16,32] or "
                          "model.name_or_path=DIR (grid keys stay those of GRID)")
-    ap.add_argument("--seeds", type=int, default=50, help="subset draws replayed per rule")
+    ap.add_argument("--seeds", type=int, default=50, help="subset draws replayed per rule (0: no replay)")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"searches to run, of {', '.join(MODES)} (full first)")
+    ap.add_argument("--halving", default=None, metavar="MIN_FRACTION,ETA,K",
+                    help="halving settings of the halving searches (default 0.125,2,1)")
+    ap.add_argument("--task_dir", default=None,
+                    help="eval.task_dir for every search, e.g. the larger splits of benchmarks/large_tasks.py")
+    ap.add_argument("--per_example", default=None,
+                    help="per-example results of an earlier run over the same grid and tasks (skips scoring them "
+                         "again; still checked against this run's full search)")
     args = ap.parse_args()
+    if args.halving:
+        f, eta, k = args.halving.split(",")
+        HALVING.update(min_fraction=float(f), reduction_factor=int(eta), k_stderr=float(k))
+        ASYNC["halving"].update(HALVING)
+    modes = args.modes.split(",")
+    if modes[0] != "full" or not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: a list of {', '.join(MODES)} starting with full")
+    if args.task_dir:
+        args.override.append(f"eval.task_dir={Path(args.task_dir).resolve()}")
     out = Path(args.output_dir).resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -165,7 +182,8 @@ def main() -> None:
     t_cal = run_search(write_spec(out, "calibrate", "full", {}, eval_run="none"), env, args.override)
     print(f"calibrations: {t_cal:.1f} s (not counted below)", flush=True)
     walls = {}
-    for mode, (evaluation, extra, reverse) in MODES.items():
+    for mode in modes:
+        evaluation, extra, reverse = MODES[mode]
         shutil.copytree(out / "calibrate/cache/calibration", out / mode / "cache/calibration")
         walls[mode] = run_search(write_spec(out, mode, evaluation, extra, reverse=reverse), env, args.override)
         print(f"{mode}: {walls[mode]:.1f} s", flush=True)
@@ -174,19 +192,23 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    replayed = replay_table(out, rows, args.seeds, args.override)
-    table = markdown(rows) + "\n\n" + markdown(replayed)
+    replayed = replay_table(out, rows, args.seeds, args.override, args.per_example) if args.seeds and "halving" in modes else []
+    table = markdown(rows) + ("\n\n" + markdown(replayed) if replayed else "")
     (out / "benchmark.md").write_text(table + "\n")
     (out / "benchmark.json").write_text(json.dumps({"searches": rows, "replay": replayed}, indent=1, default=str))
     print(table)
 
 
-def replay_table(out: Path, rows: list[dict], seeds: int, overrides: list[str]) -> list[dict]:
+def replay_table(out: Path, rows: list[dict], seeds: int, overrides: list[str], per_example: str | None) -> list[dict]:
     """Score every point on every example, check the replay of the search's own subset draw against
     the real synchronous halving search, and replay REPLAY_RULES over ``seeds`` draws."""
     from search_replay import gather, replay, summary
 
-    results = gather(out / "full.yaml", overrides, out / "calibrate/cache/calibration", out / "per_example.json")
+    if per_example:
+        results = {p: {t: {int(i): m for i, m in rows.items()} for t, rows in per.items()}
+                   for p, per in json.loads(Path(per_example).read_text()).items()}
+    else:
+        results = gather(out / "full.yaml", overrides, out / "calibrate/cache/calibration", out / "per_example.json")
     full = pd.read_csv(out / "full" / "search_results.csv")
     keys = list(GRID)
     for _, r in full.iterrows():  # the gathered per-example results are the full search's

@@ -89,3 +89,46 @@ def summary(results: dict[str, PerExample], rules: list[tuple[float, int, float]
                      "same best": f"{sum(r['best'] == best for r in runs)}/{seeds}",
                      "within 1 se": f"{sum(acc[best] - acc[r['best']] <= best_se for r in runs)}/{seeds}"})
     return rows
+
+
+def main() -> None:
+    """Gather per-example results for a search recipe's grid (optionally on other task files) and print
+    the replay table; e.g. on the larger test splits of ``benchmarks/large_tasks.py``:
+
+        python benchmarks/search_replay.py results/bench_search/full.yaml \\
+            --cache results/bench_search/calibrate/cache/calibration --task_dir results/large_tasks
+    """
+    import argparse
+    import os
+
+    import torch
+    from search import REPLAY_RULES, markdown
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("spec", help="search recipe (its grid and base recipe)")
+    ap.add_argument("--cache", required=True, help="calibration cache dir of a search over that grid")
+    ap.add_argument("--task_dir", help="eval.task_dir for every point (default: the recipe's)")
+    ap.add_argument("--out", default=None, help="per-example results JSON (default: next to the spec)")
+    ap.add_argument("--seeds", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    torch.set_num_threads(args.threads)
+    overrides = [f"eval.task_dir={args.task_dir}"] if args.task_dir else []
+    out = Path(args.out) if args.out else Path(args.spec).with_name("per_example_replay.json")
+    results = gather(Path(args.spec), overrides, Path(args.cache), out)
+    sizes = {t: len(rows) for t, rows in next(iter(results.values())).items()}
+    full = {t: list(range(n)) for t, n in sizes.items()}
+    acc = {p: accuracy(per, full) for p, per in results.items()}
+    best = max(acc, key=lambda p: (acc[p], -list(acc).index(p)))
+    per = results[best]
+    best_se = sum(statistics.pvariance([x["acc"] for x in per[t].values()]) / (len(per[t]) - 1)
+                  for t in per) ** 0.5 / len(per)
+    print(f"items per task: {sizes}")
+    print("acc_mean per point: " + ", ".join(f"{p} {a:.4f}" for p, a in sorted(acc.items(), key=lambda x: -x[1])))
+    print(f"best {best}, stderr {best_se:.4f}")
+    print(markdown(summary(results, REPLAY_RULES, args.seeds, best_se)))
+
+
+if __name__ == "__main__":
+    main()
