@@ -27,7 +27,7 @@ from gradprune.assets.task_files import TASK_KINDS, build_all_tasks, heldout_pro
 from gradprune.assets.task_items import BUILDERS
 from gradprune.assets.world import rng_for
 
-TRAIN_DOCS = 80_000  # more documents than the 3.3 M training tokens came from (about 40,000)
+TRAIN_DOCS = 80_000  # more documents than the 3.3 M training tokens came from (about 48,000)
 MAX_DRAWS = 200_000  # per task: stop drawing when the generator has no more distinct items
 
 
