@@ -306,6 +306,31 @@ def test_sync_halving_stopped_between_rungs_resumes_to_the_same_outcome(halving_
     assert sum(sum(map(len, c.values())) for c in by_size) == 24 + 2 * 6  # every example scored once
 
 
+@pytest.mark.slow
+def test_two_workers_share_a_synchronous_halving_search(halving_search, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = halving_search({"pruning.ratio": [0.1, 0.2, 0.3, 0.4]},
+                          halving={"min_fraction": 0.25, "reduction_factor": 2, "k_stderr": 0.0})
+    cmd = [sys.executable, "-m", "gradprune.cli", "search", str(path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ps = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in ps]
+    assert [p.returncode for p in ps] == [0, 0], outs
+    df = pd.read_csv(tmp_path / "search/search_results.csv")
+    assert sorted(df["pruning.ratio"]) == [0.1, 0.2, 0.3, 0.4] and df.success.all()  # one row per point
+    decisions = json.loads((tmp_path / "search/halving_decisions.json").read_text())
+    assert [len(decisions[r]["values"]) for r in ("0", "1")] == [4, len(decisions["0"]["promoted"])]
+    promotions = sum(len(d["promoted"]) for d in decisions.values())
+    ran = [int(o[0].split("this worker ran ")[1].split(" ")[0]) for o in outs]
+    assert sum(ran) == 4 + promotions  # every (point, rung) ran once, across both workers
+    assert (df.status == "complete").sum() == len(decisions["1"]["promoted"])
+    runs = [json.loads(p.read_text())["eval"]["zeroshot"] for p in (tmp_path / "search/trials").glob("*/run.json")]
+    assert sum(z["n_new"] for z in runs) == df.examples_evaluated.sum()  # no example scored twice
+
+
 def test_a_requeued_trial_keeps_the_rung_it_was_enqueued_for():
     import optuna
     from optuna.trial import TrialState
