@@ -49,7 +49,8 @@ def _guard_dir(out: Path, spec: SearchSpec, overwrite: bool, storage: str | None
                 f"output_dir {str(out)!r} holds a different search (fingerprint {old}, this one "
                 f"{spec.fingerprint()}). Rerun the original search recipe to resume it, choose another "
                 f"--output_dir, or pass --overwrite to delete its results")
-        for name in ("study.journal", "search_results.csv", MARKER, "trials", "cache"):
+        for name in ("study.journal", "search_results.csv", MARKER, "trials", "cache", "halving_decisions.json",
+                     "screen_selection.json"):
             p = out / name
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     elif (out / "search_results.csv").exists() and not overwrite:

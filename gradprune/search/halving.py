@@ -155,7 +155,10 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     metrics["calibration_reused"] = bool(out.record["calibration"].get("reused_calibration", False))
     stopped = bool(out.record["eval"].get("zeroshot", {}).get("stopped"))
     res = {"metrics": metrics, "success": True, "error": "", "duration_s": time.perf_counter() - t0}
-    if stopped:
+    at_fraction = metrics.get("acc_mean_at_fraction")
+    if stopped and not (isinstance(at_fraction, float) and math.isfinite(at_fraction)):
+        res.update(success=False, error="NaN in acc_mean_at_fraction")
+    elif stopped:
         res.update(status="paused" if resume else "pruned", evaluated=False)
     elif not isinstance(metrics.get("acc_mean"), float) or math.isnan(metrics["acc_mean"]):
         res.update(success=False, error="NaN in acc_mean")

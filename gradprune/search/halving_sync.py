@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.io import atomic_write_json
-from gradprune.search.rungs import PerExample, promoted
+from gradprune.search.rungs import PerExample, clearly_worse, promoted, survivors_cut
 from gradprune.search.study import claim_waiting, file_lock, point_key, recover_stale, trial_params
 
 RUNG_ATTR = "halving_rung"  # user attr given at enqueue: the rung a trial evaluates up to
@@ -89,8 +89,8 @@ class SyncHalving:
         return out
 
     def next_phase(self) -> bool:
-        """Called when the queue is empty: wait for running trials, then decide the lowest undecided
-        rung and enqueue its promoted points. True when there may be trials to claim again."""
+        """Called when the queue is empty: wait for running trials, then decide every undecided rung and
+        enqueue the promoted points. True when there may be trials to claim again."""
         from optuna.trial import TrialState
 
         while True:
@@ -102,54 +102,81 @@ class SyncHalving:
                 break
             time.sleep(self.POLL_S)
         with file_lock(self.out / ".search.lock"):
-            decisions = self.decisions()
-            waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-            if waiting:
+            if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 return True  # another worker decided meanwhile
-            rung, values, stderrs = self.undecided(decisions)
-            if rung is None:
-                return False
-            keep = promoted(values, stderrs, self.spec.halving.reduction_factor, self.spec.halving.k_stderr)
-            decisions[str(rung)] = {"promoted": sorted(keep), "values": values, "stderrs": stderrs}
-            self.study._storage.set_study_system_attr(self.study._study_id, DECISIONS_ATTR, decisions)
-            for key in sorted(keep):
-                self.study.enqueue_trial(json.loads(key), user_attrs={RUNG_ATTR: rung + 1})
-        atomic_write_json(self.out / "halving_decisions.json", decisions)
-        return True
+            decisions = self.decisions()
+            changed = self.decide(decisions)
+            if changed:
+                self.study._storage.set_study_system_attr(self.study._study_id, DECISIONS_ATTR, decisions)
+            # after the decision is stored: a search killed in between enqueues what is missing next time
+            enqueued = self.enqueue_missing(decisions)
+        if changed:
+            atomic_write_json(self.out / "halving_decisions.json", decisions)
+        return enqueued > 0
 
-    def undecided(self, decisions: dict[str, Any]) -> tuple[int | None, dict[str, float], dict[str, float]]:
-        """The lowest rung below the last that some point finished and no decision covers yet, with
-        the value and decision stderr of every point that finished it."""
+    def decide(self, decisions: dict[str, Any]) -> bool:
+        """Decide, in place, every rung that points finished: a rung without a decision over all its
+        points at once; a point that finished an already decided rung late (its trial was re-run after a
+        worker died) against that rung's stored cut. True when anything was decided."""
+        eta, k = self.spec.halving.reduction_factor, self.spec.halving.k_stderr
+        pending = self.pending(decisions)
+        for r in sorted(pending):
+            values, stderrs = pending[r]
+            if str(r) not in decisions:
+                cut = survivors_cut(list(values.values()), eta)
+                keep = promoted(values, stderrs, eta, k)
+                decisions[str(r)] = {"cut": max(values.values()) if cut is None else cut, "promoted": sorted(keep),
+                                     "values": values, "stderrs": stderrs}
+                continue
+            d = decisions[str(r)]
+            for key, v in values.items():
+                d["values"][key], d["stderrs"][key] = v, stderrs[key]
+                if not clearly_worse(v, stderrs[key], d["cut"], k):
+                    d["promoted"] = sorted({*d["promoted"], key})
+        return bool(pending)
+
+    def pending(self, decisions: dict[str, Any]) -> dict[int, tuple[dict[str, float], dict[str, float]]]:
+        """Per rung below the last, the points that finished it and are in no decision yet: value and
+        decision stderr (a point without a finite value is never promoted)."""
         by_rung: dict[int, tuple[dict[str, float], dict[str, float]]] = {}
         for key, t in self.latest().items():
             r = trial_rung(t)
-            if r >= self.n_rungs - 1 or str(r) in decisions or not t.user_attrs.get("success"):
+            if r >= self.n_rungs - 1 or key in decisions.get(str(r), {}).get("values", {}):
+                continue
+            if not t.user_attrs.get("success"):
                 continue
             rec = next((x for x in self.examples.load(key)[1] if x["rung"] == r), None)
-            if rec is not None and math.isfinite(rec["acc_mean"]):  # a point without a value is not promoted
+            if rec is not None and math.isfinite(rec["acc_mean"]):
                 vals, ses = by_rung.setdefault(r, ({}, {}))
                 vals[key], ses[key] = rec["acc_mean"], rec["decision_stderr"]
-        if not by_rung:
-            return None, {}, {}
-        r = min(by_rung)
-        return r, *by_rung[r]
+        return by_rung
 
+    def enqueue_missing(self, decisions: dict[str, Any]) -> int:
+        """Enqueue every promoted point that has no trial at the next rung; returns how many."""
+        have = {(point_key(trial_params(t)), trial_rung(t)) for t in self.study.get_trials(deepcopy=False)
+                if not t.user_attrs.get("retried")}
+        added = 0
+        for r, d in sorted(decisions.items(), key=lambda x: int(x[0])):
+            for key in d["promoted"]:
+                if (key, int(r) + 1) not in have:
+                    self.study.enqueue_trial(json.loads(key), user_attrs={RUNG_ATTR: int(r) + 1})
+                    added += 1
+        return added
 
 
 def sync_rows(study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """CSV rows of a synchronous halving search, one per point: a paused trial's row becomes
-    ``pruned`` when its point was not promoted, stays ``paused`` while its rung awaits the decision,
-    and is dropped when the point was promoted (the point's later trial has the row)."""
+    """CSV rows of a synchronous halving search, one per point: its latest trial's. A paused trial's
+    row says ``pruned`` when its point was not promoted, ``promoted`` when it was (its next rung has not
+    finished yet), ``paused`` while its rung awaits the decision."""
     decisions = study._storage.get_study_system_attrs(study._study_id).get(DECISIONS_ATTR) or {}
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    out_rows = []
-    for r in rows:
+    latest: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["trial"]):
         t = trials[r["trial"]]
         if r.get("status") == "paused":
             decided = decisions.get(str(trial_rung(t)))
-            if decided is not None and point_key(trial_params(t)) in decided["promoted"]:
-                continue
-            r["status"] = "pruned" if decided is not None else "paused"
+            promoted_here = decided is not None and point_key(trial_params(t)) in decided["promoted"]
+            r["status"] = "paused" if decided is None else "promoted" if promoted_here else "pruned"
         r["halving_rung"] = trial_rung(t)
-        out_rows.append(r)
-    return out_rows
+        latest[point_key(trial_params(t))] = r
+    return sorted(latest.values(), key=lambda r: r["trial"])

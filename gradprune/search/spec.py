@@ -93,6 +93,11 @@ class SearchSpec(BaseModel):
     def fingerprint(self) -> str:
         """Identifies the search: same fingerprint, same study (resume); different → refuse the dir."""
         d = self.model_dump(exclude={"source", "output_dir", "n_trials"})
+        # the halving schedule as it applies: searches without halving keep the fingerprint they had
+        # before the key existed, and a halving search resumes only under the schedule it started with
+        d["halving"].pop("schedule")
+        if self.evaluation == "halving":
+            d["halving"]["schedule"] = self.halving_schedule()
         d["base_recipe"] = self.base_recipe_dict()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -370,3 +370,106 @@ def test_halving_needs_zero_shot_accuracy(halving_search, capsys, extra, fragmen
     path.write_text(yaml.safe_dump(spec))
     assert main(["search", str(path)]) == 2
     assert fragment in " ".join(capsys.readouterr().err.split())
+
+
+# --- synchronous halving's bookkeeping, on a real study with stored rung results ---
+
+
+def _sync_setup(tmp_path, values: dict[float, float], eta=2, k=0.0):
+    """A study whose points x (params {"x": x}) each finished rung 0 with the given value (stderr 0.01)."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from gradprune.search.halving_sync import SyncHalving
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    spec = SimpleNamespace(halving=SimpleNamespace(reduction_factor=eta, k_stderr=k))
+    sync = SyncHalving(spec, study, tmp_path, n_rungs=3)
+    for x, v in values.items():
+        _finish(study, sync, x, 0, v)
+    return study, sync
+
+
+def _finish(study, sync, x: float, rung: int, value: float) -> None:
+    """A finished, successful trial of point x at ``rung`` with its stored rung record."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from gradprune.search.study import point_key
+
+    key = point_key({"x": x})
+    _, rungs, _ = sync.examples.load(key)
+    rungs = [*rungs, {"rung": rung, "acc_mean": value, "decision_stderr": 0.01}]
+    sync.examples.save(key, {}, rungs, {})
+    study.add_trial(create_trial(state=TrialState.PRUNED, params={"x": x},
+                                 distributions={"x": FloatDistribution(0, 100)},
+                                 user_attrs={"halving_rung": rung, "success": True, "status": "paused"}))
+
+
+def _waiting(study):
+    from optuna.trial import TrialState
+
+    from gradprune.search.halving_sync import trial_rung
+
+    return sorted((t.system_attrs["fixed_params"]["x"], trial_rung(t))
+                  for t in study.get_trials(states=(TrialState.WAITING,)))
+
+
+def test_a_rung_is_decided_once_and_a_late_point_against_its_stored_cut(tmp_path):
+    from optuna.trial import TrialState
+
+    study, sync = _sync_setup(tmp_path, {1.0: 0.9, 2.0: 0.5, 3.0: 0.7, 4.0: 0.4})
+    assert sync.next_phase()
+    assert _waiting(study) == [(1.0, 1), (3.0, 1)]  # the best ⌊4/2⌋
+    d = sync.decisions()["0"]
+    assert d["cut"] == 0.7 and len(d["values"]) == 4
+    # a fifth point finishes rung 0 after the decision (its trial was re-run after a worker died):
+    # it is compared with the stored cut, not with a new ranking that would change the others' fate
+    _finish(study, sync, 5.0, 0, 0.8)
+    _finish(study, sync, 6.0, 0, 0.6)
+    for t in study.get_trials(states=(TrialState.WAITING,)):  # the promoted rung-1 trials ran meanwhile
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING)
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.PRUNED)
+    assert sync.next_phase()
+    assert _waiting(study) == [(5.0, 1)]  # 0.8 ≥ 0.7 goes on; 0.6 does not
+    assert sync.decisions()["0"]["promoted"] == ['{"x": 1.0}', '{"x": 3.0}', '{"x": 5.0}']
+
+
+def test_promotions_lost_between_decision_and_enqueue_are_enqueued_next_time(tmp_path):
+    from gradprune.search.halving_sync import DECISIONS_ATTR
+
+    study, sync = _sync_setup(tmp_path, {1.0: 0.9, 2.0: 0.5})
+    decided = {"0": {"cut": 0.9, "promoted": ['{"x": 1.0}'], "values": {'{"x": 1.0}': 0.9, '{"x": 2.0}': 0.5},
+                     "stderrs": {'{"x": 1.0}': 0.01, '{"x": 2.0}': 0.01}}}
+    study._storage.set_study_system_attr(study._study_id, DECISIONS_ATTR, decided)  # killed before enqueueing
+    assert sync.next_phase()
+    assert _waiting(study) == [(1.0, 1)]
+    assert sync.enqueue_missing(sync.decisions()) == 0  # nothing missing any more
+
+
+def test_sync_rows_keep_one_row_per_point_while_a_promoted_point_waits(tmp_path):
+    from gradprune.search.halving_sync import sync_rows
+
+    study, sync = _sync_setup(tmp_path, {1.0: 0.9, 2.0: 0.5})
+    rows = [{"trial": t.number, "status": "paused"} for t in study.get_trials()]
+    assert [r["status"] for r in sync_rows(study, [dict(r) for r in rows])] == ["paused", "paused"]
+    sync.next_phase()  # 1.0 promoted; its rung-1 trial waits
+    assert [r["status"] for r in sync_rows(study, [dict(r) for r in rows])] == ["promoted", "pruned"]
+
+
+def test_the_schedule_enters_the_fingerprint_of_halving_searches_only(monkeypatch):
+    from gradprune.search.spec import SearchSpec
+
+    base = {"base": "x.yaml", "grid": {"pruning.ratio": [0.1]}}
+    full = SearchSpec(**base)
+    spec = SearchSpec(**base, evaluation="halving")
+    assert spec.halving_schedule() == "sync"
+    assert SearchSpec(**base, evaluation="halving", sampler="tpe", n_trials=2).halving_schedule() == "async"
+    monkeypatch.setattr(SearchSpec, "base_recipe_dict", lambda self: {})  # fingerprint() reads the base
+    # a search without halving: the key does not change it (nor its fingerprint from before the key)
+    assert full.fingerprint() == SearchSpec(**base, halving={"schedule": "async"}).fingerprint()
+    # a halving search: the schedule that applies, given or resolved
+    assert spec.fingerprint() == SearchSpec(**base, evaluation="halving", halving={"schedule": "sync"}).fingerprint()
+    assert spec.fingerprint() != SearchSpec(**base, evaluation="halving", halving={"schedule": "async"}).fingerprint()
