@@ -229,7 +229,8 @@ def halving_search(write_search):
     """The shared search recipe writer, evaluating the fixture tasks zero-shot in halving mode."""
     evaluation = ("eval.run=zeroshot", "eval.tasks=[piqa, winogrande]", f"eval.task_dir={FIXTURE_TASKS}",
                   "eval.dense=false", "eval.batch_size=4")
-    return lambda grid, **extra: write_search(grid, extra_overrides=evaluation, evaluation="halving", **extra)
+    return lambda grid, extra_overrides=(), **extra: write_search(grid, extra_overrides=evaluation + extra_overrides,
+                                                                  evaluation="halving", **extra)
 
 
 @pytest.fixture
@@ -329,6 +330,29 @@ def test_two_workers_share_a_synchronous_halving_search(halving_search, tmp_path
     assert (df.status == "complete").sum() == len(decisions["1"]["promoted"])
     runs = [json.loads(p.read_text())["eval"]["zeroshot"] for p in (tmp_path / "search/trials").glob("*/run.json")]
     assert sum(z["n_new"] for z in runs) == df.examples_evaluated.sum()  # no example scored twice
+
+
+def test_sync_halving_computes_perplexity_once_per_point(halving_search, tmp_path, by_size, monkeypatch):
+    import gradprune.eval as geval
+    from gradprune.eval.result import EvalResult
+
+    ppl_calls = []
+
+    def fake_ppl(model, tok, cfg, console=None):  # the perplexity pass of eval.run=all
+        assert cfg.run == "ppl"
+        ppl_calls.append(sum(p.numel() for p in model.parameters()))
+        return EvalResult(metrics={"ppl": float(len(ppl_calls))}, info={"run": "ppl", "seconds": {"ppl": 0.0}})
+
+    monkeypatch.setattr(geval, "evaluate", fake_ppl)
+    path = halving_search({"pruning.ratio": [0.1, 0.4]}, halving={"min_fraction": 0.25, "k_stderr": 0.0},
+                          extra_overrides=("eval.run=all",))
+    spec = yaml.safe_load(path.read_text())
+    assert "eval.run=all" in spec["overrides"]
+    assert main(["search", str(path)]) == 0
+    df = pd.read_csv(tmp_path / "search/search_results.csv").sort_values("pruning.ratio")
+    assert list(df.status) == ["complete", "pruned"]
+    assert len(ppl_calls) == 2  # one per point, not one per rung (the complete point ran three trials)
+    assert list(df.ppl) == [1.0, 2.0]  # the complete row carries its first trial's perplexity
 
 
 def test_a_requeued_trial_keeps_the_rung_it_was_enqueued_for():
