@@ -19,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 from gradprune.io import atomic_write_json
 from gradprune.search.rungs import PerExample, clearly_worse, promoted, survivors_cut
-from gradprune.search.study import claim_waiting, file_lock, point_key, recover_stale, trial_params
+from gradprune.search.study import claim_waiting, file_lock, point_key, trial_params, wait_until_idle
 
 RUNG_ATTR = "halving_rung"  # user attr given at enqueue: the rung a trial evaluates up to
 DECISIONS_ATTR = "gradprune_halving"  # study system attr: rung → the decision record
@@ -93,14 +92,8 @@ class SyncHalving:
         enqueue the promoted points. True when there may be trials to claim again."""
         from optuna.trial import TrialState
 
-        while True:
-            recover_stale(self.study)
-            states = {t.state for t in self.study.get_trials(deepcopy=False) if not t.user_attrs.get("retried")}
-            if TrialState.WAITING in states:
-                return True
-            if TrialState.RUNNING not in states:
-                break
-            time.sleep(self.POLL_S)
+        if wait_until_idle(self.study, self.POLL_S):
+            return True
         with file_lock(self.out / ".search.lock"):
             if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 return True  # another worker decided meanwhile

@@ -23,12 +23,11 @@ follows from its point and that record alone (a re-enqueued trial keeps its role
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from gradprune.search.coverage import farthest_first, grid_points, initial_design, standardised
-from gradprune.search.study import claim_waiting, file_lock, point_key, recover_stale, trial_params
+from gradprune.search.study import claim_waiting, file_lock, point_key, trial_params, wait_until_idle
 
 SELECTION_ATTR = "gradprune_screen"
 EVALUATED_ROLES = ("top_k", "coverage")
@@ -73,18 +72,10 @@ class Screening:
     def next_phase(self) -> bool:
         """Called when the queue is empty: wait for phase 1 to end, then make the selection once.
         True when there may be trials to claim again."""
-        from optuna.trial import TrialState
-
-        while True:
-            if self.selection() is not None:
-                return False  # phase 2 trials were enqueued once; what is left is being claimed
-            recover_stale(self.study)
-            states = {t.state for t in self.study.get_trials(deepcopy=False) if not t.user_attrs.get("retried")}
-            if TrialState.WAITING in states:
-                return True
-            if TrialState.RUNNING not in states:
-                break
-            time.sleep(self.POLL_S)
+        if self.selection() is not None:
+            return False  # phase 2 trials were enqueued once; what is left is being claimed
+        if wait_until_idle(self.study, self.POLL_S):
+            return True
         with file_lock(self.out / ".search.lock"):
             if self.selection() is not None:
                 return False

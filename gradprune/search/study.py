@@ -180,6 +180,21 @@ def recover_stale(study) -> list[int]:
     return recovered
 
 
+def wait_until_idle(study, poll_s: float) -> bool:
+    """A phase barrier: poll (recovering stale trials) until no trial is running. True as soon as some
+    trial is WAITING (the caller claims it instead), False once none is running or waiting."""
+    from optuna.trial import TrialState
+
+    while True:
+        recover_stale(study)
+        states = {t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("retried")}
+        if TrialState.WAITING in states:
+            return True
+        if TrialState.RUNNING not in states:
+            return False
+        time.sleep(poll_s)
+
+
 class Heartbeat:
     """Refreshes the owner record of the running trial from a daemon thread."""
 
