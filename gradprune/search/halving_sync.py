@@ -68,7 +68,7 @@ class SyncHalving:
         self.examples = PointExamples(out / "cache" / "examples")
 
     def decisions(self) -> dict[str, Any]:
-        """rung (as text) → {promoted, values, stderrs} for every rung decided so far."""
+        """rung (as text) → {cut, promoted, values, stderrs} for every rung decided so far."""
         return self.study._storage.get_study_system_attrs(self.study._study_id).get(DECISIONS_ATTR) or {}
 
     def added_trials(self) -> int:
