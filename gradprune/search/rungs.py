@@ -44,11 +44,12 @@ def rung_subsets(sizes: dict[str, int], fractions: list[float], seed: int) -> li
     return [{t: orders[t][: max(1, math.ceil(f * n))] if n else [] for t, n in sizes.items()} for f in fractions]
 
 
-def acc_mean_stderr(per_example: PerExample, tasks: list[str]) -> float:
+def acc_mean_stderr(per_example: PerExample, tasks: list[str], sizes: dict[str, int] | None = None) -> float:
     """Standard error of ``acc_mean`` (the unweighted mean of per-task accuracies) on the examples scored:
     per task lm-eval's acc_stderr, √(p(1−p)/(n−1)) (the sample sd of the 0/1 scores over √n), combined as
     √(Σ_t se_t²)/T, treating tasks as independent. A task with one example counts with the largest
-    possible se, 0.5."""
+    possible se, 0.5. With ``sizes`` (examples per task in all), each task's variance takes the
+    finite-population factor (N−n)/(N−1): see :func:`decision_stderr`."""
     total = 0.0
     for t in tasks:
         scores = [ex["acc"] for ex in per_example.get(t, {}).values() if "acc" in ex]
@@ -56,7 +57,11 @@ def acc_mean_stderr(per_example: PerExample, tasks: list[str]) -> float:
         if n == 0:
             continue
         p = sum(scores) / n
-        total += p * (1 - p) / (n - 1) if n > 1 else 0.25
+        var = p * (1 - p) / (n - 1) if n > 1 else 0.25
+        if sizes is not None:
+            big_n = sizes.get(t, 0)
+            var *= (big_n - n) / (big_n - 1) if big_n > n else 0.0
+        total += var
     return math.sqrt(total) / len(tasks) if tasks else float("nan")
 
 
@@ -65,16 +70,7 @@ def decision_stderr(per_example: PerExample, sizes: dict[str, int], tasks: list[
     acc_mean on all of each task's examples* (what a full evaluation would report). Sampling a subset
     of a fixed test set without replacement, each task's stderr shrinks by the finite-population
     factor √((N−n)/(N−1)): 0 once every example is scored, √(7/8) at 1/8."""
-    total = 0.0
-    for t in tasks:
-        scores = [ex["acc"] for ex in per_example.get(t, {}).values() if "acc" in ex]
-        n, big_n = len(scores), sizes.get(t, 0)
-        if n == 0:
-            continue
-        p = sum(scores) / n
-        var = p * (1 - p) / (n - 1) if n > 1 else 0.25
-        total += var * ((big_n - n) / (big_n - 1) if big_n > n else 0.0)
-    return math.sqrt(total) / len(tasks) if tasks else float("nan")
+    return acc_mean_stderr(per_example, tasks, sizes)
 
 
 def survivors_cut(values: list[float], reduction_factor: int) -> float | None:
