@@ -9,7 +9,6 @@ is registered inside an ``ExitStack`` and removed when calibration ends, also wh
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 import warnings
@@ -53,6 +52,17 @@ class HookDispatcher:
         self.collectors = collectors
         self.n_layers = n_layers
         self.check: torch.Tensor | None = None
+        # activation hooks count only the forward pass: checkpointing re-runs each layer's forward in backward
+        self.in_forward = False
+
+    @contextlib.contextmanager
+    def forward_pass(self):
+        """Marks the forward pass (activations seen outside it are checkpointing's recomputation)."""
+        self.in_forward = True
+        try:
+            yield
+        finally:
+            self.in_forward = False
 
     def on_grad(self, layer: LayerModules, role: str, param: torch.Tensor) -> None:
         """Post-accumulate hook body: feed the gradient everywhere, then free it."""
@@ -73,6 +83,8 @@ class HookDispatcher:
 
     def on_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
         """Forward pre-hook body for o_proj / down_proj inputs."""
+        if not self.in_forward:
+            return  # a recomputation under gradient checkpointing: this batch was already seen
         for est in self.estimators:
             if est.needs_activations:
                 est.observe_input(layer, role, x)
@@ -96,18 +108,30 @@ class HookDispatcher:
 
 
 class CalibrationModule(L.LightningModule):
-    """Runs forward (+ manual backward) per micro-batch; all the work happens in the hooks."""
+    """Runs forward (+ manual backward) per micro-batch; all the work happens in the hooks.
+
+    The transformers model is held outside this module's tree (not a submodule), so Lightning neither
+    moves it (its teardown would ``.cpu()`` a 7B model after ``fit``) nor converts it (``bf16-true``
+    would cast buffers such as RoPE ``inv_freq``): it stays on the device and in the dtype it was loaded
+    with, which the dense and the pruned evaluation use too.
+    """
 
     def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], dispatcher: HookDispatcher,
-                 backward: bool, per_sample: bool) -> None:
+                 backward: bool, per_sample: bool, checkpointing: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self._held = (model,)
+        self.checkpointing = checkpointing
         self.batches = batches
         self.dispatcher = dispatcher
         self.do_backward = backward
         self.per_sample = per_sample
         self.automatic_optimization = False
         self.losses: list[float] = []
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model being calibrated."""
+        return self._held[0]
 
     def configure_optimizers(self):  # noqa: D102 - calibration updates no weights
         return None
@@ -128,15 +152,16 @@ class CalibrationModule(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         if batch.numel() == 0:
             return  # padding of a shorter DDP shard
-        self.model.eval()  # fit() switches modules to train mode; calibration wants dropout off
+        calibration_mode(self.model, self.checkpointing)
         chunks = batch.split(1) if self.per_sample else (batch,)
         for ids in chunks:
             if self.do_backward:
-                loss = self.model(input_ids=ids, labels=ids).loss
+                with self.dispatcher.forward_pass():
+                    loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
                 self.manual_backward(loss)
             else:
-                with torch.no_grad():
-                    loss = self.model(input_ids=ids, labels=ids).loss
+                with torch.no_grad(), self.dispatcher.forward_pass():
+                    loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
             self.dispatcher.end_batch(loss)
             self.losses.append(float(loss.detach()))
             # the spent graph's root still pins some activations: drop it before the next forward
@@ -163,24 +188,16 @@ def _register_hooks(stack: contextlib.ExitStack, model: torch.nn.Module, layers:
                 stack.enter_context(mod.register_forward_pre_hook(pre))
 
 
-def _trainer(trainer_cfg, callbacks: list) -> L.Trainer:
-    from gradprune.parallel import resolve_strategy
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    return L.Trainer(
-        accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
-        strategy=resolve_strategy(trainer_cfg.strategy), precision=trainer_cfg.precision,
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
-
-
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
-              progress=None) -> CalibrationResult:
-    """Run calibration and return every estimator's scores and every collector's per-layer values."""
+              progress=None, gradient_checkpointing: bool = False) -> CalibrationResult:
+    """Run calibration and return every estimator's scores and every collector's per-layer values.
+
+    The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
+    it is neither moved nor converted, and stays there afterwards.
+    """
+    from gradprune.trainer import build_trainer
+
     ests = list(estimators.values())
     grads = bool(collectors) or any(e.needs_gradients for e in ests)
     acts = any(e.needs_activations for e in ests)
@@ -193,13 +210,19 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     dispatcher = HookDispatcher(layers, ests, collectors, n_layers)
     batches = list(input_ids.split(batch_size))
     per_sample = any(e.per_sample for e in ests)
-    module = CalibrationModule(model, batches, dispatcher, backward=grads, per_sample=per_sample)
+    checkpointing = gradient_checkpointing and grads
+    module = CalibrationModule(model, batches, dispatcher, backward=grads, per_sample=per_sample,
+                               checkpointing=checkpointing)
     callbacks = [progress] if progress is not None else []
     t0 = time.perf_counter()
     if grads or acts:
         with contextlib.ExitStack() as stack:
+            trainer = build_trainer(trainer_cfg, callbacks)
+            _check_device(device, trainer.strategy.root_device)
             _register_hooks(stack, model, layers, dispatcher, grads, acts)
-            trainer = _trainer(trainer_cfg, callbacks)
+            if checkpointing:
+                stack.enter_context(activation_checkpointing(model))
+            stack.callback(model.eval)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned.*None.*")
                 warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
@@ -219,9 +242,52 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
         tokens=int(input_ids.numel()) if (grads or acts) else 0, seconds=seconds,
         mean_loss=loss_sum / n_done if n_done else None,
         info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
-              1 if per_sample else batch_size, "world_size": world},
+              1 if per_sample else batch_size, "world_size": world, "device": str(device),
+              "gradient_checkpointing": checkpointing},
         rank=rank,
     )
+
+
+def _check_device(model_device: torch.device, root: torch.device) -> None:
+    """Calibration computes where the model is; a model elsewhere than the trainer's device is a set-up error."""
+    def norm(d: torch.device) -> tuple[str, int]:
+        return d.type, (d.index or 0) if d.type != "cpu" else 0
+
+    if norm(model_device) != norm(root):
+        raise CalibrationError(
+            f"the model is on {model_device} but trainer.accelerator/devices select {root}: load the model "
+            f"onto gradprune.trainer.run_device(recipe.trainer) (gradprune run does)")
+
+
+def calibration_mode(model: torch.nn.Module, checkpointing: bool) -> None:
+    """Every module in eval mode (dropout off); with checkpointing, only the decoder layers' own flag is
+    set to training, which is what transformers checks before checkpointing a layer (their attention and
+    MLP submodules, and so dropout, stay in eval mode)."""
+    model.eval()
+    if checkpointing:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        for m in model.modules():
+            if isinstance(m, GradientCheckpointingLayer):
+                m.training = True
+
+
+@contextlib.contextmanager
+def activation_checkpointing(model: torch.nn.Module):
+    """transformers' activation (gradient) checkpointing of every decoder layer, non-reentrant, inside."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise CalibrationError(f"calibration.gradient_checkpointing: {type(model).__name__} does not support it")
+    kwargs = {"use_reentrant": False}  # the reentrant variant needs inputs that require grad; ours do not
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x (the old name is deprecated)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        disable = model.activation_checkpointing_disable
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        disable = model.gradient_checkpointing_disable
+    try:
+        yield
+    finally:
+        disable()
 
 
 def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors: list[StatCollector],

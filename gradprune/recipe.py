@@ -47,6 +47,9 @@ class CalibrationSection(Section):
     num_samples: int = Field(256, gt=0)
     batch_size: int = Field(8, gt=0)
     seed: int = 0
+    #: recompute each decoder layer's activations in the backward pass (transformers' activation
+    #: checkpointing): activation memory of one layer instead of all, same gradients, ~1/3 more compute
+    gradient_checkpointing: bool = False
 
 
 class PluginSection(Section):
@@ -116,14 +119,32 @@ class EvalSection(Section):
         return v
 
 
+#: Lightning precisions that hold the weights in one dtype throughout, and that dtype's recipe name
+TRUE_PRECISION_DTYPE = {"32-true": "float32", "bf16-true": "bfloat16", "16-true": "float16"}
+#: autocast precisions: the weights stay in model.dtype, only the calibration forward is cast
+MIXED_PRECISIONS = ("bf16-mixed",)
+
+
 class TrainerSection(Section):
-    """Lightning Trainer settings for calibration."""
+    """Lightning Trainer settings for calibration (the device they name is used for the whole run)."""
 
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str | list[int] = 1
     strategy: str = "auto"
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        if v == "16-mixed":
+            raise ValueError("'16-mixed' scales the loss (GradScaler), so every gradient, score and statistic "
+                             "would be multiplied by the loss scale; use 'bf16-mixed', or 'bf16-true'/'16-true' "
+                             "with the matching model.dtype")
+        if v not in TRUE_PRECISION_DTYPE and v not in MIXED_PRECISIONS:
+            known = ", ".join([*TRUE_PRECISION_DTYPE, *MIXED_PRECISIONS])
+            raise ValueError(f"expected one of {known}")
+        return v
 
     @field_validator("strategy")
     @classmethod
@@ -163,9 +184,30 @@ class Recipe(Section):
             raise ValueError("pruning.prune_attention and pruning.prune_mlp are both false: nothing to prune")
         return self
 
+    @model_validator(mode="after")
+    def _one_dtype(self) -> Recipe:
+        # A '-true' precision whose dtype differs from model.dtype would convert the model during
+        # calibration: the dense baseline would be scored in one dtype and the pruned model in another.
+        p, dtype = self.trainer.precision, self.model.dtype
+        want = TRUE_PRECISION_DTYPE.get(p)
+        if want is not None and want != dtype:
+            raise ValueError(
+                f"trainer.precision={p!r} computes in {want} but model.dtype is {dtype!r}: the dense and the "
+                f"pruned model would be evaluated in different dtypes. Set model.dtype: {want}, or "
+                f"trainer.precision: {_precision_for(dtype)} (the model is loaded, calibrated, pruned and "
+                f"evaluated in model.dtype)")
+        if p in MIXED_PRECISIONS and dtype == "float16":
+            raise ValueError(f"trainer.precision={p!r} autocasts to bfloat16 but model.dtype is 'float16'; "
+                             f"use trainer.precision: 16-true")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the resolved recipe."""
         return self.model_dump(mode="json")
+
+
+def _precision_for(dtype: str) -> str:
+    return next(p for p, d in TRUE_PRECISION_DTYPE.items() if d == dtype)
 
 
 # ---------------------------------------------------------------------------------------------

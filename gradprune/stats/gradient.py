@@ -35,7 +35,11 @@ class Moments:
 
 
 class StatCollector:
-    """Base class: per-layer streaming state, combined across processes by ``state`` ops."""
+    """Base class: per-layer streaming state, combined across processes by ``state`` ops.
+
+    State is allocated on the first gradient's device (``_zeros``), so it lives where the gradients
+    are whatever device the model was moved to after ``setup``; nothing is copied to the host per hook.
+    """
 
     Params = NoParams
     name: ClassVar[str] = "stat"
@@ -45,10 +49,19 @@ class StatCollector:
     def __init__(self, params=None) -> None:
         self.params = params if params is not None else self.Params()
         self.n_layers = 0
+        self._state: dict[str, torch.Tensor] = {}
 
-    def setup(self, n_layers: int, device: torch.device) -> None:
-        """Allocate O(layers) state."""
+    def setup(self, n_layers: int, device: torch.device | None = None) -> None:
+        """Prepare O(layers) state for ``n_layers`` (allocated lazily on the gradients' device)."""
         self.n_layers = n_layers
+        self._state = {}
+
+    def _zeros(self, key: str, like: torch.Tensor | None = None, shape: tuple = ()) -> torch.Tensor:
+        """The fp64 accumulator ``key`` ([n_layers] unless ``shape``), created on ``like``'s device."""
+        if key not in self._state:
+            device = like.device if like is not None else "cpu"
+            self._state[key] = torch.zeros(shape or (self.n_layers,), dtype=torch.float64, device=device)
+        return self._state[key]
 
     def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
         """One micro-batch's gradient of one prunable weight of ``layer``."""
@@ -68,19 +81,13 @@ class StatCollector:
 class _Sums(StatCollector):
     """Shared fp64 per-layer totals of sum, sum of squares and element count."""
 
-    def setup(self, n_layers: int, device: torch.device) -> None:
-        super().setup(n_layers, device)
-        self.s = torch.zeros(n_layers, dtype=torch.float64, device=device)
-        self.ss = torch.zeros(n_layers, dtype=torch.float64, device=device)
-        self.n = torch.zeros(n_layers, dtype=torch.float64, device=device)
-
     def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        self.s[layer] += moments.sum.double()
-        self.ss[layer] += moments.sumsq.double()
-        self.n[layer] += moments.count
+        self._zeros("s", grad)[layer] += moments.sum.double()
+        self._zeros("ss", grad)[layer] += moments.sumsq.double()
+        self._zeros("n", grad)[layer] += moments.count
 
     def state(self) -> dict[str, tuple[torch.Tensor, str]]:
-        return {"s": (self.s, "sum"), "ss": (self.ss, "sum"), "n": (self.n, "sum")}
+        return {k: (self._zeros(k), "sum") for k in ("s", "ss", "n")}
 
 
 class GradNormCollector(StatCollector):
@@ -88,25 +95,22 @@ class GradNormCollector(StatCollector):
 
     name = "grad_norm"
 
-    def setup(self, n_layers: int, device: torch.device) -> None:
-        super().setup(n_layers, device)
-        self.batch_sq = torch.zeros(n_layers, dtype=torch.float64, device=device)
-        self.total_sq = torch.zeros(n_layers, dtype=torch.float64, device=device)
-        self.batches = torch.zeros((), dtype=torch.float64, device=device)
-
     def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        self.batch_sq[layer] += moments.sumsq.double()
+        self._zeros("batch_sq", grad)[layer] += moments.sumsq.double()
 
     def end_batch(self) -> None:
-        self.total_sq += self.batch_sq
-        self.batch_sq.zero_()
-        self.batches += 1
+        if "batch_sq" not in self._state:
+            return  # no gradient seen yet: nothing to fold (and no device to allocate on)
+        batch = self._state["batch_sq"]
+        self._zeros("total_sq", batch).add_(batch)
+        batch.zero_()
+        self._zeros("batches", batch, shape=(1,)).add_(1)
 
     def state(self) -> dict[str, tuple[torch.Tensor, str]]:
-        return {"total_sq": (self.total_sq, "sum"), "batches": (self.batches, "sum")}
+        return {"total_sq": (self._zeros("total_sq"), "sum"), "batches": (self._zeros("batches", shape=(1,)), "sum")}
 
     def per_layer(self) -> list[float]:
-        return (self.total_sq / self.batches.clamp_min(1)).sqrt().tolist()
+        return (self._zeros("total_sq") / self._zeros("batches", shape=(1,)).clamp_min(1)).sqrt().tolist()
 
 
 class GradMeanCollector(_Sums):
@@ -115,7 +119,7 @@ class GradMeanCollector(_Sums):
     name = "grad_mean"
 
     def per_layer(self) -> list[float]:
-        return (self.s / self.n.clamp_min(1)).tolist()
+        return (self._zeros("s") / self._zeros("n").clamp_min(1)).tolist()
 
 
 class GradStdCollector(_Sums):
@@ -124,9 +128,9 @@ class GradStdCollector(_Sums):
     name = "grad_std"
 
     def per_layer(self) -> list[float]:
-        n = self.n.clamp_min(1)
-        mean = self.s / n
-        return (self.ss / n - mean.square()).clamp_min(0).sqrt().tolist()
+        n = self._zeros("n").clamp_min(1)
+        mean = self._zeros("s") / n
+        return (self._zeros("ss") / n - mean.square()).clamp_min(0).sqrt().tolist()
 
 
 class GradMaxCollector(StatCollector):
@@ -134,16 +138,13 @@ class GradMaxCollector(StatCollector):
 
     name = "grad_max"
 
-    def setup(self, n_layers: int, device: torch.device) -> None:
-        super().setup(n_layers, device)
-        self.m = torch.zeros(n_layers, dtype=torch.float64, device=device)
-
     def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
+        m = self._zeros("m", grad)
         big = torch.maximum(moments.max.abs(), moments.min.abs()).double()
-        self.m[layer] = torch.maximum(self.m[layer], big)
+        m[layer] = torch.maximum(m[layer], big)
 
     def state(self) -> dict[str, tuple[torch.Tensor, str]]:
-        return {"m": (self.m, "max")}
+        return {"m": (self._zeros("m"), "max")}
 
     def per_layer(self) -> list[float]:
-        return self.m.tolist()
+        return self._zeros("m").tolist()

@@ -1,0 +1,52 @@
+"""The Lightning Trainer of calibration, and the one device it puts this process on.
+
+A run uses one device for every stage: the model is loaded straight onto it, and the dense
+evaluation, calibration, surgery and the pruned evaluation all run there. Which device that is
+(``trainer.accelerator`` / ``devices``, and under DDP this rank's ``LOCAL_RANK``) is Lightning's
+decision, so the run asks a Trainer built from the same settings before anything loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gradprune.errors import RecipeError
+
+
+def build_trainer(trainer_cfg: Any, callbacks: list | None = None):
+    """A ``lightning.Trainer`` for one calibration pass (no logger, checkpoints, sampler or summary)."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from gradprune.parallel import resolve_strategy
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    try:
+        return L.Trainer(
+            accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
+            strategy=resolve_strategy(trainer_cfg.strategy), precision=trainer_cfg.precision,
+            max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+            callbacks=callbacks or [],
+        )
+    except (MisconfigurationException, ValueError) as exc:  # no such accelerator here, too many devices, ...
+        raise RecipeError(_trainer_message(trainer_cfg, exc)) from None
+
+
+def _trainer_message(trainer_cfg: Any, exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (f"trainer (accelerator={trainer_cfg.accelerator!r}, devices={trainer_cfg.devices!r}, "
+            f"strategy={trainer_cfg.strategy!r}) cannot be used here: {text}")
+
+
+def run_device(trainer_cfg: Any):
+    """The ``torch.device`` this process computes on under ``trainer_cfg`` (e.g. ``cuda:0`` or ``cpu``)."""
+    return build_trainer(trainer_cfg).strategy.root_device
+
+
+def device_of(model: Any) -> str:
+    """Where ``model``'s weights are, as recorded in run.json (``cuda:0``, ``cpu``, or a list if split)."""
+    devices = sorted({str(p.device) for p in model.parameters()})
+    return devices[0] if len(devices) == 1 else ",".join(devices)
