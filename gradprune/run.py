@@ -50,16 +50,21 @@ class RunOutput:
 PrunedEval = Callable[[Recipe, Loaded, Console, dict | None], tuple[dict, dict]]
 
 
-def load_stage(recipe: Recipe) -> Loaded:
-    """Load the model and check every model-dependent recipe value before any work is done."""
+def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None) -> Loaded:
+    """Load the model onto the run's device (or take ``model``/``tokenizer`` built by the caller, already on
+    it) and check every model-dependent recipe value before any work is done."""
     from transformers.utils import logging as hf_logging
 
     from gradprune.models.adapters import get_adapter
     from gradprune.models.loading import load_model, model_identity
     from gradprune.pruning.planner import allowed_layers
+    from gradprune.trainer import run_device
 
     hf_logging.disable_progress_bar()  # our own progress display is enough
-    model, tok = load_model(recipe.model)
+    if model is None:
+        model, tok = load_model(recipe.model, run_device(recipe.trainer))
+    else:
+        tok = tokenizer
     adapter = get_adapter(model)
     layers = adapter.layers(model)
     max_pos = getattr(model.config, "max_position_embeddings", None)
@@ -107,7 +112,8 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
     try:
         with ctrl_c_through_lightning():
             res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
-                            {recipe.importance.name: est}, cols, recipe.trainer, progress=progress)
+                            {recipe.importance.name: est}, cols, recipe.trainer, progress=progress,
+                            gradient_checkpointing=c.gradient_checkpointing)
     except CalibrationError as exc:
         if "non-finite" not in str(exc):
             raise
@@ -187,25 +193,33 @@ def calibration_key(recipe: Recipe, identity: str) -> str:
 
 
 def run_experiment(recipe: Recipe, console: Console | None = None, store=None, keep_model: bool = False,
-                   pruned_eval: PrunedEval | None = None) -> RunOutput:
+                   pruned_eval: PrunedEval | None = None, loaded: Loaded | None = None) -> RunOutput:
     """Run every stage and return the record (nothing is written here).
 
     ``pruned_eval(recipe, loaded, console, dense_metrics) -> (metrics, info)`` replaces the evaluation of
     the pruned model (the search's successive halving evaluates in rungs); by default :func:`_pruned_eval`.
+    ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU).
+    Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
     """
     from gradprune.models.surgery import apply_plan
     from gradprune.pruning.planner import normalize_scores, plan_pruning
     from gradprune.summary import layer_rows, run_metrics
+    from gradprune.trainer import device_of
 
     console = console or Console()
     t: dict[str, float] = {}
+    devices: dict[str, str] = {}
     t0 = time.perf_counter()
-    loaded = load_stage(recipe)
+    loaded = loaded or load_stage(recipe)
     t["time_load"] = time.perf_counter() - t0
+    devices["load"] = device_of(loaded.model)
     dense = _dense_eval(recipe, loaded, console)
     t["time_dense_eval"] = time.perf_counter() - t0 - t["time_load"]
+    if dense is not None:
+        devices["dense_eval"] = device_of(loaded.model)
     t1 = time.perf_counter()
     calib = calibration_stage(recipe, loaded, console, store)
+    devices["calibration"] = calib.info.get("device", devices["load"])
     if getattr(calib, "rank", 0) != 0:
         # DDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
         raise SystemExit(0)
@@ -220,12 +234,15 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t1 = time.perf_counter()
     apply_plan(loaded.model, plan)
     t["time_surgery"] = time.perf_counter() - t1
+    devices["surgery"] = device_of(loaded.model)
     from gradprune.models.adapters import get_adapter
 
     params_after = get_adapter(loaded.model).count_params(loaded.model)
     t1 = time.perf_counter()
     ev_metrics, ev_info = (pruned_eval or _pruned_eval)(recipe, loaded, console, dense)
     t["time_eval"] = time.perf_counter() - t1
+    if recipe.eval.run != "none":
+        devices["eval"] = device_of(loaded.model)
     t["time_total"] = time.perf_counter() - t0
     metrics = run_metrics(recipe, loaded.total_params, params_after, calib, rows, ev_metrics, t)
     record = {
@@ -240,6 +257,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         "stats": {"per_layer": calib.layer_stats, "threshold": recipe.stats.extreme_threshold},
         "eval": ev_info,
         "timings": t,
+        "devices": devices,
+        "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
         "seed": recipe.calibration.seed,
     }
     from gradprune.record import versions

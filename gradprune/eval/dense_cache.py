@@ -125,7 +125,17 @@ def cache_key(identity: str, part: str, cfg: Any, model: Any, tokenizer: Any) ->
     parts = {"format": CACHE_FORMAT, "identity": identity, "part": part,
              "dtype": str(getattr(model, "dtype", None)), "tokenizer": tokenizer_fingerprint(tokenizer),
              "settings": settings}
+    device = _device_type(model)
+    if device != "cpu":  # other kernels give other last digits: a GPU baseline is not a CPU one
+        parts["device"] = device
     return f"{part}-{_sha(json.dumps(parts, sort_keys=True, default=str))[:24]}", parts
+
+
+def _device_type(model: Any) -> str:
+    try:
+        return next(model.parameters()).device.type
+    except (AttributeError, StopIteration):
+        return "cpu"
 
 
 def _read_entry(path: Path) -> dict | None:

@@ -110,8 +110,14 @@ def _check_not_pruned_checkpoint(path: str) -> None:
             "at the dense model")
 
 
-def load_model(section: ModelSection, device: str = "cpu") -> tuple[Any, Any]:
-    """Load model and tokenizer for pruning; every user-caused failure is a ModelError."""
+def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
+    """Load model and tokenizer for pruning onto ``device``; every user-caused failure is a ModelError.
+
+    On an accelerator the safetensors shards are read straight onto it (``device_map``), so no full
+    host copy of the weights is made.
+    """
+    import torch
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gradprune.models.adapters import get_adapter
@@ -122,10 +128,12 @@ def load_model(section: ModelSection, device: str = "cpu") -> tuple[Any, Any]:
     get_adapter(config)  # unsupported architecture: fail before reading gigabytes of weights
     _check_not_pruned_checkpoint(path)
     common = {"revision": section.revision, "trust_remote_code": section.trust_remote_code}
+    device = torch.device(device)
+    placement = {"device_map": str(device)} if device.type != "cpu" else {}
     try:
         # use_safetensors=True: a pickled pytorch_model.bin is never unpickled (it could run code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=_torch_dtype(section.dtype), use_safetensors=True, **common
+            path, config=config, dtype=_torch_dtype(section.dtype), use_safetensors=True, **placement, **common
         )
     except OSError as exc:
         if Path(path).is_dir():
@@ -141,7 +149,8 @@ def load_model(section: ModelSection, device: str = "cpu") -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
-    model.to(device)
+    if not placement:
+        model.to(device)
     model.eval()
     return model, tokenizer
 
