@@ -8,13 +8,21 @@ Run by hand (needs ~2.5 GB of RAM in bf16, ~5 GB in fp32):
 The plan drops a random ``ratio`` of the MLP channels of every layer and one KV group in a random
 ``ratio * 4`` share of the layers (plus the forward of a short input, before and after, as a sanity
 check). Weights are filled with random values first so that the pages are resident, as in a loaded model.
+
+Host memory: with ``--from-disk`` the model is saved as safetensors and loaded back through gradprune's
+own loader (``from_pretrained``, as a run loads it), and the RSS high-water mark during ``apply_plan`` is
+compared with the RSS before it plus the largest single layer's prunable weights: the bound a run must
+stay under (the dense model + one layer's copies).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
+import re
 import resource
+import tempfile
 import time
 
 import torch
@@ -49,6 +57,40 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
     return model.eval()
 
 
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
+
+
+def reset_peak() -> int:
+    """Reset the RSS high-water mark to the current RSS (Linux); returns the current RSS."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status("VmRSS")
+
+
+def saved_then_loaded(args: argparse.Namespace) -> torch.nn.Module:
+    """Build, save as safetensors, free, and load back with gradprune's loader (the run's code path)."""
+    from transformers import AutoTokenizer
+
+    from gradprune.assets import MODEL_DIR
+    from gradprune.models.loading import load_model
+    from gradprune.recipe import ModelSection
+
+    folder = tempfile.mkdtemp(prefix="surgery-bench-")
+    build(args).save_pretrained(folder)  # the built model is garbage once saved
+    AutoTokenizer.from_pretrained(MODEL_DIR).save_pretrained(folder)
+    gc.collect()
+    loaded, _ = load_model(ModelSection(name_or_path=folder, dtype=args.dtype))
+    return loaded
+
+
+def largest_layer_bytes(model: torch.nn.Module) -> int:
+    layers = get_adapter(model).layers(model)
+    return max(sum(p.numel() * p.element_size() for p in lm.weights().values()) for lm in layers)
+
+
 def random_plan(model: torch.nn.Module, ratio: float, seed: int) -> Plan:
     """Drop ``ratio`` of each layer's MLP channels and one KV group in ~``4 * ratio`` of the layers."""
     rng = random.Random(seed)
@@ -75,10 +117,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-disk", action="store_true", help="save and reload through gradprune's loader first")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    model = build(args)
+    model = saved_then_loaded(args) if args.from_disk else build(args)
     adapter = get_adapter(model)
     before = adapter.count_params(model)
     print(f"built {before / 1e9:.3f} B params ({args.dtype}) in {time.perf_counter() - t0:.1f} s")
@@ -87,9 +130,13 @@ def main() -> None:
         model(tokens)
 
     plan = random_plan(model, args.ratio, args.seed)
+    layer_bytes = largest_layer_bytes(model)
+    rss_before = reset_peak()
     t0 = time.perf_counter()
     apply_plan(model, plan)
     elapsed = time.perf_counter() - t0
+    peak_during = _status("VmHWM")
+    rss_after = reset_peak()
     after = adapter.count_params(model)
 
     with torch.no_grad():
@@ -101,6 +148,10 @@ def main() -> None:
         f"apply_plan: {elapsed:.2f} s for {len(plan.layers)} layers ({elapsed / len(plan.layers) * 1e3:.0f} ms/layer)"
     )
     print(f"peak RSS {peak_gb:.2f} GB; threads {torch.get_num_threads()}")
+    excess = peak_during - rss_before
+    print(f"host RSS during apply_plan: before {rss_before / 2**30:.3f} GiB, peak {peak_during / 2**30:.3f} GiB "
+          f"(+{excess / 2**20:.0f} MiB), after {rss_after / 2**30:.3f} GiB; largest layer's prunable weights "
+          f"{layer_bytes / 2**20:.0f} MiB -> peak excess / one layer = {excess / layer_bytes:.2f} (bound: <= 1)")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,18 @@ def _check_not_pruned_checkpoint(path: str) -> None:
             "at the dense model")
 
 
+def _owned_host_memory() -> dict[str, Any]:
+    """``from_pretrained`` kwargs that give CPU weights memory of their own instead of views of the mmap'd
+    safetensors file: surgery replaces each cut weight, and a view would keep the original's file pages
+    resident beside the copy (measured: +6 layers' worth at the end of a 0.5 B model's surgery, not one)."""
+    import inspect
+
+    from transformers import PreTrainedModel
+
+    params = inspect.signature(PreTrainedModel.from_pretrained).parameters
+    return {"disable_mmap": True} if "disable_mmap" in params else {}
+
+
 def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
     """Load model and tokenizer for pruning onto ``device``; every user-caused failure is a ModelError.
 
@@ -129,7 +141,7 @@ def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
     _check_not_pruned_checkpoint(path)
     common = {"revision": section.revision, "trust_remote_code": section.trust_remote_code}
     device = torch.device(device)
-    placement = {"device_map": str(device)} if device.type != "cpu" else {}
+    placement = {"device_map": str(device)} if device.type != "cpu" else _owned_host_memory()
     try:
         # use_safetensors=True: a pickled pytorch_model.bin is never unpickled (it could run code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -149,7 +161,7 @@ def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
-    if not placement:
+    if "device_map" not in placement:
         model.to(device)
     model.eval()
     return model, tokenizer
