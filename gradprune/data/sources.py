@@ -1,11 +1,21 @@
 """Text sources for calibration: the embedded corpus, a local .txt/.jsonl file, a datasets dataset.
 
-A source yields documents (strings); ``windows.draw_windows`` turns them into token windows.
+A source yields documents (strings) lazily, in a fixed order; ``windows.draw_windows`` reads only as
+many as its windows need. ``next(iter(source.documents()))`` is therefore a cheap check that a source
+works: it opens the data (a DataError naming the cause if it cannot) and reads one document.
+
+The ``hf`` source takes what ``datasets.load_dataset`` takes, e.g. the C4 shard Wanda and SparseGPT
+calibrate on: ``{name: hf, path: allenai/c4, data_files: {train: en/c4-train.00000-of-01024.json.gz},
+streaming: true}``. Streaming reads the shard from the hub only as far as the draw needs, and caches
+nothing. For an offline machine, download the files in their hub layout
+(``hf download allenai/c4 --repo-type dataset --include en/c4-train.00000-of-01024.json.gz --local-dir DIR``)
+and set ``path: DIR``, keeping ``data_files``: a local directory loads, and streams, like the hub repo.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +34,7 @@ class TextSource:
         self.params = params if params is not None else self.Params()
 
     def documents(self) -> Iterator[str]:
+        """The documents, lazily: a consumer may stop early, and the first one should come fast."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -40,7 +51,7 @@ class EmbeddedCorpus(TextSource):
         path = Path(assets.CORPUS_PATH)
         if not path.exists():
             raise DataError(f"the embedded corpus {path} is missing; run `make assets` to generate it")
-        yield from _split_paragraphs(path.read_text(encoding="utf-8"))
+        yield from _paragraphs(path, "the embedded corpus")
 
     def describe(self) -> str:
         return "embedded corpus"
@@ -64,18 +75,14 @@ class TextFile(TextSource):
         if not path.is_file():
             what = "a directory" if path.is_dir() else "missing"
             raise DataError(f"calibration.dataset.path: {str(path)!r} is {what}; expected a .txt or .jsonl file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"calibration.dataset.path: cannot read {str(path)!r}: {exc}") from None
         if path.suffix in (".jsonl", ".json"):
-            yield from self._jsonl(text, path)
+            yield from self._jsonl(path)
         else:
-            yield from _split_paragraphs(text)
+            yield from _paragraphs(path, "calibration.dataset.path")
 
-    def _jsonl(self, text: str, path: Path) -> Iterator[str]:
+    def _jsonl(self, path: Path) -> Iterator[str]:
         f = self.params.field
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in enumerate(_lines(path, "calibration.dataset.path"), 1):
             if not line.strip():
                 continue
             try:
@@ -91,47 +98,143 @@ class TextFile(TextSource):
 
 
 class HFDatasetParams(BaseModel):
-    """A Hugging Face ``datasets`` dataset (real runs; needs the hub or a local cache)."""
+    """A ``datasets`` data set: ``load_dataset(path, config, data_files=, revision=, split=, streaming=)``.
+
+    ``path`` is a hub repo id, a local directory (e.g. a hub repo downloaded with ``--local-dir``) or a
+    builder (``json``, ``parquet``, ``text``, ``csv``) with ``data_files``; rows are read in file order.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    path: str = "wikitext"
+    path: str = Field(min_length=1)
     config: str | None = None
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    revision: str | None = None
     split: str = "train"
     field: str = "text"
+    #: read rows from the files as they are needed instead of downloading and preparing the whole split
+    streaming: bool = False
     max_documents: int | None = Field(None, gt=0)
 
 
 class HFDataset(TextSource):
-    """Documents from ``datasets.load_dataset(path, config, split)[field]`` (e.g. bookcorpus, c4)."""
+    """Documents from a ``datasets`` data set's text field, read lazily (e.g. a C4 shard, bookcorpus)."""
 
     Params = HFDatasetParams
 
     def documents(self) -> Iterator[str]:
+        """The non-empty ``field`` of each row in order; rows are read only as far as the consumer goes."""
         p = self.params
+        ds = self._load()
+        # a streamed JSON set knows its columns only once a row is read (column_names is None until then)
+        if ds.column_names is not None and p.field not in ds.column_names:
+            raise self._no_field(ds.column_names)
+        rows = iter(ds)
+        n = 0
+        try:
+            while p.max_documents is None or n < p.max_documents:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    return
+                except Exception as exc:  # a stream or a shard can fail mid-way (network, truncated gzip)
+                    raise DataError(f"calibration.dataset: reading {self.describe()} failed after {n} rows: "
+                                    f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                if n == 0 and p.field not in row:
+                    raise self._no_field(list(row))
+                n += 1
+                text = row.get(p.field)
+                if isinstance(text, str) and text.strip():
+                    yield text
+        finally:
+            close = getattr(rows, "close", None)  # a stream holds its file or connection open until closed
+            if close is not None:
+                close()
+
+    def _load(self):
+        p = self.params
+        kwargs = {"data_files": p.data_files, "revision": p.revision}
         try:
             import datasets
 
-            ds = datasets.load_dataset(p.path, p.config, split=p.split)
-        except Exception as exc:
-            raise DataError(
-                f"calibration.dataset: cannot load datasets {p.path!r} (config {p.config!r}, split {p.split!r}): "
-                f"{type(exc).__name__}: {str(exc)[:300]}. Offline (HF_DATASETS_OFFLINE=1) only cached data sets load."
-            ) from None
-        if p.field not in ds.column_names:
-            raise DataError(f"calibration.dataset.field: {p.field!r} is not a column of {p.path}; "
-                            f"columns: {', '.join(ds.column_names)}")
-        for i, text in enumerate(ds[p.field]):
-            if p.max_documents is not None and i >= p.max_documents:
-                break
-            if text and text.strip():
-                yield text
+            return datasets.load_dataset(p.path, p.config, split=p.split, streaming=p.streaming,
+                                         **{k: v for k, v in kwargs.items() if v is not None})
+        except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError, ...)
+            raise DataError(self._load_error(exc)) from None
+
+    def _load_error(self, exc: Exception) -> str:
+        from gradprune.eval.hints import is_offline_error, offline_hint
+
+        p = self.params
+        msg = f"calibration.dataset: cannot load {self.describe()}: {type(exc).__name__}: {str(exc)[:300]}"
+        if "Dataset scripts are no longer supported" in str(exc):
+            return (msg + ". datasets >= 4 runs no loading scripts: load the repo's parquet export instead "
+                    "(revision: refs/convert/parquet, data_files: <config>/<split>/*.parquet)")
+        if not is_offline_error(exc):
+            return msg
+        fetch = None
+        # datasets' own cache serves a hub data set offline, but not a streamed one, nor (huggingface/datasets
+        # #7551) one loaded with data_files: for those, files downloaded in the hub layout are the way
+        if _looks_like_hub_id(p.path) and (p.streaming or p.data_files is not None):
+            include = "".join(f" --include {f}" for f in _file_patterns(p.data_files))
+            rev = f" --revision {p.revision}" if p.revision else ""
+            fetch = (f"hf download {p.path} --repo-type dataset{rev}{include} --local-dir DIR, then set "
+                     f"calibration.dataset.path to DIR" + (" (data_files unchanged)" if p.data_files else ""))
+        streaming = " (streaming reads the hub at run time and caches nothing)" if p.streaming else ""
+        return (f"{msg}{streaming}. " + offline_hint(
+            "calibrate on local files (name: text_file, or name: hf with path: json and data_files)", fetch))
+
+    def _no_field(self, columns: list[str]) -> DataError:
+        return DataError(f"calibration.dataset.field: {self.params.field!r} is not a column of "
+                         f"{self.describe()}; columns: {', '.join(columns)}")
 
     def describe(self) -> str:
         p = self.params
-        return f"datasets {p.path}" + (f"/{p.config}" if p.config else "") + f" [{p.split}]"
+        parts = [f"datasets {p.path}" + (f"/{p.config}" if p.config else "")]
+        if p.revision:
+            parts.append(f"revision={p.revision}")
+        if p.data_files is not None:
+            parts.append(f"data_files={p.data_files}")
+        parts.append(f"[{p.split}]" + (" streaming" if p.streaming else ""))
+        return " ".join(parts)
 
 
-def _split_paragraphs(text: str) -> Iterator[str]:
-    for block in text.split("\n\n"):
-        if block.strip():
-            yield block.strip()
+def _file_patterns(data_files: str | list | dict | None) -> list[str]:
+    """Every file pattern of a ``data_files`` value, in order."""
+    if data_files is None:
+        return []
+    if isinstance(data_files, str):
+        return [data_files]
+    if isinstance(data_files, dict):
+        return [f for v in data_files.values() for f in _file_patterns(v)]
+    return list(data_files)
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    """``owner/name`` or ``name`` that is neither a local path nor a builder such as ``json``."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return path not in _PACKAGED_DATASETS_MODULES and not os.path.exists(path) and path.count("/") <= 1 \
+        and not os.path.isabs(path)
+
+
+def _lines(path: Path, key: str) -> Iterator[str]:
+    """The file's lines, read as they are consumed; unreadable is a DataError naming ``key``."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            yield from fh
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{key}: cannot read {str(path)!r}: {exc}") from None
+
+
+def _paragraphs(path: Path, key: str) -> Iterator[str]:
+    """The file's blank-line separated blocks, stripped, empty ones dropped (``text.split("\\n\\n")``, lazily)."""
+    block: list[str] = []
+    for line in _lines(path, key):
+        if line in ("\n", ""):
+            if "".join(block).strip():
+                yield "".join(block).strip()
+            block = []
+        else:
+            block.append(line)
+    if "".join(block).strip():
+        yield "".join(block).strip()

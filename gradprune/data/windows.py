@@ -1,9 +1,11 @@
 """Seeded draws of calibration windows: ``num_samples`` windows of ``seq_len`` tokens.
 
-Documents are visited in a seeded order and tokenized into one stream (joined by the EOS token)
-until it holds enough tokens; the stream is cut into non-overlapping slots of ``seq_len`` tokens,
-and ``num_samples`` slots are drawn without replacement. The draw is fully determined by the seed
-and recorded (slot indices and a SHA-256 of the token ids).
+The source's documents are read in their own order and tokenized only until they hold
+``_OVERSAMPLE`` times the requested tokens, so a hub data set is read (or streamed) no further than
+the draw needs. The documents read are then put in a seeded order and joined into one stream (by the
+EOS token), the stream is cut into non-overlapping slots of ``seq_len`` tokens, and ``num_samples``
+slots are drawn without replacement. The draw is fully determined by the source and the seed, and
+recorded (documents read, slot indices and a SHA-256 of the token ids).
 """
 
 from __future__ import annotations
@@ -28,25 +30,39 @@ class Windows:
     provenance: dict = field(default_factory=dict)
 
 
+def _read_tokens(source, tokenizer, need: int) -> list[list[int]]:
+    """Token ids of the source's first documents, read until they hold ``need`` tokens (or it ends)."""
+    sep = int(tokenizer.eos_token_id is not None)  # the EOS that joins a document to the next
+    docs = iter(source.documents())
+    read: list[list[int]] = []
+    total = 0
+    try:
+        for text in docs:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            read.append(ids)
+            total += len(ids) + sep
+            if total >= need:
+                break
+    finally:
+        # a generator left half-read keeps its file or stream open until collected: close it now
+        close = getattr(docs, "close", None)
+        if close is not None:
+            close()
+    return read
+
+
 def draw_windows(source, tokenizer, seq_len: int, num_samples: int, seed: int) -> Windows:
     """Draw the windows; too little text for the request is a DataError naming the numbers."""
-    docs = list(source.documents())
+    docs = _read_tokens(source, tokenizer, seq_len * num_samples * _OVERSAMPLE)
     if not docs:
         raise DataError(f"calibration data ({source.describe()}) holds no text")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(docs))
-    need = seq_len * num_samples * _OVERSAMPLE
     eos = tokenizer.eos_token_id
     stream: list[int] = []
-    used = 0
-    for i in order:
-        ids = tokenizer(docs[i], add_special_tokens=False)["input_ids"]
-        stream.extend(ids)
+    for i in rng.permutation(len(docs)):
+        stream.extend(docs[i])
         if eos is not None:
             stream.append(eos)
-        used += 1
-        if len(stream) >= need:
-            break
     n_slots = len(stream) // seq_len
     if n_slots < num_samples:
         raise DataError(
@@ -62,7 +78,7 @@ def draw_windows(source, tokenizer, seq_len: int, num_samples: int, seed: int) -
         "seed": seed,
         "seq_len": seq_len,
         "num_samples": num_samples,
-        "documents_read": used,
+        "documents_read": len(docs),
         "stream_tokens": len(stream),
         "slots": slots.tolist(),
         "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),

@@ -45,3 +45,56 @@ def test_missing_or_directory_path(tmp_path):
         list(_src(tmp_path / "nope.txt").documents())
     with pytest.raises(DataError, match="is a directory"):
         list(_src(tmp_path).documents())
+
+
+class _Counted:
+    """A source that counts the documents handed out and whether its generator was closed."""
+
+    def __init__(self, docs):
+        self.docs, self.handed, self.closed = docs, 0, False
+
+    def documents(self):
+        try:
+            for d in self.docs:
+                self.handed += 1
+                yield d
+        finally:
+            self.closed = True
+
+    def describe(self):
+        return "counted"
+
+
+def test_reads_only_the_documents_the_draw_needs(corpus_file, tokenizer):
+    docs = corpus_file.read_text().split("\n\n") * 20  # 6,000 documents, ~300k tokens
+    src = _Counted(docs)
+    w = draw_windows(src, tokenizer, 16, 8, seed=0)
+    need = 16 * 8 * 4
+    assert src.handed == w.provenance["documents_read"] < len(docs) // 100
+    assert need <= w.provenance["stream_tokens"] < need + 200  # one document past the need at most
+    assert src.closed  # the half-read generator was closed, not left holding its file open
+
+
+def test_the_draw_depends_only_on_what_was_read(tmp_path, corpus_file, tokenizer):
+    # a file that continues past what the draw reads gives the same windows as its beginning alone
+    text = corpus_file.read_text()
+    longer = tmp_path / "longer.txt"
+    longer.write_text(text + "\n\n" + "the river runs near the big house " * 500)
+    a = draw_windows(_src(corpus_file), tokenizer, 16, 8, seed=5)
+    b = draw_windows(_src(longer), tokenizer, 16, 8, seed=5)
+    assert a.provenance["sha256"] == b.provenance["sha256"]
+    assert a.provenance["documents_read"] == b.provenance["documents_read"]
+
+
+def test_a_short_source_is_read_to_the_end(tmp_path, tokenizer):
+    p = tmp_path / "few.txt"
+    p.write_text("\n\n".join(["the cat owns a red box near the tree"] * 12))
+    w = draw_windows(_src(p), tokenizer, 8, 8, seed=0)
+    assert w.provenance["stream_tokens"] < 8 * 8 * 4  # less than the draw would read
+    assert w.provenance["documents_read"] == 12
+
+
+def test_text_file_documents_are_blank_line_blocks(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("\n\n first doc \nline two\n\n\n\nsecond\n  \n\nthird")
+    assert list(_src(p).documents()) == ["first doc \nline two", "second", "third"]
