@@ -41,7 +41,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from gradprune.inspect import validate_command
 
-    return validate_command(args.recipe, args.overrides)
+    return validate_command(args.recipe, args.overrides, data=args.data)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a recipe (or search recipe) without loading a model")
     v.add_argument("recipe")
     v.add_argument("overrides", nargs="*")
+    v.add_argument("--data", action="store_true",
+                   help="also load every data set (calibration, perplexity, tasks) and the tokenizer, and check "
+                        "the output dir and the accelerator: everything `run` checks before loading the weights")
     v.set_defaults(func=_cmd_validate)
 
     ls = sub.add_parser("ls", help="list registered plugins")

@@ -1,4 +1,5 @@
-"""``gradprune validate`` and ``gradprune ls``: fast commands that load no model."""
+"""``gradprune validate`` and ``gradprune ls``: fast commands that load no model (``validate --data``
+loads the data sets, never the weights)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,38 @@ from rich.text import Text
 from gradprune.recipe import read_yaml
 
 
-def validate_command(path: str, overrides: list[str]) -> int:
-    """Check a recipe (or a search recipe) and print what it resolves to."""
+def validate_command(path: str, overrides: list[str], data: bool = False) -> int:
+    """Check a recipe (or a search recipe) and print what it resolves to.
+
+    Without ``data`` it stays fast and loads no data: the schema, plugins and, where the model's config is
+    local or cached, the bounds the config sets (layers, seq_len, architecture, reachable ratio). With
+    ``data`` it runs the whole preflight of ``gradprune run``: every data set, the tokenizer, the output
+    dir and the accelerator too, naming every problem in one error.
+    """
+    from gradprune.preflight import preflight
+
     console = Console()
-    data = read_yaml(path)
-    if "search" in data or "grid" in data:
+    checks = {"data": data, "hardware": data, "config_required": data}
+    raw = read_yaml(path)
+    if "search" in raw or "grid" in raw:
+        from gradprune.search.command import preflight_search
         from gradprune.search.spec import load_search_spec
 
         spec = load_search_spec(path, overrides)
+        report = preflight_search(spec, spec.output_dir if data else None, **checks)
         console.print(f"[green]ok[/] {path}: search over {spec.describe()}")
-        return 0
-    from gradprune.recipe import load_recipe
+    else:
+        from gradprune.recipe import load_recipe
 
-    r = load_recipe(path, overrides)
-    console.print(f"[green]ok[/] {path}: {r.model.name_or_path}, {r.importance.name} "
-                  f"({r.importance.params or 'defaults'}), normalizer {r.normalizer.name}, "
-                  f"{r.pruning.scope} ratio {r.pruning.ratio}, seq_len {r.calibration.seq_len} × "
-                  f"{r.calibration.num_samples} samples, eval {r.eval.run}")
+        r = load_recipe(path, overrides)
+        report = preflight(r, out_dir=r.output.dir if data else None, **checks)
+        console.print(f"[green]ok[/] {path}: {r.model.name_or_path}, {r.importance.name} "
+                      f"({r.importance.params or 'defaults'}), normalizer {r.normalizer.name}, "
+                      f"{r.pruning.scope} ratio {r.pruning.ratio}, seq_len {r.calibration.seq_len} × "
+                      f"{r.calibration.num_samples} samples, eval {r.eval.run}")
+    console.print(Text(report.describe(), style="dim"))
+    for warning in report.warnings:
+        console.print(Text(f"warning: {warning} (its trials will be failed rows)", style="yellow"))
     return 0
 
 

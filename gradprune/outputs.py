@@ -1,7 +1,11 @@
-"""Guarding output dirs: results a user already has are never replaced without ``--overwrite``."""
+"""Guarding output dirs: results a user already has are never replaced without ``--overwrite``, and a
+dir that cannot be written is refused before the run, not after it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 from gradprune.errors import GradpruneError
@@ -20,3 +24,45 @@ def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir")
             f"{key}: {str(p)!r} already holds results ({', '.join(existing)}); choose another "
             f"output.dir=... or pass --overwrite to replace them")
     return p
+
+
+def check_writable_dir(path: str | Path, key: str = "output.dir") -> None:
+    """Results can be written under ``path``: it is (or can be created as) a directory one can write in.
+
+    Where ``path`` does not exist yet, its nearest existing ancestor must be a directory (``/etc/passwd/x``
+    is refused) in which it can be created. Writability is tested for real, by creating and removing a
+    temp file, because ``os.access`` says yes to root on a read-only file system. Nothing is left
+    behind: the probed directory gets its modification time back.
+    """
+    p = Path(path).expanduser().absolute()
+    for folder in (p, *p.parents):
+        try:
+            exists = folder.exists()
+            if not exists and folder.is_symlink():
+                raise GradpruneError(f"{key}: {str(path)!r} cannot be created: {str(folder)!r} is a broken "
+                                     f"symbolic link")
+        except OSError as exc:  # a parent that may not be searched (permissions), a symlink loop, ...
+            raise GradpruneError(f"{key}: {str(path)!r} cannot be checked: {exc}") from None
+        if not exists:
+            continue
+        if not folder.is_dir():
+            if folder == p:
+                raise GradpruneError(f"{key}: {str(path)!r} is a file; expected a directory for the results")
+            raise GradpruneError(f"{key}: {str(path)!r} cannot be created: {str(folder)!r} is a file, not a "
+                                 f"directory; choose another {key}")
+        _probe_write(folder, path, key, inside=folder == p)
+        return
+
+
+def _probe_write(folder: Path, path: str | Path, key: str, inside: bool) -> None:
+    stat = folder.stat()
+    try:
+        fd, name = tempfile.mkstemp(prefix=".gradprune-write-check-", dir=folder)
+    except OSError as exc:
+        where = "" if inside else f" (it would be created in {str(folder)!r}, its nearest existing folder)"
+        raise GradpruneError(f"{key}: {str(path)!r} is not writable{where}: {exc.strerror or exc}; "
+                             f"choose another {key}") from None
+    os.close(fd)
+    os.unlink(name)
+    with contextlib.suppress(OSError):  # only the owner may set times; the probe is gone either way
+        os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -308,18 +308,26 @@ def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
 
 
 def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False) -> int:
-    """``gradprune run``: validate, guard the output dir, run, write, print the summary."""
+    """``gradprune run``: validate, guard the output dir, preflight, run, write, print the summary."""
     from gradprune.outputs import check_output_dir
+    from gradprune.preflight import preflight
     from gradprune.progress import layer_table, summary_table
 
     recipe = load_recipe(recipe_path, overrides)
     out_dir = check_output_dir(recipe.output.dir, overwrite)
+    # every problem the recipe, the model's config, the data and this machine show, before anything loads
+    report = preflight(recipe, out_dir=out_dir)
     console = Console()
     console.print(f"[bold]gradprune run[/] {recipe_path}: {recipe.model.name_or_path}, "
                   f"{recipe.importance.name} → {recipe.pruning.scope} {recipe.pruning.ratio:.0%}")
+    console.print(report.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)
     out = run_experiment(recipe, console, keep_model=recipe.output.save_model)
     console.print(layer_table(out.layer_rows))
     path = write_output(out, out_dir, recipe.output.save_model)
     console.print(summary_table(out.record["metrics"]))
-    console.print(f"wrote {path} and {out_dir / 'layers.csv'}")
+    console.print(f"wrote {path} and {out_dir / 'layers.csv'}", markup=False, highlight=False, soft_wrap=True)
+    if recipe.output.save_model:
+        model_dir = str(out_dir / "model")
+        console.print(f"pruned model in {model_dir} — load it with gradprune.load_pruned({model_dir!r})",
+                      markup=False, highlight=False, soft_wrap=True)
     return 0

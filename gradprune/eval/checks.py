@@ -1,10 +1,14 @@
-"""Early checks of the eval section against the model, so bad input fails before any pruning work."""
+"""Early checks of the eval section against the model, so bad input fails before any pruning work.
+
+Every check collects problems instead of stopping at the first one: a user who lists seven tasks and
+two perplexity texts learns about every one that cannot work from one error, not from seven runs.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gradprune.errors import EvalError
+from gradprune.errors import EvalError, GradpruneError
 
 POSITION_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
@@ -23,69 +27,122 @@ def max_positions(model_config: Any) -> int | None:
     return None
 
 
-def _check_ppl(cfg: Any, model_config: Any) -> None:
+def _ppl_problems(cfg: Any, model_config: Any) -> tuple[list[str], list[str]]:
+    """Problems of eval.ppl_datasets / ppl_seq_len, and the data set names that passed the name check."""
     from gradprune.eval.ppl_data import check_ppl_name, ppl_key
 
+    problems: list[str] = []
     if cfg.run == "ppl" and not cfg.ppl_datasets:
-        raise EvalError("eval.run is 'ppl' but eval.ppl_datasets is empty")
+        problems.append("eval.run is 'ppl' but eval.ppl_datasets is empty")
     keys: dict[str, str] = {}
+    named: list[str] = []
     for name in cfg.ppl_datasets:
-        check_ppl_name(name)
+        try:
+            check_ppl_name(name)
+        except GradpruneError as exc:
+            problems.append(str(exc))
+            continue
+        named.append(name)
         key = ppl_key(name)
         if key in keys:
-            raise EvalError(f"eval.ppl_datasets: {keys[key]!r} and {name!r} would both be reported as ppl_{key}")
+            problems.append(f"eval.ppl_datasets: {keys[key]!r} and {name!r} would both be reported as ppl_{key}")
         keys[key] = name
     limit = max_positions(model_config)
     for n in seq_lens(cfg):
         if n < 2:
-            raise EvalError(f"eval.ppl_seq_len: {n} is too short; a window needs at least 2 tokens")
-        if limit is not None and n > limit:
-            raise EvalError(
+            problems.append(f"eval.ppl_seq_len: {n} is too short; a window needs at least 2 tokens")
+        elif limit is not None and n > limit:
+            problems.append(
                 f"eval.ppl_seq_len: {n} is longer than the model's max_position_embeddings ({limit}); "
-                f"use a value <= {limit} (128 as LLM-Pruner/FLAP report, 2048 as Wanda)"
-            )
+                f"use a value <= {limit} (128 as LLM-Pruner/FLAP report, 2048 as Wanda)")
+    return problems, named
 
 
-def _check_zeroshot(cfg: Any) -> None:
-    from gradprune.eval.tasks import task_manager_for
+def _zeroshot_problems(cfg: Any, resolve: bool) -> tuple[list[str], Any, list[str]]:
+    """Problems of eval.tasks, the TaskManager (None unless ``resolve``) and the task names it knows."""
+    from gradprune.eval.tasks import resolve_tasks
 
+    problems: list[str] = []
     if cfg.run == "zeroshot" and not cfg.tasks:
-        raise EvalError("eval.run is 'zeroshot' but eval.tasks is empty")
+        problems.append("eval.run is 'zeroshot' but eval.tasks is empty")
     dupes = sorted({t for t in cfg.tasks if cfg.tasks.count(t) > 1})
     if dupes:
-        raise EvalError(f"eval.tasks: {', '.join(dupes)} listed more than once")
+        problems.append(f"eval.tasks: {', '.join(dupes)} listed more than once")
     if cfg.limit is not None and cfg.limit <= 0:
-        raise EvalError("eval.limit must be > 0 (a count of examples, or a fraction in (0, 1])")
-    if cfg.tasks:
-        task_manager_for(list(cfg.tasks), cfg.task_dir)
+        problems.append("eval.limit must be > 0 (a count of examples, or a fraction in (0, 1])")
+    if not (resolve and cfg.tasks):
+        return problems, None, []
+    try:
+        tm, unknown = resolve_tasks(list(dict.fromkeys(cfg.tasks)), cfg.task_dir)
+    except GradpruneError as exc:  # eval.task_dir is missing or holds an unreadable YAML
+        return [*problems, str(exc)], None, []
+    problems += unknown
+    return problems, tm, [t for t in dict.fromkeys(cfg.tasks) if t in tm.all_tasks]
+
+
+def eval_problems(cfg: Any, model_config: Any = None, *, task_names: bool = True, load_data: bool = False,
+                  memo: dict | None = None) -> list[str]:
+    """Every reason the eval section cannot work with this model, as messages (empty: none found).
+
+    Checks data set names, ``ppl_seq_len`` against the model's max positions and (``task_names``) task
+    names with close matches, which imports lm-eval and may index its tasks (seconds). ``load_data``
+    also loads every text and task data set, so one that is not available offline is named here rather
+    than after pruning. ``memo`` (a dict kept by the caller) remembers data sets already loaded, so a
+    search checks each one once for all its grid points.
+    """
+    if cfg.run == "none":
+        return []
+    memo = {} if memo is None else memo
+    problems: list[str] = []
+    ppl_named: list[str] = []
+    tm, tasks = None, []
+    if cfg.run in ("all", "ppl"):
+        found, ppl_named = _ppl_problems(cfg, model_config)
+        problems += found
+    if cfg.run in ("all", "zeroshot"):
+        found, tm, tasks = _zeroshot_problems(cfg, resolve=task_names or load_data)
+        problems += found
+    if load_data:
+        from gradprune.eval.quiet import quiet_libraries
+
+        with quiet_libraries():
+            for name in ppl_named:
+                problems += _remember(memo, ("ppl", name), lambda n=name: _ppl_data_problem(n))
+            for task in tasks:
+                problems += _remember(memo, ("task", cfg.task_dir, task), lambda t=task: _task_data_problem(tm, t))
+    return problems
+
+
+def _remember(memo: dict, key: tuple, check) -> list[str]:
+    if key not in memo:
+        memo[key] = check()
+    return memo[key]
+
+
+def _ppl_data_problem(name: str) -> list[str]:
+    from gradprune.eval import ppl_data
+
+    # a cheaper check than reading the whole text, where the data module offers one
+    check = getattr(ppl_data, "check_ppl_data", None) or ppl_data.load_ppl_text
+    try:
+        check(name)
+    except GradpruneError as exc:
+        return [str(exc)]
+    return []
+
+
+def _task_data_problem(tm: Any, task: str) -> list[str]:
+    from gradprune.eval.zeroshot import load_tasks
+
+    try:
+        load_tasks(tm, [task])
+    except GradpruneError as exc:
+        return [str(exc)]
+    return []
 
 
 def check_eval_config(cfg: Any, model_config: Any = None, *, load_data: bool = False) -> None:
-    """Raise EvalError for an eval section that cannot work with this model; cheap unless ``load_data``.
-
-    Checks data set names, task names (close matches), the task folder, and seq_len against the
-    model's max positions. With ``load_data`` it also loads every text and task data set, so a data
-    set that is not available offline fails here rather than after pruning.
-    """
-    if cfg.run == "none":
-        return
-    if cfg.run in ("all", "ppl"):
-        _check_ppl(cfg, model_config)
-    if cfg.run in ("all", "zeroshot"):
-        _check_zeroshot(cfg)
-    if load_data:
-        _load_all(cfg)
-
-
-def _load_all(cfg: Any) -> None:
-    from gradprune.eval.ppl_data import load_ppl_text
-    from gradprune.eval.quiet import quiet_libraries
-    from gradprune.eval.tasks import task_manager_for
-    from gradprune.eval.zeroshot import load_tasks
-
-    with quiet_libraries():
-        if cfg.run in ("all", "ppl"):
-            for name in cfg.ppl_datasets:
-                load_ppl_text(name)
-        if cfg.run in ("all", "zeroshot") and cfg.tasks:
-            load_tasks(task_manager_for(list(cfg.tasks), cfg.task_dir), list(cfg.tasks))
+    """Raise one EvalError naming every problem :func:`eval_problems` finds (cheap unless ``load_data``)."""
+    problems = eval_problems(cfg, model_config, load_data=load_data)
+    if problems:
+        raise EvalError("; ".join(problems))

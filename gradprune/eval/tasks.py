@@ -142,8 +142,8 @@ def _task_manager(include_path: Path | None, include_defaults: bool) -> Any:
                        include_defaults=include_defaults)
 
 
-def task_manager_for(tasks: list[str], task_dir: str | None) -> Any:
-    """A TaskManager that knows every name in ``tasks``; EvalError with close matches otherwise.
+def resolve_tasks(tasks: list[str], task_dir: str | None) -> tuple[Any, list[str]]:
+    """A TaskManager for ``tasks`` and one message (with close matches) per name it does not know.
 
     lm-eval's own tasks are indexed (6-8 s) only when ``task_dir`` is unset or lacks a task.
     """
@@ -152,11 +152,16 @@ def task_manager_for(tasks: list[str], task_dir: str | None) -> Any:
     if rendered is not None:
         tm = _task_manager(rendered, False)
         if all(t in tm.all_tasks for t in tasks):
-            return tm
+            return tm, []
     tm = _task_manager(rendered, True)
-    unknown = [t for t in tasks if t not in tm.all_tasks]
+    return tm, [_unknown_task_message(t, tm.all_tasks, task_dir) for t in tasks if t not in tm.all_tasks]
+
+
+def task_manager_for(tasks: list[str], task_dir: str | None) -> Any:
+    """A TaskManager that knows every name in ``tasks``; one EvalError naming every unknown one otherwise."""
+    tm, unknown = resolve_tasks(tasks, task_dir)
     if unknown:
-        raise EvalError("; ".join(_unknown_task_message(t, tm.all_tasks, task_dir) for t in unknown))
+        raise EvalError("; ".join(unknown))
     return tm
 
 

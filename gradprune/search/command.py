@@ -1,4 +1,5 @@
-"""``gradprune search``: validate, open (or resume) the study, run trials until the grid is done."""
+"""``gradprune search``: validate, preflight every grid point, open (or resume) the study, run trials until
+the grid is done."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from gradprune.errors import GradpruneError, RecipeError
 from gradprune.io import atomic_write_json
-from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec
+from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec, recipe_for
 from gradprune.search.study import enqueue_grid, file_lock, make_sampler, open_storage
 
 MARKER = "search.json"
@@ -77,6 +78,18 @@ def open_study(spec: SearchSpec, out: Path, storage_url: str | None):
     return study, space
 
 
+def preflight_search(spec: SearchSpec, out: Path | None, **checks: bool):
+    """Preflight every grid point's recipe (each model and data set once) and the search's output dir.
+
+    A problem no point escapes is an error; one of some points only comes back as a warning of the
+    report, since the other points can run (``checks``: as for :func:`gradprune.preflight.preflight`).
+    """
+    from gradprune.preflight import preflight_points
+
+    points = [(point, recipe_for(spec, point)) for point in spec.points()]
+    return preflight_points(points, out_dir=out, out_key="output_dir", **checks)
+
+
 def search_command(path: str, overrides: list[str], storage: str | None = None, output_dir: str | None = None,
                    n_trials: int | None = None, overwrite: bool = False) -> int:
     """Entry point of ``gradprune search``."""
@@ -88,11 +101,16 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
     _guard_dir(out, spec, overwrite, storage)
     if storage is not None:
         open_storage(storage, out)  # an unreachable storage fails before anything is written
+    report = preflight_search(spec, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"fingerprint": spec.fingerprint(), "source": str(path),
                                      "spec": spec.model_dump(mode="json")})
     console = Console()
     console.print(f"[bold]gradprune search[/] {path}: {spec.describe()} → {out}")
+    console.print(report.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"warning: {warning} (its trials will be failed rows)", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
     study, space = open_study(spec, out, storage)
     from gradprune.search.worker import Worker
 

@@ -1,0 +1,417 @@
+"""Preflight: everything a run can check before a weight loads or an evaluation starts, all at once.
+
+A 7B run spends minutes loading the model and evaluating it dense before calibration starts. A data
+set that cannot be loaded, a GPU that is not there or a ratio the planner cannot reach would each
+surface only then, one at a time, and an output dir that cannot be written only after the whole run.
+:func:`preflight` checks all of it from the recipe, the model's config (never its weights), the first
+document of each data set and this machine, and raises one :class:`PreflightError` naming every
+problem. ``gradprune search`` checks every grid point with :func:`preflight_points`.
+
+The run keeps its own model-based checks (``run.load_stage``): they also guard code that calls
+``run_experiment`` directly, and see what a config cannot tell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradprune.errors import GradpruneError
+from gradprune.recipe import ModelSection, Recipe
+
+
+class PreflightError(GradpruneError):
+    """Every problem preflight found, in one message; ``problems`` holds them one by one."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = (f"{len(self.problems)} problems found before loading the model: "
+                       + "; ".join(f"({i}) {p}" for i, p in enumerate(self.problems, 1)))
+        super().__init__(message)
+
+
+@dataclass
+class Report:
+    """What preflight checked, what it could not check here (``notes``), and, for a search, the problems
+    of some grid points only (``warnings``: those trials will fail, the others can run)."""
+
+    checked: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One line for the console."""
+        text = f"preflight ok in {self.seconds:.1f} s: {', '.join(self.checked) or 'recipe'}"
+        return text + "".join(f"; {n}" for n in self.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the largest ratio the planner can reach, from the config alone
+
+
+@dataclass(frozen=True)
+class LayerGroups:
+    """One decoder layer's prunable groups: how many of each kind and the parameters one removes."""
+
+    n_kv: int
+    attn_cost: int
+    n_channels: int
+    mlp_cost: int
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The model's parameter count (as ``ArchitectureAdapter.count_params`` counts) and its layers' groups."""
+
+    total: int
+    layers: tuple[LayerGroups, ...]
+
+
+def model_shape(config: Any) -> ModelShape:
+    """The shape of the model ``config`` describes, from the model built on the meta device.
+
+    Building it there allocates no memory and reads no weights (about a second for a 7B config), and the
+    group sizes then come from the same adapter code the planner uses, biases and tied embeddings included.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gradprune.models.adapters import get_adapter
+
+    adapter = get_adapter(config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    layers = tuple(LayerGroups(lm.n_kv, lm.attn_group_params(), lm.n_channels, lm.mlp_group_params())
+                   for lm in adapter.layers(model))
+    return ModelShape(adapter.count_params(model), layers)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How many of the model's parameters the planner can remove at most under a recipe's pruning keys."""
+
+    total: int
+    removable: int
+
+    @property
+    def max_ratio(self) -> float:
+        """The largest ``pruning.ratio`` the planner can reach."""
+        return self.removable / self.total if self.total else 0.0
+
+    def allows(self, ratio: float) -> bool:
+        """Whether ``ratio`` is reachable (the planner's own comparison, so both always agree)."""
+        return not self.removable < ratio * self.total
+
+
+def reach(shape: ModelShape, pruning: Any) -> Reach:
+    """The most parameters ``planner.plan_pruning`` can remove under ``pruning`` (a PruningSection).
+
+    The planner's rules: groups of the allowed layer ranges only, ``min_keep`` groups of each (layer, kind)
+    always kept, and with ``round_to`` > 1 removed MLP channels taken back until each kept width is a
+    multiple of it. Layer ranges must fit the model (``planner.allowed_layers`` says why not).
+    """
+    from gradprune.pruning.planner import allowed_layers
+
+    n = len(shape.layers)
+    removable = 0
+    if pruning.prune_attention:
+        for li in allowed_layers(n, pruning.attention_layers, "attention_layers"):
+            g = shape.layers[li]
+            removable += max(0, g.n_kv - pruning.min_keep) * g.attn_cost
+    if pruning.prune_mlp:
+        for li in allowed_layers(n, pruning.mlp_layers, "mlp_layers"):
+            g = shape.layers[li]
+            free = max(0, g.n_channels - pruning.min_keep)
+            if pruning.round_to > 1:
+                free -= min(free, (free - g.n_channels) % pruning.round_to)
+            removable += free * g.mlp_cost
+    return Reach(shape.total, removable)
+
+
+def _layers_text(rng: tuple[int, int] | None, n_layers: int) -> str:
+    start, end = rng if rng is not None else (0, n_layers)
+    return f"layers [{start}, {end})"
+
+
+def unreachable_message(r: Reach, pruning: Any, model: str, n_layers: int) -> str:
+    """Why ``pruning.ratio`` cannot be reached, naming the maximum and what would raise it."""
+    where = []
+    if pruning.prune_attention:
+        where.append(f"attention groups of {_layers_text(pruning.attention_layers, n_layers)}")
+    if pruning.prune_mlp:
+        where.append(f"MLP channels of {_layers_text(pruning.mlp_layers, n_layers)}")
+    cap = math.floor(r.max_ratio * 10_000) / 10_000  # rounded down, so the suggestion is reachable
+    advice = (f"use pruning.ratio <= {cap:g}" if cap > 0 else "nothing can be pruned") + \
+        " or widen pruning.attention_layers / pruning.mlp_layers (or lower min_keep / round_to)"
+    return (f"pruning.ratio={pruning.ratio} cannot be reached: model {model!r} has {r.total:,} parameters, of "
+            f"which at most {r.removable:,} ({r.max_ratio:.2%}) are removable: the {' and '.join(where)} "
+            f"with min_keep={pruning.min_keep}, round_to={pruning.round_to} (embeddings and norms are never "
+            f"pruned); {advice}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the accelerator
+
+
+def accelerator_problems(trainer: Any) -> list[str]:
+    """Whether ``trainer.accelerator`` exists on this machine with ``trainer.devices`` devices.
+
+    Lightning's own accelerator classes decide (the same ones the Trainer asks); they are imported only
+    when the setting could fail somewhere (importing Lightning takes seconds).
+    """
+    name, devices = str(trainer.accelerator).lower(), trainer.devices
+    if name in ("auto", "cpu") and devices in (1, "1", "auto"):
+        return []  # accepted on every machine
+    from lightning.pytorch import accelerators as acc
+
+    known = {"auto", "gpu", *acc.AcceleratorRegistry.available_accelerators()}
+    if name not in known:
+        return [f"trainer.accelerator={trainer.accelerator!r} is not a Lightning accelerator; expected one of "
+                f"{', '.join(sorted(known))}"]
+    kinds: dict[str, tuple[Any, str]] = {"cpu": (acc.CPUAccelerator, "CPU"), "cuda": (acc.CUDAAccelerator, "CUDA GPU"),
+                                         "mps": (acc.MPSAccelerator, "Apple MPS GPU"), "tpu": (acc.XLAAccelerator, "TPU")}
+    if name == "auto":  # Lightning's order of preference
+        name = next((k for k in ("tpu", "mps", "cuda") if kinds[k][0].is_available()), "cpu")
+    elif name == "gpu":
+        name = next((k for k in ("mps", "cuda") if kinds[k][0].is_available()), "cuda")
+    if name not in kinds:
+        return []  # a third-party accelerator: the Trainer will judge it
+    cls, what = kinds[name]
+    if not cls.is_available():
+        return [f"trainer.accelerator={trainer.accelerator!r}: no {what} is available on this machine (Lightning's "
+                f"{cls.__name__}.is_available() is False); use trainer.accelerator=cpu (or auto), or run where "
+                f"there is one"]
+    try:
+        cls.parse_devices(devices)
+    except Exception as exc:  # MisconfigurationException, TypeError, ValueError: all say what is wrong
+        count = cls.auto_device_count()
+        return [f"trainer.devices={devices!r} cannot be used with trainer.accelerator={trainer.accelerator!r} "
+                f"here: {' '.join(str(exc).split())} (this machine has {count} {what} device(s))"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration data and the model's files
+
+
+def calibration_problems(dataset: Any) -> list[str]:
+    """The calibration source builds and yields a first document (built as ``run.calibration_stage`` does)."""
+    from gradprune import plugins
+
+    params = dataset.model_dump()
+    name = params.pop("name")
+    try:
+        source = plugins.DATA.build(name, params, "calibration.dataset")
+        docs = iter(source.documents())
+        try:
+            first = next(docs, None)
+        finally:
+            close = getattr(docs, "close", None)
+            if close is not None:
+                close()
+    except GradpruneError as exc:
+        return [str(exc)]
+    except Exception as exc:  # a third-party source may raise anything; the run would fail the same way
+        return [f"calibration.dataset ({name}): cannot be read: {type(exc).__name__}: {' '.join(str(exc).split())}"]
+    if first is None:
+        return [f"calibration data ({source.describe()}) holds no text"]
+    return []
+
+
+def _hub_config_cached(name: str, revision: str | None) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    except Exception:  # an id the hub library refuses, a cache it cannot read: not cached
+        return False
+
+
+def _tokenizer_problems(path: str, section: ModelSection) -> list[str]:
+    from transformers import AutoTokenizer
+
+    try:
+        AutoTokenizer.from_pretrained(path, revision=section.revision, trust_remote_code=section.trust_remote_code)
+    except Exception as exc:  # OSError, ValueError, and whatever a broken tokenizer file raises
+        return [f"cannot load the tokenizer of {path!r}: {' '.join(str(exc).split())[:300]}"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks of one recipe
+
+
+class Preflight:
+    """The checks of :func:`preflight`, remembering what they found: a search asks the same questions
+    (one model, one data set) for every grid point, and each is answered once.
+
+    ``data``: load the first calibration document, every perplexity text and task data set, the tokenizer,
+    and resolve task names (seconds). ``hardware``: check the accelerator. ``config_required``: a hub
+    config that is not cached is fetched, and a failure is a problem; otherwise it is a note.
+    """
+
+    def __init__(self, *, data: bool = True, hardware: bool = True, config_required: bool = True) -> None:
+        self.data, self.hardware, self.config_required = data, hardware, config_required
+        self.memo: dict = {}
+        self.checked: dict[str, None] = {}  # ordered set
+        self.notes: dict[str, None] = {}
+
+    def _once(self, key: tuple, check: Callable[[], Any]) -> Any:
+        if key not in self.memo:
+            self.memo[key] = check()
+        return self.memo[key]
+
+    def problems(self, recipe: Recipe) -> list[str]:
+        """Every problem of ``recipe`` these checks find (empty: none)."""
+        found: list[str] = []
+        model_key = ("model", json.dumps(recipe.model.model_dump(), sort_keys=True))
+        config, model_problems = self._once(model_key, lambda: self._model(recipe.model))
+        found += model_problems
+        if config is not None:
+            found += self._bounds(recipe, config, model_key)
+        if self.data:
+            ds_key = ("calibration", json.dumps(recipe.calibration.dataset.model_dump(), sort_keys=True))
+            found += self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
+            self.checked["calibration data"] = None
+        from gradprune.eval.checks import eval_problems
+
+        found += eval_problems(recipe.eval, config, task_names=self.data, load_data=self.data, memo=self.memo)
+        if self.data and recipe.eval.run in ("all", "ppl") and recipe.eval.ppl_datasets:
+            self.checked["perplexity data"] = None
+        if self.data and recipe.eval.run in ("all", "zeroshot") and recipe.eval.tasks:
+            self.checked["task data"] = None
+        if self.hardware:
+            trainer_key = ("trainer", recipe.trainer.accelerator, str(recipe.trainer.devices))
+            found += self._once(trainer_key, lambda: accelerator_problems(recipe.trainer))
+            self.checked[f"accelerator {recipe.trainer.accelerator}"] = None
+        return found
+
+    def _model(self, section: ModelSection) -> tuple[Any, list[str]]:
+        """The model's config (None where it cannot be had) and the problems of the model's files."""
+        from gradprune.models.loading import (
+            _check_causal_lm,
+            _check_not_pruned_checkpoint,
+            _load_config,
+            resolve_model_path,
+        )
+
+        try:
+            path = resolve_model_path(section.name_or_path)
+            local = Path(path).is_dir()
+            if not local and not self.config_required and not _hub_config_cached(path, section.revision):
+                self.notes[f"model config of {section.name_or_path!r} not checked (not cached)"] = None
+                return None, []
+            config = _load_config(path, section)
+            _check_causal_lm(path, config)
+            from gradprune.models.adapters import get_adapter
+
+            get_adapter(config)
+            if local:
+                _check_not_pruned_checkpoint(path)
+        except GradpruneError as exc:
+            return None, [str(exc)]
+        self.checked["model config"] = None
+        return config, _tokenizer_problems(path, section) if self.data else []
+
+    def _bounds(self, recipe: Recipe, config: Any, model_key: tuple) -> list[str]:
+        """Recipe values bounded by the model: seq_len, layer ranges, the reachable ratio."""
+        from gradprune.pruning.planner import allowed_layers
+
+        found: list[str] = []
+        max_pos = getattr(config, "max_position_embeddings", None)
+        if isinstance(max_pos, int) and recipe.calibration.seq_len > max_pos:
+            found.append(f"calibration.seq_len={recipe.calibration.seq_len} is above the model's "
+                         f"max_position_embeddings={max_pos}")
+        n_layers = getattr(config, "num_hidden_layers", None)
+        if not isinstance(n_layers, int):
+            return found
+        p = recipe.pruning
+        ranges_ok = True
+        for key, rng in (("attention_layers", p.attention_layers), ("mlp_layers", p.mlp_layers)):
+            try:
+                allowed_layers(n_layers, rng, key)
+            except GradpruneError as exc:
+                found.append(str(exc))
+                ranges_ok = False
+        if not ranges_ok:
+            return found
+        try:
+            shape = self._once(("shape", *model_key[1:]), lambda: model_shape(config))
+        except Exception as exc:  # a config transformers cannot build: the load will say more; do not guess
+            self.notes[f"pruning.ratio not checked ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"] = None
+            return found
+        r = reach(shape, p)
+        if r.allows(p.ratio):
+            self.checked[f"pruning.ratio within the reachable {r.max_ratio:.4f}"] = None
+        else:
+            found.append(unreachable_message(r, p, recipe.model.name_or_path, len(shape.layers)))
+        return found
+
+    def report(self, started: float) -> Report:
+        """The report of everything checked so far."""
+        return Report(list(self.checked), list(self.notes), seconds=time.perf_counter() - started)
+
+
+def output_problems(out_dir: str | Path, key: str = "output.dir") -> list[str]:
+    """The output dir can be created and written (see :func:`gradprune.outputs.check_writable_dir`)."""
+    from gradprune.outputs import check_writable_dir
+
+    try:
+        check_writable_dir(out_dir, key)
+    except GradpruneError as exc:
+        return [str(exc)]
+    return []
+
+
+def preflight(recipe: Recipe, *, data: bool = True, out_dir: str | Path | None = None, hardware: bool = True,
+              config_required: bool = True) -> Report:
+    """Check ``recipe`` before anything heavy; one PreflightError naming every problem found.
+
+    ``out_dir`` (where the results will go) is checked to be creatable and writable. ``data``,
+    ``hardware`` and ``config_required`` as for :class:`Preflight`; ``gradprune run`` uses them all.
+    """
+    started = time.perf_counter()
+    checks = Preflight(data=data, hardware=hardware, config_required=config_required)
+    problems = checks.problems(recipe)
+    if out_dir is not None:
+        problems += output_problems(out_dir)
+        checks.checked["output dir"] = None
+    if problems:
+        raise PreflightError(problems)
+    return checks.report(started)
+
+
+def preflight_points(points: Sequence[tuple[dict[str, Any], Recipe]], *, out_dir: str | Path | None = None,
+                     out_key: str = "output_dir", data: bool = True, hardware: bool = True,
+                     config_required: bool = True) -> Report:
+    """Check every grid point's recipe of a search (each model and data set once).
+
+    A problem that leaves no point able to run (the output dir, or one every point shares) is a
+    PreflightError; problems of some points only are the report's ``warnings``: those trials will be
+    failed rows, the others run.
+    """
+    started = time.perf_counter()
+    checks = Preflight(data=data, hardware=hardware, config_required=config_required)
+    per_point = [(point, checks.problems(recipe)) for point, recipe in points]
+    common = set.intersection(*(set(found) for _, found in per_point)) if per_point else set()
+    labelled: dict[str, None] = {}
+    for point, found in per_point:
+        for problem in found:
+            labelled[problem if problem in common else f"grid point {point}: {problem}"] = None
+    fatal = output_problems(out_dir, out_key) if out_dir is not None else []
+    if out_dir is not None:
+        checks.checked["output dir"] = None
+    if fatal or (per_point and all(found for _, found in per_point)):
+        raise PreflightError([*fatal, *labelled])
+    report = checks.report(started)
+    report.warnings = list(labelled)
+    return report
