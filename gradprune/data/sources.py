@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +41,12 @@ class TextSource:
         """One line naming the source, recorded with the calibration draws."""
         return type(self).__name__
 
+    def indexed(self) -> Sequence[str] | None:
+        """The documents with random access (``len`` and ``[i]``; an entry may be blank), or None for a
+        stream. With it, a draw visits documents of the *whole* source in a seeded order, so two seeds
+        draw from different documents; a stream is drawn from its first documents only."""
+        return None
+
 
 class EmbeddedCorpus(TextSource):
     """The calibration corpus shipped in ``gradprune/assets`` (generated text, offline)."""
@@ -55,6 +61,10 @@ class EmbeddedCorpus(TextSource):
 
     def describe(self) -> str:
         return "embedded corpus"
+
+    def indexed(self) -> Sequence[str]:
+        """Small and local: read whole."""
+        return list(self.documents())
 
 
 class TextFileParams(BaseModel):
@@ -95,6 +105,10 @@ class TextFile(TextSource):
 
     def describe(self) -> str:
         return f"text file {self.params.path}"
+
+    def indexed(self) -> Sequence[str]:
+        """A local file: read whole (documents are strings; the file is read once)."""
+        return list(self.documents())
 
 
 class HFDatasetParams(BaseModel):
@@ -150,6 +164,17 @@ class HFDataset(TextSource):
             if close is not None:
                 close()
 
+    def indexed(self) -> Sequence[str] | None:
+        """Random access into a prepared (non-streaming) data set: rows are read only when drawn."""
+        p = self.params
+        if p.streaming:
+            return None
+        ds = self._load()
+        if p.field not in ds.column_names:
+            raise self._no_field(ds.column_names)
+        n = ds.num_rows if p.max_documents is None else min(ds.num_rows, p.max_documents)
+        return _Column(ds, p.field, n)
+
     def _load(self):
         p = self.params
         kwargs = {"data_files": p.data_files, "revision": p.revision}
@@ -196,6 +221,20 @@ class HFDataset(TextSource):
             parts.append(f"data_files={p.data_files}")
         parts.append(f"[{p.split}]" + (" streaming" if p.streaming else ""))
         return " ".join(parts)
+
+
+class _Column(Sequence):
+    """One text column of a ``datasets.Dataset`` as a lazy sequence of strings (blank for non-strings)."""
+
+    def __init__(self, ds, field: str, n: int) -> None:
+        self.ds, self.field, self.n = ds, field, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # noqa: D105 - a row's text
+        text = self.ds[int(i)][self.field]
+        return text if isinstance(text, str) else ""
 
 
 def _file_patterns(data_files: str | list | dict | None) -> list[str]:

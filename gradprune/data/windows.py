@@ -1,11 +1,13 @@
 """Seeded draws of calibration windows: ``num_samples`` windows of ``seq_len`` tokens.
 
-The source's documents are read in their own order and tokenized only until they hold
-``_OVERSAMPLE`` times the requested tokens, so a hub data set is read (or streamed) no further than
-the draw needs. The documents read are then put in a seeded order and joined into one stream (by the
-EOS token), the stream is cut into non-overlapping slots of ``seq_len`` tokens, and ``num_samples``
-slots are drawn without replacement. The draw is fully determined by the source and the seed, and
-recorded (documents read, slot indices and a SHA-256 of the token ids).
+Documents are tokenized only until they hold ``_OVERSAMPLE`` times the requested tokens, so a data
+set is read no further than the draw needs. A source with random access (local files, the embedded
+corpus, a prepared ``datasets`` set) is visited in a seeded order over *all* its documents, so seeds
+draw from different documents; a stream (``streaming: true``) is read in its own order and its first
+documents are shuffled by the seed. The documents read are joined into one stream (by the EOS token),
+cut into non-overlapping slots of ``seq_len`` tokens, and ``num_samples`` slots are drawn without
+replacement. The draw is fully determined by the source and the seed, and recorded (documents read,
+slot indices and a SHA-256 of the token ids).
 """
 
 from __future__ import annotations
@@ -51,15 +53,39 @@ def _read_tokens(source, tokenizer, need: int) -> list[list[int]]:
     return read
 
 
+def _read_tokens_shuffled(seq, tokenizer, need: int, rng) -> list[list[int]]:
+    """Token ids of non-blank documents of ``seq`` in a seeded order, until they hold ``need`` tokens."""
+    sep = int(tokenizer.eos_token_id is not None)
+    read: list[list[int]] = []
+    total = 0
+    for i in rng.permutation(len(seq)):
+        text = seq[i]
+        if not text.strip():
+            continue
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        read.append(ids)
+        total += len(ids) + sep
+        if total >= need:
+            break
+    return read
+
+
 def draw_windows(source, tokenizer, seq_len: int, num_samples: int, seed: int) -> Windows:
     """Draw the windows; too little text for the request is a DataError naming the numbers."""
-    docs = _read_tokens(source, tokenizer, seq_len * num_samples * _OVERSAMPLE)
+    need = seq_len * num_samples * _OVERSAMPLE
+    rng = np.random.default_rng(seed)
+    seq = getattr(source, "indexed", lambda: None)()  # duck-typed sources are streams
+    if seq is not None:  # already in a seeded order over the whole source
+        docs = _read_tokens_shuffled(seq, tokenizer, need, rng)
+        order = range(len(docs))
+    else:
+        docs = _read_tokens(source, tokenizer, need)
+        order = rng.permutation(len(docs))
     if not docs:
         raise DataError(f"calibration data ({source.describe()}) holds no text")
-    rng = np.random.default_rng(seed)
     eos = tokenizer.eos_token_id
     stream: list[int] = []
-    for i in rng.permutation(len(docs)):
+    for i in order:
         stream.extend(docs[i])
         if eos is not None:
             stream.append(eos)
@@ -79,6 +105,7 @@ def draw_windows(source, tokenizer, seq_len: int, num_samples: int, seed: int) -
         "seq_len": seq_len,
         "num_samples": num_samples,
         "documents_read": len(docs),
+        "order": "seeded over all documents" if seq is not None else "stream prefix, seeded shuffle",
         "stream_tokens": len(stream),
         "slots": slots.tolist(),
         "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),

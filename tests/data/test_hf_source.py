@@ -68,12 +68,28 @@ def test_c4_shard_in_the_hub_layout_draws_windows(c4_dir, tokenizer, streaming):
     assert SHARD in w.provenance["source"] and ("streaming" in w.provenance["source"]) == streaming
 
 
-def test_streaming_and_prepared_give_the_same_documents_and_draws(c4_dir, tokenizer):
+def test_streaming_and_prepared_give_the_same_documents(c4_dir, tokenizer):
     common = dict(path=str(c4_dir), data_files=C4_FILES, field="text")
     a, b = _hf(**common, streaming=True), _hf(**common, streaming=False)
     assert list(a.documents()) == list(b.documents())
-    wa, wb = draw_windows(a, tokenizer, 16, 8, seed=3), draw_windows(b, tokenizer, 16, 8, seed=3)
-    assert wa.provenance["sha256"] == wb.provenance["sha256"]
+    assert [t for t in b.indexed() if t.strip()] == list(b.documents())
+
+
+def test_a_prepared_set_is_drawn_from_all_its_documents_a_stream_from_its_first(c4_dir, tokenizer):
+    """Random access lets every seed reach the whole shard; a stream is read only as far as it must."""
+    common = dict(path=str(c4_dir), data_files=C4_FILES, field="text")
+    docs = list(_hf(**common).documents())
+    first: dict[bool, set[int]] = {}
+    for streaming in (True, False):
+        src = _hf(**common, streaming=streaming)
+        ws = [draw_windows(src, tokenizer, 16, 8, seed=s) for s in range(4)]
+        assert ws[0].provenance["sha256"] == draw_windows(src, tokenizer, 16, 8, seed=0).provenance["sha256"]
+        assert len({w.provenance["sha256"] for w in ws}) == 4
+        read = max(w.provenance["documents_read"] for w in ws)
+        assert read < len(docs) / 4
+        first[streaming] = {int(t) for w in ws for t in w.input_ids[:, 0]}
+    # the tokens the prepared draws start with come from further into the shard than a stream reaches
+    assert first[False] != first[True]
 
 
 def test_json_builder_with_a_local_data_file(c4_dir, tokenizer):

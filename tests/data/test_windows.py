@@ -75,15 +75,24 @@ def test_reads_only_the_documents_the_draw_needs(corpus_file, tokenizer):
     assert src.closed  # the half-read generator was closed, not left holding its file open
 
 
-def test_the_draw_depends_only_on_what_was_read(tmp_path, corpus_file, tokenizer):
-    # a file that continues past what the draw reads gives the same windows as its beginning alone
-    text = corpus_file.read_text()
-    longer = tmp_path / "longer.txt"
-    longer.write_text(text + "\n\n" + "the river runs near the big house " * 500)
-    a = draw_windows(_src(corpus_file), tokenizer, 16, 8, seed=5)
-    b = draw_windows(_src(longer), tokenizer, 16, 8, seed=5)
+def test_a_streams_draw_depends_only_on_what_was_read(corpus_file, tokenizer):
+    # a stream that continues past what the draw reads gives the same windows as its beginning alone
+    docs = corpus_file.read_text().split("\n\n")
+    a = draw_windows(_Counted(docs), tokenizer, 16, 8, seed=5)
+    b = draw_windows(_Counted(docs + ["the river runs near the big house " * 500]), tokenizer, 16, 8, seed=5)
     assert a.provenance["sha256"] == b.provenance["sha256"]
     assert a.provenance["documents_read"] == b.provenance["documents_read"]
+
+
+def test_a_local_file_is_drawn_in_a_seeded_order_over_all_its_documents(corpus_file, tokenizer):
+    """Seeds reach every part of a file (not only its beginning), and the same seed draws the same."""
+    docs = corpus_file.read_text().split("\n\n")
+    stream = draw_windows(_Counted(docs), tokenizer, 16, 8, seed=1)
+    whole = [draw_windows(_src(corpus_file), tokenizer, 16, 8, seed=s) for s in (1, 1, 2)]
+    assert whole[0].provenance["sha256"] == whole[1].provenance["sha256"] != whole[2].provenance["sha256"]
+    assert whole[0].provenance["order"] == "seeded over all documents"
+    assert stream.provenance["order"] == "stream prefix, seeded shuffle"
+    assert whole[0].provenance["sha256"] != stream.provenance["sha256"]
 
 
 def test_a_short_source_is_read_to_the_end(tmp_path, tokenizer):
