@@ -120,12 +120,10 @@ def _remember(memo: dict, key: tuple, check) -> list[str]:
 
 
 def _ppl_data_problem(name: str) -> list[str]:
-    from gradprune.eval import ppl_data
+    from gradprune.eval.ppl_data import check_ppl_data
 
-    # a cheaper check than reading the whole text, where the data module offers one
-    check = getattr(ppl_data, "check_ppl_data", None) or ppl_data.load_ppl_text
     try:
-        check(name)
+        check_ppl_data(name)  # fetches (or finds) the files and checks them; builds no text
     except GradpruneError as exc:
         return [str(exc)]
     return []
