@@ -195,6 +195,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ModelError(f"pruned checkpoint {str(path)!r} is not a directory")
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
+        if (path / "model" / MANIFEST).is_file():  # a run's output.dir, which holds the model in model/
+            raise ModelError(
+                f"{str(path)!r} is a run's output directory, not a pruned checkpoint: "
+                f"load {str(path / 'model')!r} instead"
+            )
         raise ModelError(f"{str(path)!r} is not a pruned checkpoint: {MANIFEST} is missing (see save_pruned)")
     try:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))

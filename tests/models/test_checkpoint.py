@@ -92,15 +92,29 @@ def test_uniform_plan_loads_with_from_pretrained(arch, n_kv, make_model, make_un
 
 
 def test_uniform_plan_that_transformers_cannot_describe(make_model, make_uniform_plan, tokens, tmp_path):
-    # LlamaConfig requires hidden_size % num_attention_heads == 0: 64 % 6 != 0, so no rewrite
+    # LlamaConfig of later transformers 5 releases requires hidden_size % num_attention_heads == 0 even
+    # with an explicit head_dim: 64 % 6 != 0, so no rewrite. 5.0 accepts that config, and then the
+    # rewritten checkpoint must load with plain from_pretrained.
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
     model = make_model("llama", n_kv=4)
     plan = make_uniform_plan(model.config, n_kv=3, n_ch=72)
     apply_plan(model, plan)
     out = save_pruned(model, None, plan, tmp_path / "u")
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["config_rewritten"] is False
-    assert "not a multiple of the number of attention heads" in manifest["config_not_rewritten_because"]
-    assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 4
+    try:
+        LlamaConfig(hidden_size=64, num_attention_heads=6, num_key_value_heads=3, head_dim=8)
+        rejected = False
+    except Exception:  # huggingface_hub's StrictDataclassClassValidationError, not a ValueError
+        rejected = True
+    assert manifest["config_rewritten"] is not rejected
+    if rejected:
+        assert "not a multiple of the number of attention heads" in manifest["config_not_rewritten_because"]
+        assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 4
+    else:
+        assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 3
+        plain = AutoModelForCausalLM.from_pretrained(out).eval()
+        assert torch.equal(plain(tokens).logits, model(tokens).logits)
     loaded, _, _ = load_pruned(out)
     assert torch.equal(loaded(tokens).logits, model(tokens).logits)
 
@@ -191,6 +205,19 @@ def test_not_a_pruned_checkpoint(tmp_path):
     Plan("gpt2", [], {}).save(tmp_path / "plan.json")
     with pytest.raises(ModelError, match="'gpt2' is not supported"):
         load_pruned(tmp_path)
+
+
+def test_run_dir_points_to_its_model_folder(make_model, make_plan, tokens, tmp_path):
+    # a run with output.save_model=true writes the checkpoint to <output.dir>/model
+    model, plan = _pruned(make_model, make_plan, "llama")
+    run_dir = tmp_path / "run"
+    save_pruned(model, None, plan, run_dir / "model")
+    plan.save(run_dir / "plan.json")  # a run also writes plan.json beside model/
+    with pytest.raises(ModelError, match="run's output directory") as info:
+        load_pruned(run_dir)
+    assert repr(str(run_dir / "model")) in str(info.value)
+    loaded, _, _ = load_pruned(run_dir / "model")
+    assert torch.equal(loaded(tokens).logits, model(tokens).logits)
 
 
 def test_load_pruned_is_exported_lazily():
