@@ -20,7 +20,7 @@ import torch
 from gradprune.errors import CalibrationError
 from gradprune.importance.base import ImportanceEstimator, Scores
 from gradprune.models.adapters import LayerModules
-from gradprune.stats.gradient import Moments, StatCollector
+from gradprune.stats.gradient import MeanGradient, Moments, StatCollector
 
 
 @dataclass
@@ -52,6 +52,9 @@ class HookDispatcher:
         self.collectors = collectors
         self.n_layers = n_layers
         self.check: torch.Tensor | None = None
+        # one shared mean-gradient buffer for every collector defined on it
+        self.mean_grad = MeanGradient(n_layers) if any(c.uses_mean_gradient for c in collectors) else None
+        self.streaming = [c for c in collectors if not c.uses_mean_gradient]
         # activation hooks count only the forward pass: checkpointing re-runs each layer's forward in backward
         self.in_forward = False
 
@@ -64,22 +67,33 @@ class HookDispatcher:
         finally:
             self.in_forward = False
 
+    def begin_batch(self, n_samples: int) -> None:
+        """Before a micro-batch's forward: its gradients will be the mean over ``n_samples`` samples."""
+        for est in self.estimators:
+            est.begin_batch(n_samples)
+        if self.mean_grad is not None:
+            self.mean_grad.begin_batch(n_samples)
+
     def on_grad(self, layer: LayerModules, role: str, param: torch.Tensor) -> None:
-        """Post-accumulate hook body: feed the gradient everywhere, then free it."""
+        """Post-accumulate hook body: feed the gradient everywhere, then free it (also if a consumer raises)."""
         g = param.grad
         if g is None:
             return
-        m = Moments(g)
-        if self.check is None:
-            self.check = torch.zeros(self.n_layers, dtype=torch.float32, device=g.device)
-        # NaN/Inf anywhere in g makes this sum non-finite; checked once per micro-batch
-        self.check[layer.index] += m.sum + m.sumsq
-        for est in self.estimators:
-            if est.needs_gradients:
-                est.observe_grad(layer, role, param, g)
-        for col in self.collectors:
-            col.observe(layer.index, role, g, m)
-        param.grad = None
+        try:
+            m = Moments(g)
+            if self.check is None:
+                self.check = torch.zeros(self.n_layers, dtype=torch.float32, device=g.device)
+            # NaN/Inf anywhere in g makes this sum non-finite; checked once per micro-batch
+            self.check[layer.index] += m.sum + m.sumsq
+            for est in self.estimators:
+                if est.needs_gradients:
+                    est.observe_grad(layer, role, param, g)
+            if self.mean_grad is not None:
+                self.mean_grad.observe(layer.index, role, g, m)
+            for col in self.streaming:
+                col.observe(layer.index, role, g, m)
+        finally:
+            param.grad = None
 
     def on_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
         """Forward pre-hook body for o_proj / down_proj inputs."""
@@ -103,8 +117,19 @@ class HookDispatcher:
             self.check.zero_()
         for est in self.estimators:
             est.end_batch()
-        for col in self.collectors:
+        if self.mean_grad is not None:
+            self.mean_grad.end_batch()
+        for col in self.streaming:
             col.end_batch()
+
+    def summarize(self) -> None:
+        """After calibration (and the cross-process reduction): mean-gradient collectors take their values."""
+        if self.mean_grad is None:
+            return
+        summary = self.mean_grad.summary()
+        for col in self.collectors:
+            if col.uses_mean_gradient:
+                col.summarize(summary)
 
 
 class CalibrationModule(L.LightningModule):
@@ -127,6 +152,7 @@ class CalibrationModule(L.LightningModule):
         self.per_sample = per_sample
         self.automatic_optimization = False
         self.losses: list[float] = []
+        self.sizes: list[int] = []  # samples per micro-batch: the mean loss is a mean over samples
 
     @property
     def model(self) -> torch.nn.Module:
@@ -155,6 +181,7 @@ class CalibrationModule(L.LightningModule):
         calibration_mode(self.model, self.checkpointing)
         chunks = batch.split(1) if self.per_sample else (batch,)
         for ids in chunks:
+            self.dispatcher.begin_batch(ids.shape[0])
             if self.do_backward:
                 with self.dispatcher.forward_pass():
                     loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
@@ -164,6 +191,7 @@ class CalibrationModule(L.LightningModule):
                     loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
             self.dispatcher.end_batch(loss)
             self.losses.append(float(loss.detach()))
+            self.sizes.append(ids.shape[0])
             # the spent graph's root still pins some activations: drop it before the next forward
             del loss
         self.log("loss", self.losses[-1], prog_bar=False, logger=False, batch_size=batch.shape[0])
@@ -230,7 +258,8 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
                 # calibration keeps the model in eval mode on purpose (dropout off)
                 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
                 trainer.fit(module)
-            loss_sum, n_done = _all_reduce(trainer, ests, collectors, module.losses)
+            loss_sum, n_done = _all_reduce(trainer, ests, collectors, dispatcher, module.losses, module.sizes)
+            dispatcher.summarize()
             world, rank = trainer.world_size, trainer.global_rank
     else:
         loss_sum, n_done, world, rank = 0.0, 0, 1, 0
@@ -291,15 +320,16 @@ def activation_checkpointing(model: torch.nn.Module):
 
 
 def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors: list[StatCollector],
-                losses: list[float]) -> tuple[float, int]:
+                dispatcher: HookDispatcher, losses: list[float], sizes: list[int]) -> tuple[float, int]:
     """Combine accumulators across processes once, at the end (no gradient sync during calibration).
 
-    Returns the loss sum and micro-batch count over all ranks. Every rank must hold the same
+    Returns the sample-weighted loss sum and the sample count over all ranks. Every rank must hold the same
     accumulators (same names, shapes): checked first, since a mismatched collective would hang or mix
     unrelated tensors.
     """
+    loss_sum, n_samples = sum(x * n for x, n in zip(losses, sizes, strict=True)), sum(sizes)
     if trainer.world_size <= 1:
-        return sum(losses), len(losses)
+        return loss_sum, n_samples
     import torch.distributed as dist
 
     tensors: list[tuple[str, torch.Tensor, str]] = []
@@ -307,6 +337,8 @@ def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors:
         tensors += [(f"e{i}:{k}", t, "sum") for k, t in sorted(e.state().items())]
     for i, c in enumerate(collectors):
         tensors += [(f"c{i}:{k}", t, op) for k, (t, op) in sorted(c.state().items())]
+    if dispatcher.mean_grad is not None:
+        tensors += [(f"m:{k}", t, op) for k, (t, op) in dispatcher.mean_grad.state().items()]
     layout = [(name, tuple(t.shape), op) for name, t, op in tensors]
     every = [None] * trainer.world_size
     dist.all_gather_object(every, layout)
@@ -319,7 +351,7 @@ def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors:
         dist.all_reduce(buf, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         if buf is not t:
             t.copy_(buf)
-    loss = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device)
+    loss = torch.tensor([loss_sum, n_samples], dtype=torch.float64, device=device)
     dist.all_reduce(loss, op=dist.ReduceOp.SUM)
     return float(loss[0]), int(loss[1])
 

@@ -47,6 +47,8 @@ COLLECTORS: Registry = Registry(
         "grad_mean": f"{_STATS}:GradMeanCollector",
         "grad_std": f"{_STATS}:GradStdCollector",
         "grad_max": f"{_STATS}:GradMaxCollector",
+        "grad_var": f"{_STATS}:GradVarCollector",
+        "grad_snr": f"{_STATS}:GradSNRCollector",
     },
 )
 

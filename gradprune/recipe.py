@@ -62,7 +62,8 @@ class PluginSection(Section):
 class StatsSection(Section):
     """Per-layer gradient statistics and the extreme-pruning threshold."""
 
-    collectors: list[str] = Field(default_factory=lambda: ["grad_norm", "grad_mean", "grad_std", "grad_max"])
+    collectors: list[str] = Field(default_factory=lambda: ["grad_norm", "grad_mean", "grad_std", "grad_max",
+                                                           "grad_var", "grad_snr"])
     extreme_threshold: float = Field(0.8, gt=0, le=1)
 
 

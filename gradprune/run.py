@@ -50,9 +50,9 @@ class RunOutput:
 PrunedEval = Callable[[Recipe, Loaded, Console, dict | None], tuple[dict, dict]]
 
 
-def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None) -> Loaded:
+def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None, identity: str | None = None) -> Loaded:
     """Load the model onto the run's device (or take ``model``/``tokenizer`` built by the caller, already on
-    it) and check every model-dependent recipe value before any work is done."""
+    it, named ``identity`` for the caches) and check every model-dependent recipe value before any work."""
     from transformers.utils import logging as hf_logging
 
     from gradprune.models.adapters import get_adapter
@@ -78,7 +78,7 @@ def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None) -> Load
 
         check_eval_config(recipe.eval, model.config, load_data=True)  # offline failures surface now
     return Loaded(model, tok, layers, adapter.count_params(model), model.config.model_type,
-                  model_identity(recipe.model, model))
+                  identity or model_identity(recipe.model, model))
 
 
 def build_plugins(recipe: Recipe):
@@ -187,7 +187,8 @@ def calibration_key(recipe: Recipe, identity: str) -> str:
     import json
 
     r = recipe.to_dict()
-    key = {"model": identity, "dtype": r["model"]["dtype"], "calibration": r["calibration"],
+    # "definitions": statistics on the mean gradient and sample-weighted scores (an older cache entry differs)
+    key = {"definitions": 2, "model": identity, "dtype": r["model"]["dtype"], "calibration": r["calibration"],
            "importance": r["importance"], "collectors": r["stats"]["collectors"], "precision": r["trainer"]["precision"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -225,7 +226,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         raise SystemExit(0)
     t["time_calibration"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    _, normalizer, _ = build_plugins(recipe)
+    _, normalizer, collectors = build_plugins(recipe)
     raw = calib.scores[recipe.importance.name]
     plan = plan_pruning(normalize_scores(raw, normalizer), loaded.layers, loaded.total_params, recipe.pruning,
                         loaded.model_type)
@@ -254,7 +255,9 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
                   "trust_remote_code": recipe.model.trust_remote_code},
         "calibration": {"batches": calib.batches, "tokens": calib.tokens, "seconds": calib.seconds,
                         "tokens_per_s": calib.tokens_per_s, "mean_loss": calib.mean_loss, **calib.info},
-        "stats": {"per_layer": calib.layer_stats, "threshold": recipe.stats.extreme_threshold},
+        "stats": {"per_layer": calib.layer_stats, "threshold": recipe.stats.extreme_threshold,
+                  "definitions": {c.name: c.definition or type(c).__doc__ or "" for c in collectors},
+                  "micro_batch_size": calib.info.get("micro_batch_size")},
         "eval": ev_info,
         "timings": t,
         "devices": devices,

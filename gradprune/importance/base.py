@@ -51,6 +51,11 @@ class ImportanceEstimator:
         """Called once before calibration with the model's prunable layers."""
         self.layers = layers
 
+    def begin_batch(self, n_samples: int) -> None:
+        """Before each micro-batch: its gradients are the mean over ``n_samples`` samples (weigh them by it,
+        so that a mean over micro-batches is a mean over samples whatever the split)."""
+        self.batch_samples = n_samples
+
     def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
         """One micro-batch's gradient of one prunable weight (freed right after)."""
 

@@ -1,15 +1,21 @@
 """Taylor importance from calibration gradients: first order, second order (Fisher diagonal), mix.
 
-With G = mean over micro-batches of the gradient and F = mean over micro-batches of g² (the
-empirical Fisher diagonal; exact per-sample when ``per_sample`` is set, i.e. micro-batches of one):
+G is the mean over the N calibration samples of the gradient (micro-batch gradients weighted by their
+sample counts, so G does not depend on the split); F is the empirical Fisher diagonal, the sample-
+weighted mean over micro-batches of g_b² — exact per sample when ``per_sample`` is set (micro-batches of
+one), otherwise the micro-batch Fisher, which by definition depends on the micro-batch size (E[g_b²]
+shrinks toward G² as micro-batches grow). For a group (one KV head with its query heads, or one MLP
+channel) over its modules m and their rows or columns r (a row of q/k/v/gate/up, a column of o/down):
 
-* first / vector:  |Σ_group w·G|                       (LLM-Pruner "vectorwise")
-* first / element: reduce_group |w·G|                  (one fp32 accumulator per prunable weight)
-* second:          reduce_group ½·w²·F                 (streamed to per-group sums for sum/mean)
-* mix / element:   reduce_group |w·G − ½·w²·F|          (two fp32 accumulators per prunable weight)
+* first / vector:  Σ_m Σ_r |Σ_{i∈r} w_i·G_i|      (LLM-Pruner ``vectorize``: per row, then summed)
+* first / joint:   |Σ_{i∈group} w_i·G_i|           (the first-order loss change of removing the group)
+* first / element: reduce_{i∈group} |w_i·G_i|      (one fp32 accumulator per prunable weight)
+* second:          reduce_{i∈group} ½·w_i²·F_i     (element-level; streamed to per-group sums for sum/mean)
+* mix:             reduce_{i∈group} |w_i·G_i − ½·w_i²·F_i|  (two fp32 accumulators per prunable weight)
 
-Only what the chosen variant needs is kept: group-level variants reduce each micro-batch's
-gradient to per-group sums inside the gradient hook, so no parameter-sized buffer exists.
+``reduce`` is sum, mean or max over the group's elements. Only what the chosen variant needs is kept:
+vector/joint and second-order sum/mean reduce each micro-batch's gradient inside the hook (linear in
+the weighted sum), so no parameter-sized buffer exists.
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
-from gradprune.models.adapters import LayerModules, group_view
+from gradprune.models.adapters import UNGROUPED_ROLES, LayerModules, group_view, group_view3
+
+#: roles whose groups are columns of the weight (the group's inputs); the others' groups are rows
+COLUMN_ROLES = ("o", "down")
+#: each order's granularity when the recipe does not name one
+NATURAL_GRANULARITY = {"first": "vector", "second": "element", "mix": "element"}
 
 
 class TaylorParams(BaseModel):
@@ -28,17 +39,33 @@ class TaylorParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     order: Literal["first", "second", "mix"] = "first"
-    granularity: Literal["vector", "element"] = "vector"
+    #: None: the order's own (first: vector, second and mix: element)
+    granularity: Literal["vector", "joint", "element"] | None = None
     reduction: Literal["sum", "mean", "max"] = "sum"
     per_sample: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> TaylorParams:
-        if self.order == "mix" and self.granularity != "element":
-            raise ValueError("order 'mix' is element-level: set granularity: element")
-        if self.order == "first" and self.granularity == "vector" and self.reduction != "sum":
-            raise ValueError("first-order vector importance is |Σ w·g| over the group; reduction must be sum")
+        g = self.granularity
+        if self.order in ("second", "mix") and g not in (None, "element"):
+            raise ValueError(f"order {self.order!r} is element-level (½·w²·F per weight, reduced by `reduction`): "
+                             f"set granularity: element or leave it out")
+        if self.order == "first" and (g or "vector") in ("vector", "joint") and self.reduction != "sum":
+            raise ValueError(f"first-order {g or 'vector'} importance sums |w·G| terms over the group; "
+                             f"reduction must be sum (or use granularity: element)")
         return self
+
+    @property
+    def resolved_granularity(self) -> str:
+        """The granularity in effect."""
+        return self.granularity or NATURAL_GRANULARITY[self.order]
+
+
+def row_sums(values: torch.Tensor, role: str, layer: LayerModules) -> torch.Tensor:
+    """``[n_groups, rows]``: the sum of ``values`` over each row (q/k/v/gate/up) or column (o/down) of the
+    role's weight that the group removes; a bias element is its own row."""
+    g3 = group_view3(values, role, layer)  # rows: [n, rows, in]; columns: [n, out, cols]; bias: [n, 1, rows]
+    return g3.sum(dim=2) if values.dim() == 2 and role not in COLUMN_ROLES else g3.sum(dim=1)
 
 
 class GroupReducer:
@@ -76,13 +103,15 @@ class TaylorImportance(ImportanceEstimator):
         super().__init__(params)
         p = self.params
         self.per_sample = p.per_sample
+        self.granularity = p.resolved_granularity
         # element-level state: one fp32 tensor per prunable weight (two for mix)
-        self._element = p.granularity == "element" and p.order in ("first", "mix") or (
-            p.order == "second" and p.reduction == "max")
+        self._element = self.granularity == "element" and (p.order in ("first", "mix") or p.reduction == "max")
         self.grad_sum: dict[str, torch.Tensor] = {}
         self.sq_sum: dict[str, torch.Tensor] = {}
         self.group_sum: dict[tuple[int, str], torch.Tensor] = {}
-        self.n_batches = torch.zeros((), dtype=torch.float64)
+        self.row_sum: dict[str, torch.Tensor] = {}
+        self.n_samples = torch.zeros((), dtype=torch.float64)
+        self.batch_samples = 1
         self._weights: dict[str, tuple[LayerModules, str]] = {}
 
     def setup(self, layers: list[LayerModules]) -> None:
@@ -96,40 +125,55 @@ class TaylorImportance(ImportanceEstimator):
         return store[key]
 
     def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
-        """Stream one micro-batch's gradient into the accumulators this variant needs."""
-        p, name = self.params, f"{layer.index}.{role}"
+        """Stream one micro-batch's gradient, weighted by its sample count, into what this variant needs."""
+        p, name, n = self.params, f"{layer.index}.{role}", float(self.batch_samples)
         g = grad.float()
-        w = weight.detach().float()
         self._weights[name] = (layer, role)
-        if p.order in ("first", "mix") and self._element:
-            self._acc(self.grad_sum, name, g).add_(g)
-        if p.order in ("second", "mix") and self._element:
-            self._acc(self.sq_sum, name, g).addcmul_(g, g)
-        if not self._element:
-            # group-level: reduce this batch to per-group sums at once (sum is linear over batches)
-            contrib = w * g if p.order == "first" else (w * g).square_()
-            part = group_view(contrib, role, layer).sum(dim=1)
-            key = (layer.index, kind_of(role))
-            self._acc(self.group_sum, key, part).add_(part)
+        if self._element:
+            if p.order in ("first", "mix"):
+                self._acc(self.grad_sum, name, g).add_(g, alpha=n)
+            if p.order in ("second", "mix"):
+                self._acc(self.sq_sum, name, g).addcmul_(g, g, value=n)
+            return
+        if role in UNGROUPED_ROLES:
+            return  # no group removes these elements
+        w = weight.detach().float()
+        if self.granularity == "vector":
+            part = row_sums(w * g, role, layer)
+            self._acc(self.row_sum, name, part).add_(part, alpha=n)
+            return
+        # joint first order, or second order sum/mean: per-group sums are linear over micro-batches
+        contrib = w * g if p.order == "first" else (w * g).square_()
+        part = group_view(contrib, role, layer).sum(dim=1)
+        self._acc(self.group_sum, (layer.index, kind_of(role)), part).add_(part, alpha=n)
 
     def end_batch(self) -> None:
-        """Count micro-batches (the means below divide by it)."""
-        self.n_batches += 1
+        """Count the samples (the means below divide by them)."""
+        self.n_samples += self.batch_samples
 
     def state(self) -> dict[str, torch.Tensor]:
         """Every accumulator (all sums, so a DDP all-reduce with SUM combines them exactly)."""
         out = {f"g:{k}": v for k, v in self.grad_sum.items()}
         out.update({f"f:{k}": v for k, v in self.sq_sum.items()})
         out.update({f"s:{k[0]}.{k[1]}": v for k, v in self.group_sum.items()})
-        out["n_batches"] = self.n_batches
+        out.update({f"r:{k}": v for k, v in self.row_sum.items()})
+        out["n_samples"] = self.n_samples
         return out
 
     def scores(self) -> Scores:
         """Per-group scores from the accumulated means."""
-        n = float(self.n_batches)
+        n = float(self.n_samples)
         if n == 0:
             raise RuntimeError("Taylor importance saw no calibration batch")
         p = self.params
+        if self.granularity == "vector":
+            out: Scores = {}
+            for name, rows in self.row_sum.items():
+                layer, role = self._weights[name]
+                key = (layer.index, kind_of(role))
+                part = (rows / n).abs_().sum(dim=1)
+                out[key] = out[key] + part if key in out else part
+            return {k: v.cpu() for k, v in out.items()}
         if not self._element:
             if p.order == "first":
                 return {k: (v / n).abs().cpu() for k, v in self.group_sum.items()}

@@ -1,14 +1,27 @@
-"""Streaming per-layer gradient statistics: norm, mean, std, max.
+"""Per-layer gradient statistics, defined on the calibration set's mean gradient.
 
-Per micro-batch each prunable weight's gradient is reduced to four fp32 scalars (sum, sum of
-squares, min, max); they are folded per layer into fp64 totals, so memory is O(layers) and the
-std does not suffer from catastrophic cancellation over millions of elements. Definitions, for
-layer l over all its prunable weights and all micro-batches b:
+For layer l, G_l is the mean over the N calibration samples of the gradient of the loss with respect
+to the layer's prunable weights (what a Taylor pass that accumulates ``.grad`` over all samples leaves
+behind; every window has seq_len tokens, so it is also the token-weighted mean). It does not depend on
+how the samples are split into micro-batches, nor on ``per_sample``. Over its elements:
 
-* grad_norm = sqrt(mean_b ‖g_{l,b}‖²)   (RMS over micro-batches of the layer's gradient norm)
-* grad_mean = Σ g / count               (signed; cross-layer ratios use |grad_mean|)
-* grad_std  = sqrt(Σ g²/count − mean²)  (population std over all elements and micro-batches)
-* grad_max  = max |g|
+* grad_norm = ‖G_l‖                        (Frobenius norm over all prunable weights of the layer)
+* grad_mean = Σ G_l / count                (signed; cross-layer ratios use |grad_mean|, which is
+                                             ill-conditioned when G_l ≈ 0: a sign flip moves it a lot)
+* grad_std  = sqrt(Σ G_l²/count − mean²)   (population std; when mean ≈ 0 and every layer has the same
+                                             prunable size, grad_std_ratio equals grad_norm_ratio)
+* grad_max  = max |G_l|
+
+The noise around it, from the same pass, with B the number of micro-batch gradients g_b (of n_b samples):
+
+* grad_var  = τ̂_l / count, τ̂_l = Σ_b n_b ‖g_b − G_l‖² / (B − 1): the per-sample gradient variance
+              (trace of the covariance, per element). Exact (the sample variance) when every micro-batch
+              is one sample (``per_sample``); otherwise estimated from the micro-batch means (unbiased for
+              independent samples); NaN with fewer than 2 micro-batches.
+* grad_snr  = ‖G_l‖² / τ̂_l: per-sample signal-to-noise ratio; the mean gradient's own SNR is N × grad_snr.
+
+A :class:`MeanGradient` holds one fp32 sum per prunable weight (4 bytes per parameter) plus O(layers)
+sums, shared by every collector that reads it; per-layer reductions are fp64.
 """
 
 from __future__ import annotations
@@ -34,22 +47,105 @@ class Moments:
         self.count = g.numel()
 
 
-class StatCollector:
-    """Base class: per-layer streaming state, combined across processes by ``state`` ops.
+class MeanGradient:
+    """Σ_b n_b·g_b per prunable weight (fp32) and Σ_b n_b·‖g_b‖² per layer, allocated on the gradients'
+    device at first use; :meth:`summary` turns them into the per-layer statistics of the module docstring."""
 
-    State is allocated on the first gradient's device (``_zeros``), so it lives where the gradients
-    are whatever device the model was moved to after ``setup``; nothing is copied to the host per hook.
+    def __init__(self, n_layers: int) -> None:
+        self.n_layers = n_layers
+        self.sums: dict[tuple[int, str], torch.Tensor] = {}
+        self._scalars: dict[str, torch.Tensor] = {}
+        self._n = 1
+
+    def _vec(self, key: str, like: torch.Tensor, shape: tuple | None = None) -> torch.Tensor:
+        if key not in self._scalars:
+            self._scalars[key] = torch.zeros(shape or (self.n_layers,), dtype=torch.float64, device=like.device)
+        return self._scalars[key]
+
+    def begin_batch(self, n_samples: int) -> None:
+        """The next gradients are the mean over ``n_samples`` samples."""
+        self._n = n_samples
+
+    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
+        """Fold one micro-batch's gradient of one prunable weight."""
+        key = (layer, role)
+        if key not in self.sums:
+            self.sums[key] = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)
+        self.sums[key].add_(grad, alpha=float(self._n))
+        self._vec("sample_sq", grad)[layer] += moments.sumsq.double() * self._n
+        # Σ of G's elements is linear: streamed in fp64, since it cancels (mean ≈ 0) and fp32 sums would not
+        self._vec("elem_sum", grad)[layer] += moments.sum.double() * self._n
+
+    def end_batch(self) -> None:
+        """Count the micro-batch and its samples."""
+        if "sample_sq" not in self._scalars:
+            return
+        counts = self._vec("counts", self._scalars["sample_sq"], (2,))
+        counts[0] += self._n
+        counts[1] += 1
+
+    def state(self) -> dict[str, tuple[torch.Tensor, str]]:
+        """Every accumulator (sums: a SUM all-reduce combines processes exactly)."""
+        out = {f"g:{k[0]}.{k[1]}": (v, "sum") for k, v in sorted(self.sums.items())}
+        out.update({k: (v, "sum") for k, v in sorted(self._scalars.items())})
+        return out
+
+    def summary(self) -> dict[str, list[float]]:
+        """Per-layer grad_norm, grad_mean, grad_std, grad_max, grad_var, grad_snr (and count)."""
+        nan = float("nan")
+        if "counts" not in self._scalars:
+            return {k: [nan] * self.n_layers for k in ("grad_norm", "grad_mean", "grad_std", "grad_max",
+                                                        "grad_var", "grad_snr")}
+        n_samples, n_batches = (float(v) for v in self._scalars["counts"].tolist())
+        device = self._scalars["counts"].device
+        tot = torch.zeros((4, self.n_layers), dtype=torch.float64, device=device)  # sum, sumsq, max, count
+        for (layer, _), acc in self.sums.items():
+            mean = acc.double() / n_samples
+            tot[1, layer] += mean.square().sum()
+            tot[2, layer] = torch.maximum(tot[2, layer], mean.abs().max() if mean.numel() else tot[2, layer])
+            tot[3, layer] += mean.numel()
+        tot[0] = self._scalars["elem_sum"] / n_samples
+        s, ss, mx, count = tot.cpu().tolist()
+        spread = (self._scalars["sample_sq"].cpu() - n_samples * torch.tensor(ss, dtype=torch.float64)).tolist()
+        out: dict[str, list[float]] = {k: [] for k in ("grad_norm", "grad_mean", "grad_std", "grad_max",
+                                                       "grad_var", "grad_snr")}
+        for li in range(self.n_layers):
+            c = max(count[li], 1.0)
+            mean = s[li] / c
+            tau = max(spread[li], 0.0) / (n_batches - 1) if n_batches > 1 else nan
+            out["grad_norm"].append(ss[li] ** 0.5)
+            out["grad_mean"].append(mean)
+            out["grad_std"].append(max(ss[li] / c - mean * mean, 0.0) ** 0.5)
+            out["grad_max"].append(mx[li])
+            out["grad_var"].append(tau / c if tau == tau else nan)
+            out["grad_snr"].append(ss[li] / tau if tau == tau and tau > 0 else nan)
+        return out
+
+
+class StatCollector:
+    """Base class of a per-layer statistic.
+
+    Two ways to compute one: a collector that sets ``uses_mean_gradient`` gets, once after calibration
+    (and after the cross-process reduction), the :class:`MeanGradient` summary in :meth:`summarize`; a
+    streaming collector gets every micro-batch's gradient in :meth:`observe` and keeps its own O(layers)
+    state, combined across processes by :meth:`state` ops. State is allocated on the first gradient's
+    device (``_zeros``); nothing is copied to the host per hook.
     """
 
     Params = NoParams
     name: ClassVar[str] = "stat"
     #: how the cross-layer ratio treats signed values
     ratio_of_abs: ClassVar[bool] = True
+    #: computed from the calibration set's mean gradient (shared buffer) rather than streamed
+    uses_mean_gradient: ClassVar[bool] = False
+    #: one line saying what the statistic is, recorded in run.json
+    definition: ClassVar[str] = ""
 
     def __init__(self, params=None) -> None:
         self.params = params if params is not None else self.Params()
         self.n_layers = 0
         self._state: dict[str, torch.Tensor] = {}
+        self._values: list[float] | None = None
 
     def setup(self, n_layers: int, device: torch.device | None = None) -> None:
         """Prepare O(layers) state for ``n_layers`` (allocated lazily on the gradients' device)."""
@@ -64,7 +160,7 @@ class StatCollector:
         return self._state[key]
 
     def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        """One micro-batch's gradient of one prunable weight of ``layer``."""
+        """One micro-batch's gradient of one prunable weight of ``layer`` (streaming collectors)."""
 
     def end_batch(self) -> None:
         """Called after each micro-batch's backward."""
@@ -73,78 +169,61 @@ class StatCollector:
         """Tensors to all-reduce across processes, each with its op: ``sum`` or ``max``."""
         return {}
 
+    def summarize(self, summary: dict[str, list[float]]) -> None:
+        """Mean-gradient collectors: take this statistic from the :meth:`MeanGradient.summary`."""
+        self._values = list(summary[self.name])
+
     def per_layer(self) -> list[float]:
         """The statistic for every layer, in layer order."""
-        raise NotImplementedError
-
-
-class _Sums(StatCollector):
-    """Shared fp64 per-layer totals of sum, sum of squares and element count."""
-
-    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        self._zeros("s", grad)[layer] += moments.sum.double()
-        self._zeros("ss", grad)[layer] += moments.sumsq.double()
-        self._zeros("n", grad)[layer] += moments.count
-
-    def state(self) -> dict[str, tuple[torch.Tensor, str]]:
-        return {k: (self._zeros(k), "sum") for k in ("s", "ss", "n")}
+        if self._values is None:
+            raise RuntimeError(f"collector {self.name!r} was not summarized (no calibration pass?)")
+        return self._values
 
 
 class GradNormCollector(StatCollector):
-    """RMS over micro-batches of the layer's gradient Frobenius norm."""
+    """‖G_l‖: Frobenius norm of the layer's mean gradient over the calibration set."""
 
     name = "grad_norm"
-
-    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        self._zeros("batch_sq", grad)[layer] += moments.sumsq.double()
-
-    def end_batch(self) -> None:
-        if "batch_sq" not in self._state:
-            return  # no gradient seen yet: nothing to fold (and no device to allocate on)
-        batch = self._state["batch_sq"]
-        self._zeros("total_sq", batch).add_(batch)
-        batch.zero_()
-        self._zeros("batches", batch, shape=(1,)).add_(1)
-
-    def state(self) -> dict[str, tuple[torch.Tensor, str]]:
-        return {"total_sq": (self._zeros("total_sq"), "sum"), "batches": (self._zeros("batches", shape=(1,)), "sum")}
-
-    def per_layer(self) -> list[float]:
-        return (self._zeros("total_sq") / self._zeros("batches", shape=(1,)).clamp_min(1)).sqrt().tolist()
+    uses_mean_gradient = True
+    definition = "||G_l||, G_l = mean over calibration samples of the gradient of the layer's prunable weights"
 
 
-class GradMeanCollector(_Sums):
-    """Mean of all gradient elements of the layer (signed)."""
+class GradMeanCollector(StatCollector):
+    """Mean of the elements of the layer's mean gradient (signed)."""
 
     name = "grad_mean"
+    uses_mean_gradient = True
+    definition = "mean of the elements of G_l (signed)"
 
-    def per_layer(self) -> list[float]:
-        return (self._zeros("s") / self._zeros("n").clamp_min(1)).tolist()
 
-
-class GradStdCollector(_Sums):
-    """Population std of all gradient elements of the layer (fp64 sums)."""
+class GradStdCollector(StatCollector):
+    """Population std of the elements of the layer's mean gradient."""
 
     name = "grad_std"
-
-    def per_layer(self) -> list[float]:
-        n = self._zeros("n").clamp_min(1)
-        mean = self._zeros("s") / n
-        return (self._zeros("ss") / n - mean.square()).clamp_min(0).sqrt().tolist()
+    uses_mean_gradient = True
+    definition = "population std of the elements of G_l"
 
 
 class GradMaxCollector(StatCollector):
-    """Largest absolute gradient element of the layer."""
+    """Largest absolute element of the layer's mean gradient."""
 
     name = "grad_max"
+    uses_mean_gradient = True
+    definition = "max |G_l|"
 
-    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        m = self._zeros("m", grad)
-        big = torch.maximum(moments.max.abs(), moments.min.abs()).double()
-        m[layer] = torch.maximum(m[layer], big)
 
-    def state(self) -> dict[str, tuple[torch.Tensor, str]]:
-        return {"m": (self._zeros("m"), "max")}
+class GradVarCollector(StatCollector):
+    """Per-sample gradient variance per element (exact with per-sample gradients, else from micro-batches)."""
 
-    def per_layer(self) -> list[float]:
-        return self._zeros("m").tolist()
+    name = "grad_var"
+    uses_mean_gradient = True
+    definition = ("per-sample gradient variance per element, sum_b n_b ||g_b - G_l||^2 / (B - 1) / count "
+                  "(exact with micro-batches of one sample, estimated from micro-batch means otherwise)")
+
+
+class GradSNRCollector(StatCollector):
+    """Per-sample signal-to-noise ratio ‖G_l‖² / τ̂_l of the layer's gradient."""
+
+    name = "grad_snr"
+    uses_mean_gradient = True
+    definition = "||G_l||^2 / (per-sample gradient variance, trace); the mean gradient's SNR is N times it"

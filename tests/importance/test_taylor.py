@@ -69,8 +69,32 @@ def _run(model, ids, name, params, micro):
     return res.scores["e"]
 
 
+def _llm_pruner_vector(lm, w, G, kind):
+    """LLM-Pruner's ``vectorize`` (hf_llama_pruner.TaylorImportance): per module, ``salience = w * grad``,
+    ``salience.sum(1).abs()`` per output row (``.sum(0)`` per input column), summed over the group's modules
+    and, for a head, over its rows."""
+    if kind == "mlp":
+        return ((w["gate"] * G["gate"]).sum(1).abs() + (w["up"] * G["up"]).sum(1).abs()
+                + (w["down"] * G["down"]).sum(0).abs())
+    per_kv = lambda t: t.view(lm.n_kv, -1).sum(1)  # noqa: E731 - the rows of one KV group
+    return (per_kv((w["q"] * G["q"]).sum(1).abs()) + per_kv((w["k"] * G["k"]).sum(1).abs())
+            + per_kv((w["v"] * G["v"]).sum(1).abs()) + per_kv((w["o"] * G["o"]).sum(0).abs()))
+
+
+def _torch_pruning_first(lm, w, G, kind):
+    """Torch-Pruning's TaylorImportance: ``(w * grad).abs().sum(1)`` per output channel (``.sum(0)`` per input
+    channel), group reduction sum — i.e. first-order element importance with sum."""
+    if kind == "mlp":
+        return ((w["gate"] * G["gate"]).abs().sum(1) + (w["up"] * G["up"]).abs().sum(1)
+                + (w["down"] * G["down"]).abs().sum(0))
+    per_kv = lambda t: t.view(lm.n_kv, -1).sum(1)  # noqa: E731
+    return (per_kv((w["q"] * G["q"]).abs().sum(1)) + per_kv((w["k"] * G["k"]).abs().sum(1))
+            + per_kv((w["v"] * G["v"]).abs().sum(1)) + per_kv((w["o"] * G["o"]).abs().sum(0)))
+
+
 CASES = [
     ("taylor", {"order": "first", "granularity": "vector"}),
+    ("taylor", {"order": "first", "granularity": "joint"}),
     ("taylor", {"order": "first", "granularity": "element", "reduction": "sum"}),
     ("taylor", {"order": "first", "granularity": "element", "reduction": "max"}),
     ("taylor", {"order": "second", "reduction": "sum"}),
@@ -87,6 +111,7 @@ def test_taylor_matches_reference(name, params):
     layers, grads = _reference_grads(model, ids, micro=2)
     scores = _run(model, ids, name, params, micro=2)
     p = plugins.IMPORTANCE.validate_params(name, params, "p")
+    gran = p.granularity or ("vector" if p.order == "first" else "element")
     n = len(grads)
     for lm in layers:
         for kind in ("attn", "mlp"):
@@ -94,10 +119,14 @@ def test_taylor_matches_reference(name, params):
             w = {r: lm.weights()[r].detach() for r in roles}
             G = {r: sum(g[(lm.index, r)] for g in grads) / n for r in roles}
             F = {r: sum(g[(lm.index, r)] ** 2 for g in grads) / n for r in roles}
-            if p.order == "first" and p.granularity == "vector":
+            if p.order == "first" and gran == "vector":
+                ref = _llm_pruner_vector(lm, w, G, kind)
+            elif p.order == "first" and gran == "joint":
                 ref = _reduce(lm, {r: w[r] * G[r] for r in roles}, kind, "sum").abs()
             elif p.order == "first":
                 ref = _reduce(lm, {r: (w[r] * G[r]).abs() for r in roles}, kind, p.reduction)
+                if p.reduction == "sum":
+                    torch.testing.assert_close(ref, _torch_pruning_first(lm, w, G, kind), rtol=1e-5, atol=1e-10)
             elif p.order == "second":
                 ref = _reduce(lm, {r: 0.5 * w[r] ** 2 * F[r] for r in roles}, kind, p.reduction)
             else:
@@ -105,6 +134,49 @@ def test_taylor_matches_reference(name, params):
             got = scores[(lm.index, kind)]
             assert got.shape == ref.shape
             torch.testing.assert_close(got, ref.float(), rtol=2e-4, atol=1e-9)
+
+
+def test_vector_and_joint_are_different_quantities():
+    """|Σ_group w·G| and Σ_rows |Σ_row w·G| are related by no constant (the point of naming both)."""
+    model = make_model("mistral")
+    ids = _ids()
+    v = _run(model, ids, "taylor", {"granularity": "vector"}, micro=3)
+    j = _run(model, ids, "taylor", {"granularity": "joint"}, micro=3)
+    ratio = torch.cat([j[k] / v[k] for k in v])
+    assert bool((j[(1, "attn")] <= v[(1, "attn")] * (1 + 1e-5)).all())  # triangle inequality
+    assert float(ratio.max() / ratio.min()) > 1.5
+
+
+@pytest.mark.parametrize("params", [{"granularity": "vector"}, {"granularity": "joint"},
+                                    {"granularity": "element"}, {"granularity": "element", "reduction": "max"},
+                                    {"order": "second", "per_sample": True}, {"order": "mix", "per_sample": True}])
+def test_scores_do_not_depend_on_the_micro_batch_split(params):
+    """4 samples in micro-batches of 1, 2, 3 (3 + 1) and 4: means over samples, the same scores."""
+    model = make_model("qwen2")  # with q/k/v biases
+    ids = _ids(n=4)
+    runs = [_run(model, ids, "taylor", params, micro=b) for b in (1, 2, 3, 4)]
+    for other in runs[1:]:
+        for key, s in runs[0].items():
+            # fp32 sums in another order: |Σ w·G| near 0 (joint) cancels, so atol scales with the layer's scores
+            atol = 1e-5 * float(s.abs().max())
+            torch.testing.assert_close(other[key], s, rtol=1e-4, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def test_micro_batch_fisher_depends_on_the_micro_batch_by_definition():
+    model = make_model("mistral")
+    ids = _ids(n=4)
+    one, four = _run(model, ids, "fisher", {}, micro=1), _run(model, ids, "fisher", {}, micro=4)
+    assert float(four[(1, "mlp")].sum()) < float(one[(1, "mlp")].sum())
+
+
+@pytest.mark.parametrize("params", [{"order": "second", "granularity": "vector"},
+                                    {"order": "mix", "granularity": "joint"},
+                                    {"order": "first", "granularity": "joint", "reduction": "max"}])
+def test_granularities_an_order_does_not_have_are_refused(params):
+    from gradprune.errors import GradpruneError
+
+    with pytest.raises(GradpruneError, match="granularity"):
+        plugins.IMPORTANCE.validate_params("taylor", params, "importance.params")
 
 
 def test_per_sample_fisher_is_exact_per_sample():

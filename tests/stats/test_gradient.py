@@ -17,25 +17,58 @@ from tests.conftest import make_model
 CPU = TrainerSection(accelerator="cpu", devices=1, precision="32-true")
 
 
-def test_collectors_match_reference():
+ALL = ("grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var", "grad_snr")
+
+
+def _per_sample_grads(model, layers, ids):
+    """Per-sample gradients of every layer's prunable weights (flattened, fp64), by a plain loop."""
+    out = []
+    for row in ids.split(1):
+        model.zero_grad(set_to_none=True)
+        model(input_ids=row, labels=row).loss.backward()
+        out.append([torch.cat([p.grad.flatten() for p in lm.weights().values()]).double() for lm in layers])
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def _stats(model, layers, ids, micro, per_sample=False):
+    cols = [plugins.COLLECTORS.build(n) for n in ALL]
+    est = plugins.IMPORTANCE.build("taylor", {"order": "second", "per_sample": per_sample})
+    return calibrate(model, layers, ids, micro, {"t": est}, cols, CPU).layer_stats
+
+
+def test_collectors_match_the_mean_gradient_reference():
+    """The four statistics of G_l = mean over samples of the gradient; variance/SNR from per-sample grads."""
     model = make_model("mistral")
     ids = torch.randint(0, 300, (6, 10), generator=torch.Generator().manual_seed(3))
     layers = get_adapter(model).layers(model)
-    per_batch = []
-    for chunk in ids.split(2):
-        model.zero_grad(set_to_none=True)
-        model(input_ids=chunk, labels=chunk).loss.backward()
-        per_batch.append([torch.cat([p.grad.flatten() for p in lm.weights().values()]).double() for lm in layers])
-    model.zero_grad(set_to_none=True)
-    cols = [plugins.COLLECTORS.build(n) for n in ("grad_norm", "grad_mean", "grad_std", "grad_max")]
-    res = calibrate(model, layers, ids, 2, {"t": plugins.IMPORTANCE.build("taylor")}, cols, CPU)
+    per_sample = _per_sample_grads(model, layers, ids)
+    exact = _stats(model, layers, ids, 2, per_sample=True)
     for li in range(len(layers)):
-        allg = torch.cat([b[li] for b in per_batch])
-        norm = math.sqrt(sum(float(b[li].norm() ** 2) for b in per_batch) / len(per_batch))
-        assert res.layer_stats["grad_norm"][li] == pytest.approx(norm, rel=1e-5)
-        assert res.layer_stats["grad_mean"][li] == pytest.approx(float(allg.mean()), rel=1e-4, abs=1e-12)
-        assert res.layer_stats["grad_std"][li] == pytest.approx(float(allg.std(unbiased=False)), rel=1e-5)
-        assert res.layer_stats["grad_max"][li] == pytest.approx(float(allg.abs().max()), rel=1e-6)
+        gs = torch.stack([s[li] for s in per_sample])  # [N, count]
+        G = gs.mean(0)
+        tau = float(((gs - G) ** 2).sum(1).sum() / (len(gs) - 1))  # unbiased sample variance, trace
+        assert exact["grad_norm"][li] == pytest.approx(float(G.norm()), rel=1e-5)
+        assert exact["grad_mean"][li] == pytest.approx(float(G.mean()), rel=1e-4, abs=1e-12)
+        assert exact["grad_std"][li] == pytest.approx(float(G.std(unbiased=False)), rel=1e-5)
+        assert exact["grad_max"][li] == pytest.approx(float(G.abs().max()), rel=1e-5)
+        assert exact["grad_var"][li] == pytest.approx(tau / G.numel(), rel=1e-4)
+        assert exact["grad_snr"][li] == pytest.approx(float(G.norm() ** 2) / tau, rel=1e-4)
+
+
+def test_statistics_do_not_depend_on_the_micro_batch_split_or_per_sample():
+    """batch_size 1, 2, 3 (3 + 1), 4 on 4 samples, with and without per-sample gradients: the same
+    grad_norm/mean/std/max (they are defined on the mean gradient); the variance is exact with micro-batches
+    of one and an estimate otherwise."""
+    model = make_model("qwen2")
+    ids = torch.randint(0, 300, (4, 10), generator=torch.Generator().manual_seed(4))
+    layers = get_adapter(model).layers(model)
+    runs = [_stats(model, layers, ids, b) for b in (1, 2, 3, 4)] + [_stats(model, layers, ids, 4, per_sample=True)]
+    for other in runs[1:]:
+        for name in ("grad_norm", "grad_mean", "grad_std", "grad_max"):
+            assert other[name] == pytest.approx(runs[0][name], rel=1e-4, abs=1e-10), name
+    assert runs[4]["grad_var"] == pytest.approx(runs[0]["grad_var"], rel=1e-4)  # both exact
+    assert all(math.isnan(v) for v in runs[3]["grad_var"])  # one micro-batch: no spread to estimate from
 
 
 def test_ratio_summary_uses_abs_and_names_extremes():
