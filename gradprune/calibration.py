@@ -236,6 +236,10 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     for c in collectors:
         c.setup(n_layers, device)
     dispatcher = HookDispatcher(layers, ests, collectors, n_layers)
+    if dispatcher.mean_grad is not None:
+        for e in ests:  # element-level Taylor reads the collectors' mean-gradient buffer: one copy, not two
+            if hasattr(e, "share_mean_gradient"):
+                e.share_mean_gradient(dispatcher.mean_grad)
     batches = list(input_ids.split(batch_size))
     per_sample = any(e.per_sample for e in ests)
     checkpointing = gradient_checkpointing and grads

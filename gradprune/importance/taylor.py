@@ -113,6 +113,16 @@ class TaylorImportance(ImportanceEstimator):
         self.n_samples = torch.zeros((), dtype=torch.float64)
         self.batch_samples = 1
         self._weights: dict[str, tuple[LayerModules, str]] = {}
+        self._shared = None  # a MeanGradient holding Σ n_b·g_b already (the stat collectors' buffer)
+
+    def share_mean_gradient(self, mean_grad) -> None:
+        """Read Σ n_b·g_b from ``mean_grad`` (a :class:`gradprune.stats.gradient.MeanGradient` fed the same
+        gradients) instead of keeping a second fp32 buffer per prunable weight."""
+        if self._element and self.params.order in ("first", "mix"):
+            self._shared = mean_grad
+
+    def _grad_sum(self, name: str, layer: LayerModules, role: str) -> torch.Tensor:
+        return self._shared.sums[(layer.index, role)] if self._shared is not None else self.grad_sum[name]
 
     def setup(self, layers: list[LayerModules]) -> None:
         """Remember the layers; accumulators are created lazily on the gradient's device."""
@@ -130,7 +140,7 @@ class TaylorImportance(ImportanceEstimator):
         g = grad.float()
         self._weights[name] = (layer, role)
         if self._element:
-            if p.order in ("first", "mix"):
+            if p.order in ("first", "mix") and self._shared is None:
                 self._acc(self.grad_sum, name, g).add_(g, alpha=n)
             if p.order in ("second", "mix"):
                 self._acc(self.sq_sum, name, g).addcmul_(g, g, value=n)
@@ -183,11 +193,11 @@ class TaylorImportance(ImportanceEstimator):
         for name, (layer, role) in self._weights.items():
             w = dict(layer.weights())[role].detach().float()
             if p.order == "first":
-                el = (w * self.grad_sum[name] / n).abs_()
+                el = (w * self._grad_sum(name, layer, role) / n).abs_()
             elif p.order == "second":
                 el = 0.5 * w.square() * self.sq_sum[name] / n
             else:
-                el = (w * self.grad_sum[name] / n - 0.5 * w.square() * self.sq_sum[name] / n).abs_()
+                el = (w * self._grad_sum(name, layer, role) / n - 0.5 * w.square() * self.sq_sum[name] / n).abs_()
             red.add(layer, role, el)
         return red.result()
 

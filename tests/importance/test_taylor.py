@@ -211,3 +211,16 @@ def test_embeddings_get_no_gradient():
     emb.register_hook(lambda g: seen.append(g))
     _run(model, _ids(), "taylor", {}, micro=3)
     assert seen == []
+
+
+@pytest.mark.parametrize("params", [{"granularity": "element"}, {"order": "mix"}])
+def test_element_taylor_shares_the_collectors_mean_gradient_buffer(params):
+    """With the stat collectors present, element-level Taylor reads their Σ n_b·g_b instead of its own copy."""
+    model = make_model("mistral")
+    ids, layers = _ids(n=5), get_adapter(model).layers(model)
+    alone = _run(model, ids, "taylor", params, micro=2)
+    est = plugins.IMPORTANCE.build("taylor", params)
+    res = calibrate(model, layers, ids, 2, {"e": est}, [plugins.COLLECTORS.build("grad_norm")], CPU)
+    assert est._shared is not None and est.grad_sum == {}
+    for key, s in alone.items():
+        torch.testing.assert_close(res.scores["e"][key], s, rtol=1e-6, atol=1e-12)
