@@ -1,19 +1,33 @@
-"""Planners: turn normalized per-group scores into a Plan that removes an exact parameter ratio.
+"""Planners: turn normalized per-group scores into a Plan that removes a target parameter ratio.
 
 The target ``pruning.ratio`` is a fraction of the whole model's parameters (embeddings included).
 Each group is weighed by the parameters it removes (a KV group removes far more than one channel).
+Each (layer, kind) in the allowed layer ranges is a *pool*: its groups go lowest score first, and
+its ``min_keep`` best groups never go.
 
-* global: one ranking over every group in the allowed layer ranges; groups are removed from the
-  lowest score up until the removed parameters reach the target (the last group is taken only if
-  that lands closer to the target), so the achieved ratio is within half a group of the target.
-* local: every allowed layer loses the same fraction of its prunable parameters.
+* global: one ranking over every pool's groups; groups are removed from the lowest score up until
+  the removed parameters land closest to the target.
+* local: every pool loses the same share of its removable parameters, rounded down to whole groups;
+  the groups this rounding leaves over go from the pools whose next group scores lowest (at most
+  one more per pool) until the total lands closest to the target. So every pool is within one group
+  of the same share, and the total is as close to the target as for global.
 
-``min_keep`` groups per layer and kind are never removed; ``round_to`` keeps MLP widths a
-multiple of N (by keeping the best-scored removed channels back, so the ratio may fall short).
+Either way the achieved ratio is within half of the largest group's parameters of the target.
+
+``round_to`` = N keeps every pruned MLP width a multiple of N: a pool's channels then go in steps
+(first the channels above the largest multiple of N below the width, then N at a time), and a step
+stands in the ranking with the score of its best channel. Steps larger than a group, or a target
+above what the rounded steps can remove, can miss the target by more than a group: the plan then
+says so in a :class:`PlanWarning` (also listed in ``plan.meta["warnings"]``).
+
+``plan.meta`` records the target, what was achieved (``achieved_ratio``, ``removed_params``), the
+tolerance (``group_params``: the largest group in the allowed pools), the layers left with no KV
+group or no MLP channel (``emptied_layers``, possible with ``min_keep: 0``) and the warnings.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,19 +35,39 @@ import torch
 
 from gradprune.errors import PlanError
 from gradprune.importance.base import Scores
+from gradprune.importance.normalizers import layer_list
 from gradprune.models.adapters import LayerModules
 from gradprune.pruning.plan import LayerPlan, Plan
 
 
+class PlanWarning(UserWarning):
+    """The plan misses its target by more than one group, or leaves a layer without a block."""
+
+
 @dataclass
 class Pool:
-    """The removable groups of one (layer, kind): scores, indices and the params one group removes."""
+    """The removable groups of one (layer, kind) in the order they go, and where a cut may stop."""
 
     layer: int
     kind: str
-    scores: np.ndarray
-    index: np.ndarray
-    cost: int
+    n_groups: int  # every group of the (layer, kind), the min_keep protected ones included
+    order: np.ndarray  # the removable group indices, lowest score first (ties: lower index first)
+    scores: np.ndarray  # their scores, ascending
+    cost: int  # parameters one group removes
+    stops: np.ndarray  # the group counts a cut may remove (ascending, > 0): all, or round_to's steps
+
+    @property
+    def removable(self) -> int:
+        """Parameters removed when the pool loses all it may."""
+        return int(self.stops[-1]) * self.cost if len(self.stops) else 0
+
+    def step_costs(self) -> np.ndarray:
+        """Parameters each step (from one stop to the next) removes."""
+        return np.diff(self.stops, prepend=0) * self.cost
+
+    def step_scores(self) -> np.ndarray:
+        """Score of each step: its best group's, so a step goes only once all its groups would."""
+        return self.scores[self.stops - 1]
 
 
 def allowed_layers(n_layers: int, rng: tuple[int, int] | None, key: str) -> range:
@@ -45,6 +79,16 @@ def allowed_layers(n_layers: int, rng: tuple[int, int] | None, key: str) -> rang
         raise PlanError(f"pruning.{key}: [{start}, {end}) is outside the model, which has {n_layers} layers "
                         f"(expected 0 <= start < end <= {n_layers})")
     return range(start, end)
+
+
+def _stops(n: int, n_free: int, min_keep: int, round_to: int, kind: str) -> np.ndarray:
+    """Group counts a pool may lose: any up to ``n_free``, or for MLP with round_to > 1 the counts
+    that leave a multiple of ``round_to`` channels (and at least ``min_keep``)."""
+    if kind == "attn" or round_to == 1:
+        return np.arange(1, n_free + 1)
+    fewest_kept = -(-min_keep // round_to) * round_to  # the smallest multiple of round_to >= min_keep
+    kept = np.arange((n - 1) // round_to * round_to, fewest_kept - 1, -round_to)
+    return n - kept
 
 
 def _pools(scores: Scores, layers: dict[int, LayerModules], pruning) -> list[Pool]:
@@ -59,10 +103,12 @@ def _pools(scores: Scores, layers: dict[int, LayerModules], pruning) -> list[Poo
             lm = layers[li]
             cost = lm.attn_group_params() if kind == "attn" else lm.mlp_group_params()
             s = scores[(li, kind)].double().numpy()
-            # the min_keep best groups are protected (ties: lower index wins, stable)
-            order = np.lexsort((np.arange(len(s)), -s))
-            free = np.sort(order[pruning.min_keep:])
-            out.append(Pool(li, kind, s[free], free, cost))
+            # best first (ties: lower index wins, stable); the min_keep best are protected
+            best_first = np.lexsort((np.arange(len(s)), -s))
+            free = best_first[pruning.min_keep:]
+            order = free[np.lexsort((free, s[free]))]  # lowest score first, ties: lower index first
+            stops = _stops(len(s), len(order), pruning.min_keep, pruning.round_to, kind)
+            out.append(Pool(li, kind, len(s), order, s[order], cost, stops))
     return out
 
 
@@ -78,52 +124,101 @@ def _cut(costs: np.ndarray, target: float) -> int:
     return k + 1 if (cum[k] - target) <= (target - before) else k
 
 
+def _global_counts(pools: list[Pool], target: float) -> list[int]:
+    """Groups each pool loses: one ranking of every pool's steps, cut closest to ``target``."""
+    cost = np.concatenate([p.step_costs() for p in pools] + [np.zeros(0, dtype=np.int64)])
+    s = np.concatenate([p.step_scores() for p in pools] + [np.zeros(0)])
+    pid = np.concatenate([np.full(len(p.stops), i) for i, p in enumerate(pools)] + [np.zeros(0, dtype=int)])
+    pos = np.concatenate([np.arange(len(p.stops)) for p in pools] + [np.zeros(0, dtype=int)])
+    # by score, then pool, then step: deterministic, and a pool's steps (scores ascending) go in order
+    order = np.lexsort((pos, pid, s))
+    k = _cut(cost[order], target)
+    taken = np.bincount(pid[order[:k]].astype(np.int64), minlength=len(pools))
+    return [int(p.stops[t - 1]) if t else 0 for p, t in zip(pools, taken, strict=True)]
+
+
+def _local_counts(pools: list[Pool], target: float) -> list[int]:
+    """Groups each pool loses: the same share of each, rounded down, then the remainder by score."""
+    removable = sum(p.removable for p in pools)
+    share = min(1.0, target / removable) if removable else 0.0
+    counts, next_cost, next_score, next_pool = [], [], [], []
+    for i, p in enumerate(pools):
+        if not len(p.stops):
+            counts.append(0)
+            continue
+        j = int(np.searchsorted(p.stops, share * p.stops[-1], side="right"))  # stops[:j] <= the share
+        counts.append(int(p.stops[j - 1]) if j else 0)
+        if j < len(p.stops):  # the pool's next step, a candidate for the remainder
+            next_cost.append((int(p.stops[j]) - counts[-1]) * p.cost)
+            next_score.append(float(p.scores[p.stops[j] - 1]))
+            next_pool.append(i)
+    # rounding down fell short of the target by less than the candidates' sum: the candidates with
+    # the lowest scores make it up (the same tie-break as global: score, then pool)
+    deficit = target - sum(c * p.cost for c, p in zip(counts, pools, strict=True))
+    order = np.lexsort((np.array(next_pool, dtype=np.int64), np.array(next_score)))
+    k = _cut(np.array(next_cost, dtype=np.int64)[order], deficit)
+    for j in order[:k]:
+        i = next_pool[j]
+        counts[i] += next_cost[j] // pools[i].cost
+    return counts
+
+
 def plan_pruning(scores: Scores, layers: list[LayerModules], total_params: int, pruning, model_type: str) -> Plan:
     """Make the plan for ``pruning`` (a recipe PruningSection) from normalized scores."""
     by_index = {lm.index: lm for lm in layers}
     pools = _pools(scores, by_index, pruning)
     target = pruning.ratio * total_params
-    removable = sum(p.cost * len(p.index) for p in pools)
+    # compared before rounding, as preflight's reach() does: beyond this no plan can get close
+    removable = sum(p.cost * len(p.order) for p in pools)
     if removable < target:
         raise PlanError(
             f"pruning.ratio={pruning.ratio} asks to remove {target:,.0f} of {total_params:,} parameters, but only "
             f"{removable:,} are removable in the allowed layer ranges (after min_keep={pruning.min_keep}); "
             f"lower the ratio or widen attention_layers / mlp_layers")
-    drop: dict[tuple[int, str], set[int]] = {}
-    if pruning.scope == "global":
-        s = np.concatenate([p.scores for p in pools])
-        pid = np.concatenate([np.full(len(p.index), i) for i, p in enumerate(pools)])
-        idx = np.concatenate([p.index for p in pools])
-        cost = np.concatenate([np.full(len(p.index), p.cost, dtype=np.int64) for p in pools])
-        order = np.lexsort((idx, pid, s))  # by score, then pool, then index: deterministic
-        k = _cut(cost[order], target)
-        for j in order[:k]:
-            p = pools[pid[j]]
-            drop.setdefault((p.layer, p.kind), set()).add(int(idx[j]))
-    else:
-        frac = target / removable
-        for p in pools:
-            order = np.lexsort((p.index, p.scores))
-            k = _cut(np.full(len(order), p.cost), frac * p.cost * len(p.index))
-            drop[(p.layer, p.kind)] = {int(i) for i in p.index[order[:k]]}
-    if pruning.round_to > 1:
-        _round_mlp(drop, scores, by_index, pruning.round_to)
-    return _to_plan(drop, by_index, model_type, pruning)
+    counts = (_global_counts if pruning.scope == "global" else _local_counts)(pools, target)
+    meta = _outcome(pools, counts, total_params, pruning)
+    drop = {(p.layer, p.kind): {int(i) for i in p.order[:c]} for p, c in zip(pools, counts, strict=True) if c}
+    return _to_plan(drop, by_index, model_type, pruning, meta)
 
 
-def _round_mlp(drop: dict[tuple[int, str], set[int]], scores: Scores, layers: dict[int, LayerModules], n: int) -> None:
-    """Keep back the best removed channels until each MLP width is a multiple of n."""
-    for (li, kind), idx in drop.items():
-        if kind != "mlp":
-            continue
-        kept = layers[li].n_channels - len(idx)
-        extra = (-kept) % n
-        if extra:
-            back = sorted(idx, key=lambda i: -float(scores[(li, kind)][i]))[:extra]
-            idx.difference_update(back)
+def _outcome(pools: list[Pool], counts: list[int], total_params: int, pruning) -> dict:
+    """The plan's meta on what was achieved; warns (and lists) a missed target and emptied layers."""
+    target = pruning.ratio * total_params
+    removed = sum(c * p.cost for p, c in zip(pools, counts, strict=True))
+    group = max((p.cost for p in pools), default=0)
+    emptied: dict[str, list[int]] = {"attn": [], "mlp": []}
+    for p, c in zip(pools, counts, strict=True):
+        if c and c == p.n_groups:
+            emptied[p.kind].append(p.layer)
+    found = []
+    if abs(removed - target) > group:
+        found.append(_missed_message(pools, removed, target, total_params, group, pruning))
+    for kind, what in (("attn", "every KV group (no attention left)"), ("mlp", "every MLP channel")):
+        if emptied[kind]:
+            verb = "loses" if len(emptied[kind]) == 1 else "lose"
+            found.append(f"pruning.min_keep={pruning.min_keep}: {layer_list(emptied[kind])} {verb} {what}; "
+                         f"set pruning.min_keep >= 1 to keep at least one")
+    for message in found:
+        warnings.warn(message, PlanWarning, stacklevel=3)
+    return {"achieved_ratio": removed / total_params, "removed_params": removed, "group_params": group,
+            "emptied_layers": emptied, "warnings": found}
 
 
-def _to_plan(drop, layers: dict[int, LayerModules], model_type: str, pruning) -> Plan:
+def _missed_message(pools: list[Pool], removed: int, target: float, total: int, group: int, pruning) -> str:
+    """Why the plan is off its target by more than one group (only round_to's steps can do that)."""
+    head = (f"pruning.ratio={pruning.ratio}: the plan removes {removed:,} parameters ({removed / total:.4f}), "
+            f"{abs(removed - target):,.0f} off the target, more than one group ({group:,})")
+    reach = sum(p.removable for p in pools)
+    if reach < target:
+        return (f"{head}: with pruning.round_to={pruning.round_to} at most {reach:,} parameters "
+                f"({reach / total:.4f}) are removable, which the plan removes; use pruning.ratio <= "
+                f"{np.floor(reach / total * 10_000) / 10_000:g} or a smaller round_to")
+    step = max((int(c) for p in pools for c in p.step_costs()), default=0)
+    return (f"{head}: pruning.round_to={pruning.round_to} removes MLP channels in steps of up to {step:,} "
+            f"parameters; a smaller round_to lands closer")
+
+
+def _to_plan(drop, layers: dict[int, LayerModules], model_type: str, pruning, outcome: dict) -> Plan:
     out = []
     for li in sorted(layers):
         lm = layers[li]
@@ -135,12 +230,14 @@ def _to_plan(drop, layers: dict[int, LayerModules], model_type: str, pruning) ->
             mlp_kept=[i for i in range(lm.n_channels) if i not in m] if m else None,
         ))
     meta = {"target_ratio": pruning.ratio, "scope": pruning.scope, "min_keep": pruning.min_keep,
-            "round_to": pruning.round_to}
+            "round_to": pruning.round_to, **outcome}
     return Plan(model_type=model_type, layers=out, meta=meta)
 
 
 def normalize_scores(scores: Scores, normalizer) -> Scores:
-    """Apply a per-layer normalizer to each (layer, kind) score vector."""
+    """Normalize scores by pools (``normalizer.params.scope``); a plain callable is applied per (layer, kind)."""
+    if hasattr(normalizer, "normalize"):
+        return normalizer.normalize(scores)
     return {k: normalizer(v.float()) for k, v in scores.items()}
 
 
