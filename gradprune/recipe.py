@@ -103,6 +103,10 @@ class EvalSection(Section):
     batch_size: int | Literal["auto"] = "auto"
     limit: int | float | None = None
     dense: bool = True  # evaluate the dense model too (cached by model identity)
+    #: cheap proxies on held-out windows (gradprune/eval/proxies.py); 0 = none
+    proxy_windows: int = Field(32, ge=0)
+    proxy_seq_len: int = Field(128, ge=2)
+    proxy_text: str | None = None  # an eval.ppl_datasets-style name; default: the first of ppl_datasets
 
     @field_validator("limit")
     @classmethod

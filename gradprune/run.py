@@ -218,6 +218,9 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t["time_dense_eval"] = time.perf_counter() - t0 - t["time_load"]
     if dense is not None:
         devices["dense_eval"] = device_of(loaded.model)
+    from gradprune.eval.proxies import dense_reference, proxy_metrics
+
+    proxy_ref = dense_reference(loaded.model, loaded.tokenizer, recipe.eval)  # before calibration: the dense model
     t1 = time.perf_counter()
     calib = calibration_stage(recipe, loaded, console, store)
     devices["calibration"] = calib.info.get("device", devices["load"])
@@ -240,7 +243,12 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
 
     params_after = get_adapter(loaded.model).count_params(loaded.model)
     t1 = time.perf_counter()
+    proxies, proxy_info = proxy_metrics(loaded.model, proxy_ref) if proxy_ref is not None else ({}, None)
+    del proxy_ref  # the dense log-probabilities: up to a few GB of host memory
     ev_metrics, ev_info = (pruned_eval or _pruned_eval)(recipe, loaded, console, dense)
+    ev_metrics = {**proxies, **ev_metrics}
+    if proxy_info is not None:
+        ev_info = {**ev_info, "proxies": proxy_info}
     t["time_eval"] = time.perf_counter() - t1
     if recipe.eval.run != "none":
         devices["eval"] = device_of(loaded.model)

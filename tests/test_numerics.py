@@ -32,6 +32,7 @@ def test_a_zero_plan_reproduces_the_dense_metrics_exactly(monkeypatch, tmp_path,
     assert m["params_after"] == m["params_before"]
     assert m["ppl"] == m["dense_ppl"] and m["ppl_ratio"] == 1.0
     assert m["acc_drop"] == 0.0 and m["acc_mean"] == m["dense_acc_mean"]
+    assert m["proxy_kl"] == 0.0 and m["proxy_flip"] == 0.0 and m["proxy_loss"] == m["proxy_dense_loss"]
     assert out.record["dtype"] == dtype
     assert set(out.record["devices"].values()) == {"cpu"}
     assert set(out.record["devices"]) == {"load", "dense_eval", "calibration", "surgery", "eval"}

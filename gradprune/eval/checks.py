@@ -90,12 +90,22 @@ def eval_problems(cfg: Any, model_config: Any = None, *, task_names: bool = True
     than after pruning. ``memo`` (a dict kept by the caller) remembers data sets already loaded, so a
     search checks each one once for all its grid points.
     """
-    if cfg.run == "none":
-        return []
     memo = {} if memo is None else memo
     problems: list[str] = []
     ppl_named: list[str] = []
     tm, tasks = None, []
+    proxy = getattr(cfg, "proxy_text", None)  # proxies run even with eval.run none when a text is named
+    if proxy and getattr(cfg, "proxy_windows", 0):
+        try:
+            from gradprune.eval.ppl_data import check_ppl_name
+
+            check_ppl_name(proxy)
+            if load_data:
+                problems += _remember(memo, ("ppl", proxy), lambda: _ppl_data_problem(proxy))
+        except EvalError as exc:
+            problems.append(str(exc).replace("eval.ppl_datasets", "eval.proxy_text"))
+    if cfg.run == "none":
+        return problems
     if cfg.run in ("all", "ppl"):
         found, ppl_named = _ppl_problems(cfg, model_config)
         problems += found
