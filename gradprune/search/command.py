@@ -3,6 +3,7 @@ the grid is done."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,16 @@ from rich.console import Console
 from gradprune.errors import GradpruneError, RecipeError
 from gradprune.io import atomic_write_json
 from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec, recipe_for
-from gradprune.search.study import enqueue_grid, file_lock, make_sampler, open_storage
+from gradprune.search.study import (
+    JOURNAL,
+    START_OVER,
+    enqueue_grid,
+    file_lock,
+    journal_path,
+    make_sampler,
+    open_storage,
+    stored_trial_numbers,
+)
 
 MARKER = "search.json"
 
@@ -36,27 +46,112 @@ def _all_points(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, c, strict=True)) for c in itertools.product(*space.values())]
 
 
-def _guard_dir(out: Path, spec: SearchSpec, overwrite: bool, storage: str | None) -> None:
-    """One output dir holds one search: the same one resumes, another is refused (or wiped on request)."""
+def _read_marker(out: Path) -> str | None:
+    """The fingerprint ``search.json`` records (None where there is none); a damaged file is an error."""
     marker = out / MARKER
+    if not marker.exists():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        detail = getattr(exc, "msg", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        raise GradpruneError(f"{marker} is damaged ({detail}): it records which search {str(out)!r} holds. Restore "
+                             f"it from a backup (rerunning the original search recipe resumes), or {START_OVER}") \
+            from None
+    if not isinstance(data, dict) or not isinstance(data.get("fingerprint"), str):
+        raise GradpruneError(f"{marker} is damaged (no \"fingerprint\" string): it records which search "
+                             f"{str(out)!r} holds. Restore it from a backup, or {START_OVER}")
+    return data["fingerprint"]
+
+
+def results_on_disk(out: Path) -> set[int]:
+    """Numbers of the trials whose results are on disk: rows of search_results.csv, trials/*/run.json."""
+    import csv
+
+    numbers: set[int] = set()
+    table = out / "search_results.csv"
+    if table.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError, csv.Error), open(table, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                with contextlib.suppress(TypeError, ValueError):
+                    numbers.add(int(row.get("trial") or ""))
+    for run_json in (out / "trials").glob("trial_*/run.json"):
+        with contextlib.suppress(ValueError):
+            numbers.add(int(run_json.parent.name.removeprefix("trial_")))
+    return numbers
+
+
+def storage_problem(out: Path, spec: SearchSpec, storage: str | None) -> str | None:
+    """Why the study storage cannot resume this search's results on disk (None where it can).
+
+    Results whose trials the storage does not hold (it was deleted, emptied or replaced by an older
+    copy) mean it lost them: opening it would start the search over and run every point again. A
+    damaged journal raises a GradpruneError of its own.
+    """
+    on_disk = results_on_disk(out)
+    journal = journal_path(storage, out)
+    if journal is not None and (not journal.exists() or journal.stat().st_size == 0):
+        stored: set[int] = set()
+        state = "is missing" if not journal.exists() else "is empty"
+    else:
+        stored = stored_trial_numbers(open_storage(storage, out), study_name(spec))
+        state = "does not hold them"
+    lost = sorted(on_disk - stored)
+    if not lost:
+        return None
+    where = str(journal) if journal is not None else f"--storage {storage!r} (study {study_name(spec)!r})"
+    shown = ", ".join(map(str, lost[:5])) + (", ..." if len(lost) > 5 else "")
+    return (f"{str(out)!r} holds results of {len(lost)} trial(s) ({shown}: search_results.csv, trials/) but the "
+            f"study storage {where} {state}, so the search would start over and run every point again. "
+            f"Restore the storage from a backup, or {START_OVER}")
+
+
+def study_name(spec: SearchSpec) -> str:
+    """The Optuna study of a search."""
+    return spec.study_name or f"gradprune-{spec.fingerprint()}"
+
+
+def _previous_files(out: Path) -> list[Path]:
+    """Every file and folder a previous search and its analysis wrote in ``out``: nothing else."""
+    from gradprune.analysis.command import OUTPUTS
+
+    names = [MARKER, JOURNAL, JOURNAL + ".lock", ".search.lock", "search_results.csv", "trials", "cache",
+             "halving_decisions.json", "screen_selection.json", *OUTPUTS]
+    found = [out / n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    return found + [p for p in out.glob(".*.tmp") if any(p.name.startswith(f".{n}.") for n in names)]
+
+
+def _wipe(out: Path) -> None:
+    for p in _previous_files(out):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
+def _guard_dir(out: Path, spec: SearchSpec, overwrite: bool, storage: str | None) -> None:
+    """One output dir holds one search: the same one resumes, another is refused (or wiped on request).
+
+    The same search whose storage is damaged or lost its results is refused too: resuming it would run
+    every point again (or fail on the damaged file). ``overwrite`` wipes the dir's search and analysis
+    files in these cases, and only then (workers started together with --overwrite share one new search).
+    """
     if out.exists() and not out.is_dir():
         raise GradpruneError(f"output_dir {str(out)!r} is a file; expected a directory")
-    if marker.exists():
-        old = json.loads(marker.read_text()).get("fingerprint")
-        if old == spec.fingerprint():
-            return
-        if not overwrite:
+    try:
+        old = _read_marker(out)
+        if old is None and (out / "search_results.csv").exists():
+            raise GradpruneError(f"output_dir {str(out)!r} holds a search_results.csv from another tool or version "
+                                 f"(no {MARKER}); choose another --output_dir or pass --overwrite")
+        if old is not None and old != spec.fingerprint():
             raise GradpruneError(
                 f"output_dir {str(out)!r} holds a different search (fingerprint {old}, this one "
                 f"{spec.fingerprint()}). Rerun the original search recipe to resume it, choose another "
                 f"--output_dir, or pass --overwrite to delete its results")
-        for name in ("study.journal", "search_results.csv", MARKER, "trials", "cache", "halving_decisions.json",
-                     "screen_selection.json"):
-            p = out / name
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    elif (out / "search_results.csv").exists() and not overwrite:
-        raise GradpruneError(f"output_dir {str(out)!r} holds a search_results.csv from another tool or version; "
-                             f"choose another --output_dir or pass --overwrite")
+        problem = storage_problem(out, spec, storage) if out.exists() else None
+        if problem is not None:
+            raise GradpruneError(problem)
+    except GradpruneError:
+        if not overwrite:
+            raise
+        _wipe(out)
 
 
 def open_study(spec: SearchSpec, out: Path, storage_url: str | None):
@@ -66,7 +161,7 @@ def open_study(spec: SearchSpec, out: Path, storage_url: str | None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url, out)
     space = _space(spec)
-    name = spec.study_name or f"gradprune-{spec.fingerprint()}"
+    name = study_name(spec)
     with file_lock(out / ".search.lock"):
         try:
             study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",

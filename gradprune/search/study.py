@@ -37,20 +37,105 @@ def decode(v: Any) -> Any:
     return json.loads(v[5:]) if isinstance(v, str) and v.startswith("json:") else v
 
 
+JOURNAL = "study.journal"
+# how to get out of a damaged or lost storage, quoted by every such error
+START_OVER = "pass --overwrite to delete this search's results and start it over"
+
+
+def journal_path(url: str | None, out_dir: Path) -> Path | None:
+    """The journal file a storage URL names (the default: ``<out_dir>/study.journal``); None for an RDB."""
+    if url is None:
+        return out_dir / JOURNAL
+    return Path(url) if url.endswith((".journal", ".log")) else None
+
+
+def repair_journal(path: Path) -> int:
+    """Make a journal file whole records again after a crash; returns how many bytes were dropped.
+
+    Optuna appends one JSON record plus ``\n`` per storage operation, under the journal's lock. A process
+    killed mid-append leaves a partial last line; Optuna's reader skips it, but the next append would
+    continue that line and merge two records into garbage that breaks every later read. So, under the
+    same lock (no live writer is mid-append then), a partial tail is cut off atomically — the operation
+    it held never happened, as for the killed process's reader. Anything else that is not a record
+    (a bad line inside the file, bytes that no append writes) is a GradpruneError naming the line.
+    """
+    from optuna.storages.journal import JournalFileOpenLock
+    from optuna.storages.journal._file import get_lock_file
+
+    from gradprune.io import atomic_write_bytes
+
+    if not path.exists():
+        return 0
+    if not path.is_file():
+        raise GradpruneError(f"study storage {str(path)!r} is not a file; remove it or {START_OVER}")
+    with get_lock_file(JournalFileOpenLock(str(path))):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise GradpruneError(f"study storage {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+        cut = data.rfind(b"\n") + 1
+        whole, tail = data[:cut], data[cut:]
+        for number, line in enumerate(whole.splitlines(), start=1):
+            _check_record(path, number, line)
+        if tail and not (tail.isascii() and tail.startswith(b"{")):  # an append writes ASCII JSON objects
+            _damaged(path, whole.count(b"\n") + 1, "bytes that are not a journal record")
+        if tail:
+            atomic_write_bytes(path, whole)
+        return len(tail)
+
+
+def _check_record(path: Path, number: int, line: bytes) -> None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        _damaged(path, number, "bytes that are not UTF-8 text")
+    except json.JSONDecodeError as exc:
+        _damaged(path, number, f"not a JSON record ({exc.msg} at column {exc.colno})")
+    if not isinstance(record, dict) or "op_code" not in record:
+        _damaged(path, number, "not an Optuna journal record (no op_code)")
+
+
+def _damaged(path: Path, number: int, what: str):
+    raise GradpruneError(f"study storage {str(path)!r} is damaged: line {number} is {what}. Restore the file "
+                         f"from a backup, or {START_OVER}")
+
+
+def stored_trial_numbers(storage, study_name: str) -> set[int]:
+    """The numbers of the study's trials that the storage knows were claimed (running or ended; none
+    if it has no such study). A trial with results on disk is one of them, unless the storage lost it."""
+    from optuna.trial import TrialState
+
+    for study in storage.get_all_studies():
+        if study.study_name == study_name:
+            return {t.number for t in storage.get_all_trials(study._study_id, deepcopy=False)
+                    if t.state != TrialState.WAITING}
+    return set()
+
+
 def open_storage(url: str | None, out_dir: Path):
-    """The storage: a journal file in the output dir by default, or any Optuna storage URL."""
+    """The storage: a journal file in the output dir by default, or any Optuna storage URL.
+
+    A journal file is repaired first (see :func:`repair_journal`); a missing one is created."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    if url is None:
-        path = out_dir / "study.journal"
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    path = journal_path(url, out_dir)
+    if path is not None:
+        repair_journal(path)
     try:
-        if url.endswith(".journal") or url.endswith(".log"):
-            return JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+        if path is not None:
+            storage = JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+            storage.get_all_studies()  # replays the records: one Optuna cannot apply is a damaged file
+            return storage
         return optuna.storages.get_storage(url)
-    except Exception as exc:  # bad URL, unreachable server, missing driver
+    except GradpruneError:
+        raise
+    except Exception as exc:  # bad URL, unreachable server, missing driver; a journal Optuna cannot replay
+        if path is not None:
+            raise GradpruneError(f"study storage {str(path)!r} is damaged: Optuna cannot replay it "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
+                                 f"Restore the file from a backup, or {START_OVER}") from None
         raise GradpruneError(f"--storage {url!r}: cannot open the Optuna storage: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:300]}") from None
 

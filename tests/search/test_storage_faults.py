@@ -1,0 +1,189 @@
+"""A search never loses or silently redoes work: crashes mid-append, damaged or lost storage, retries,
+--overwrite, and the bad inputs that used to run something else than asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gradprune.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+RATIOS = [0.1, 0.2, 0.3]
+
+
+def _spec(model_dir, corpus_file, out: Path, grid=None, **extra) -> dict:
+    return {
+        "base": str(ROOT / "recipes/tiny.yaml"),
+        "overrides": [f"model.name_or_path={model_dir}", "calibration.dataset.name=text_file",
+                      f"calibration.dataset.path={corpus_file}", "calibration.num_samples=8",
+                      "calibration.seq_len=16", "calibration.batch_size=4", "eval.run=none",
+                      "pruning.attention_layers=[0,4]", "pruning.mlp_layers=[0,4]"],
+        "grid": {"pruning.ratio": RATIOS} if grid is None else grid,
+        "output_dir": str(out),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, model_dir, corpus_file):
+    """A finished 3-point search, run in a subprocess (its trials' owner is a dead PID, as after a crash)."""
+    root = tmp_path_factory.mktemp("finished")
+    recipe = root / "search.yaml"
+    recipe.write_text(yaml.safe_dump(_spec(model_dir, corpus_file, root / "search")))
+    r = subprocess.run([sys.executable, "-m", "gradprune.cli", "search", str(recipe)], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stderr
+    return recipe, root / "search"
+
+
+@pytest.fixture
+def copy_of(finished, tmp_path):
+    """A fresh copy of the finished search's output dir; returns (recipe, out)."""
+    recipe, out = finished
+    dst = tmp_path / "search"
+    shutil.copytree(out, dst)
+    return recipe, dst
+
+
+def _fake_trial(recipe, trial_dir, store, console):
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "run.json").write_text("{}\n")
+    return {"metrics": {"acc_mean": 1 - recipe.pruning.ratio}, "success": True, "error": "", "duration_s": 0.0}
+
+
+@pytest.fixture
+def fake_trials(monkeypatch):
+    """Trials of the search under test return at once (the storage, not the pruning, is tested here)."""
+    monkeypatch.setattr("gradprune.search.worker.run_trial", _fake_trial)
+
+
+def _search(recipe, out, *args) -> int:
+    return main(["search", str(recipe), "--output_dir", str(out), *args])
+
+
+def _journal_trials(journal: Path):
+    """Every trial of the journal's one study; also checks the file is whole records."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    data = journal.read_bytes()
+    assert data.endswith(b"\n")
+    for line in data.splitlines():
+        assert "op_code" in json.loads(line)
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (study,) = storage.get_all_studies()
+    return storage.get_all_trials(study._study_id)
+
+
+def _assert_every_point_once(out: Path) -> None:
+    from optuna.trial import TrialState
+
+    df = pd.read_csv(out / "search_results.csv")
+    assert sorted(df["pruning.ratio"]) == RATIOS and df.success.all(), df
+    done = [t.params["pruning.ratio"] for t in _journal_trials(out / "study.journal")
+            if t.state == TrialState.COMPLETE and not t.user_attrs.get("retried")]
+    assert sorted(done) == RATIOS
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+# -- 1. crash-safe storage ----------------------------------------------------------------------
+
+
+def test_journal_cut_at_every_byte_of_its_last_record_resumes_every_point_once(finished, tmp_path, fake_trials):
+    recipe, out = finished
+    data = (out / "study.journal").read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1  # the last record: data[start:], ending in "\n"
+    assert len(data) - start > 20
+    for cut in range(start, len(data)):
+        work = tmp_path / f"cut_{cut}"
+        shutil.copytree(out, work)
+        (work / "study.journal").write_bytes(data[:cut])
+        assert _search(recipe, work) == 0, cut
+        _assert_every_point_once(work)
+        shutil.rmtree(work)
+
+
+def test_a_finished_search_resumes_to_nothing(copy_of, fake_trials, capsys):
+    recipe, out = copy_of
+    before = pd.read_csv(out / "search_results.csv")
+    assert _search(recipe, out) == 0
+    assert "ran 0 trial(s)" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "search_results.csv"), before)
+    _assert_every_point_once(out)
+
+
+@pytest.mark.parametrize("fault", ["deleted", "emptied"])
+def test_lost_journal_is_refused_not_a_silent_restart(copy_of, capsys, fault):
+    recipe, out = copy_of
+    journal = out / "study.journal"
+    journal.unlink() if fault == "deleted" else journal.write_bytes(b"")
+    before = _snapshot(out)
+    assert _search(recipe, out) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds results of 3 trial(s)" in err and "study.journal" in err and "--overwrite" in err
+    assert ("is missing" if fault == "deleted" else "is empty") in err
+    assert _snapshot(out) == before  # no new journal, the CSV and trial folders untouched
+
+
+def test_journal_replaced_by_an_older_copy_is_refused(copy_of, capsys):
+    recipe, out = copy_of
+    journal = out / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    # keep the study and its enqueued points only: the trials' results are lost
+    keep = [ln for ln in lines if json.loads(ln)["op_code"] in (0, 4)]
+    journal.write_bytes(b"".join(keep))
+    assert _search(recipe, out) == 2
+    assert "does not hold them" in capsys.readouterr().err
+
+
+DAMAGE = [
+    ("garbage-line", lambda d: d.replace(b"\n", b"\nthis is no record\n", 1), "line 2 is not a JSON record"),
+    ("garbage-bytes", lambda d: d.replace(b"\n", b"\n\xff\xfe\x00\x81\n", 1), "line 2 is bytes that are not UTF-8"),
+    ("garbage-tail", lambda d: d + b"\xff\xfe\x00\x81", "bytes that are not a journal record"),
+    ("not-a-record", lambda d: d.replace(b"\n", b"\n[1, 2]\n", 1), "not an Optuna journal record"),
+]
+
+
+@pytest.mark.parametrize("damage,fragment", [(d[1], d[2]) for d in DAMAGE], ids=[d[0] for d in DAMAGE])
+def test_damaged_journal_is_exit_2_naming_file_line_and_fix(copy_of, capsys, damage, fragment):
+    recipe, out = copy_of
+    journal = out / "study.journal"
+    journal.write_bytes(damage(journal.read_bytes()))
+    before = _snapshot(out)
+    assert _search(recipe, out) == 2
+    err = capsys.readouterr().err
+    flat = " ".join(err.split())
+    assert "study.journal" in flat and "is damaged" in flat and fragment in flat and "--overwrite" in flat
+    assert len(err.strip().splitlines()) == 1 or "Traceback" not in err
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[1, 2]\n", b'{"fingerprint": 3}'])
+def test_damaged_search_json_is_exit_2(copy_of, capsys, content):
+    recipe, out = copy_of
+    (out / "search.json").write_bytes(content)
+    before = _snapshot(out)
+    assert _search(recipe, out) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "search.json is damaged" in err and "--overwrite" in err and "Traceback" not in err
+    assert _snapshot(out) == before
+
+
+def test_overwrite_starts_a_damaged_search_over(copy_of, fake_trials):
+    recipe, out = copy_of
+    (out / "study.journal").write_bytes(b"garbage\n")
+    assert _search(recipe, out, "--overwrite") == 0
+    _assert_every_point_once(out)
+    assert sorted(pd.read_csv(out / "search_results.csv").trial) == [0, 1, 2]
