@@ -1,71 +1,178 @@
-"""rich progress for calibration (a Lightning callback) and the run's summary tables."""
+"""Progress of a run: the stage it is in, calibration's live view (a Lightning callback), summary tables.
+
+Nothing heavy is imported here: ``gradprune run`` imports this module before the recipe is checked,
+and Lightning (≈5 s) is imported only when :class:`CalibrationProgress` is first used.
+
+Stages: the calibration callback and the evaluation rows call :func:`report_stage`; whoever watches
+the run (the search's live table, which runs trials with a quiet console) installs a listener with
+:func:`watching_stages` and so sees "calibrating 3/8" or "pruned eval: task arc_easy 120/500".
+"""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
-import lightning as L
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
+from rich.console import Console, Group
 from rich.table import Table
 
-
-class CalibrationProgress(L.Callback):
-    """Live view of calibration: micro-batches done/total, tokens/s and the running loss."""
-
-    def __init__(self, console: Console, total_batches: int, tokens_per_batch: int, label: str = "calibrating"):
-        self.console = console
-        self.total = total_batches
-        self.tokens_per_batch = tokens_per_batch
-        self.label = label
-        self.progress: Progress | None = None
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.global_rank != 0:
-            return
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[tps]} tok/s"), TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-            console=self.console, transient=False,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(self.label, total=self.total, tps="-", loss="-")
-        self.t0 = time.perf_counter()
-        self.done = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.progress is None:
-            return
-        self.done += 1
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        tps = f"{self.done * self.tokens_per_batch * trainer.world_size / dt:,.0f}"
-        loss = pl_module.losses[-1] if pl_module.losses else float("nan")
-        self.progress.update(self.task, advance=1, tps=tps, loss=f"{loss:.3f}")
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.on_train_end(trainer, pl_module)  # never leave a live display behind
+# (stage, detail): stage is coarse ("loading", "dense eval", "calibrating", "pruned eval"), detail fine
+StageListener = Callable[[str, str], None]
+_LISTENER: ContextVar[StageListener | None] = ContextVar("gradprune_stage_listener", default=None)
 
 
-def layer_table(rows: list[dict], title: str = "per-layer plan") -> Table:
-    """One row per layer: KV groups and channels kept, pruning rate, gradient norm."""
-    t = Table(title=title, header_style="bold")
-    for col in ("layer", "kv kept", "channels kept", "params after", "pruned", "grad_norm"):
-        t.add_column(col, justify="right")
+def report_stage(stage: str, detail: str = "") -> None:
+    """Tell whoever watches this run what it is doing now (nothing happens when nobody watches)."""
+    listener = _LISTENER.get()
+    if listener is not None:
+        listener(stage, detail)
+
+
+@contextmanager
+def watching_stages(listener: StageListener) -> Iterator[None]:
+    """``listener(stage, detail)`` receives every stage reported inside the block."""
+    token = _LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
+
+
+def _calibration_progress_class() -> type:
+    import lightning as L
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    class CalibrationProgress(L.Callback):
+        """Live view of calibration: micro-batches done/total, tokens/s and the running loss.
+
+        Also reports the stage ``calibrating k/n`` (see :func:`report_stage`).
+        """
+
+        def __init__(self, console: Console, total_batches: int, tokens_per_batch: int,
+                     label: str = "calibrating") -> None:
+            self.console = console
+            self.total = total_batches
+            self.tokens_per_batch = tokens_per_batch
+            self.label = label
+            self.progress: Progress | None = None
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            if trainer.global_rank != 0:
+                return
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[tps]} tok/s"), TextColumn("loss {task.fields[loss]}"),
+                TimeElapsedColumn(), console=self.console, transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=self.total, tps="-", loss="-")
+            self.t0 = time.perf_counter()
+            self.done = 0
+            report_stage("calibrating", f"0/{self.total}")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if self.progress is None:
+                return
+            self.done += 1
+            dt = max(time.perf_counter() - self.t0, 1e-9)
+            tps = f"{self.done * self.tokens_per_batch * trainer.world_size / dt:,.0f}"
+            loss = pl_module.losses[-1] if pl_module.losses else float("nan")
+            self.progress.update(self.task, advance=1, tps=tps, loss=f"{loss:.3f}")
+            report_stage("calibrating", f"{self.done}/{self.total}")
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+                report_stage("pruning", "scores → plan → cut")
+
+        def on_exception(self, trainer, pl_module, exception) -> None:
+            self.on_train_end(trainer, pl_module)  # never leave a live display behind
+
+    CalibrationProgress.__module__, CalibrationProgress.__qualname__ = __name__, "CalibrationProgress"  # picklable
+    return CalibrationProgress
+
+
+def __getattr__(name: str) -> Any:
+    # CalibrationProgress subclasses lightning's Callback: built (and Lightning imported) on first use
+    if name == "CalibrationProgress":
+        cls = _calibration_progress_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the run's tables
+
+# keys of a layer row (gradprune.summary.layer_rows) that are not a collector's statistic
+_LAYER_KEYS = {"layer", "params_before", "params_after", "prunable_before", "prunable_removed", "pruning_rate",
+               "kv_groups_before", "kv_groups_kept", "heads_before", "heads_kept", "mlp_channels_before",
+               "mlp_channels_kept", "attn_pruned", "mlp_pruned", "extreme"}
+
+
+_STATS_PER_TABLE = 7
+
+
+def layer_stat_names(rows: list[dict]) -> list[str]:
+    """The collectors' statistics in layer rows (every key that is not part of the plan), in row order."""
+    names: dict[str, None] = {}
     for r in rows:
-        gn = r.get("grad_norm")
-        t.add_row(str(r["layer"]), f"{r['kv_groups_kept']}/{r['kv_groups_before']}",
-                  f"{r['mlp_channels_kept']}/{r['mlp_channels_before']}", f"{r['params_after']:,}",
-                  f"{r['pruning_rate']:.1%}", "-" if gn is None else f"{gn:.3e}")
-    return t
+        names.update({k: None for k in r if k not in _LAYER_KEYS})
+    return list(names)
+
+
+def _sci(v: Any) -> str:
+    if v is None:
+        return "-"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return f"{f:.2e}" if math.isfinite(f) else str(f)
+
+
+def layer_table(rows: list[dict], title: str = "per-layer plan", stats: list[str] | None = None) -> Group:
+    """One row per layer: KV groups and channels kept, pruning rate; then every collector's statistic
+    per layer (built-in or plugin; ``stats`` defaults to every statistic in the rows), as a second table
+    so that both fit 80 columns."""
+    plan = Table(title=title, header_style="bold")
+    for col in ("layer", "kv kept", "channels kept", "params after", "pruned"):
+        plan.add_column(col, justify="right")
+    for r in rows:
+        plan.add_row(str(r["layer"]), f"{r['kv_groups_kept']}/{r['kv_groups_before']}",
+                     f"{r['mlp_channels_kept']}/{r['mlp_channels_before']}", f"{r['params_after']:,}",
+                     f"{r['pruning_rate']:.1%}")
+    names = layer_stat_names(rows) if stats is None else list(stats)
+    tables = [plan]
+    for i in range(0, len(names), _STATS_PER_TABLE):
+        chunk = names[i:i + _STATS_PER_TABLE]
+        # no vertical rules, so that seven statistic columns keep whole headers in 80 columns
+        st = Table(title="gradient statistics per layer" if i == 0 else None, header_style="bold",
+                   box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+        st.add_column("layer", justify="right")
+        for n in chunk:
+            st.add_column(n, justify="right")
+        for r in rows:
+            st.add_row(str(r["layer"]), *[_sci(r.get(n)) for n in chunk])
+        tables.append(st)
+    return Group(*tables)
+
+
+def ratio_names(metrics: dict) -> list[str]:
+    """Every collector's cross-layer ``<stat>_ratio`` in the metrics (recognised by the ``<stat>_max_layer``
+    written beside it; ``ppl_ratio`` has none)."""
+    return [k for k in metrics if k.endswith("_ratio") and f"{k.removesuffix('_ratio')}_max_layer" in metrics]
 
 
 def summary_table(metrics: dict, title: str = "run summary") -> Table:
-    """The headline numbers of a run (pruned vs dense where the dense value is known)."""
+    """The headline numbers of a run (pruned vs dense where the dense value is known), and every
+    configured collector's cross-layer ratio."""
     t = Table(title=title, header_style="bold")
     t.add_column("metric")
     t.add_column("pruned", justify="right")
@@ -86,7 +193,7 @@ def summary_table(metrics: dict, title: str = "run summary") -> Table:
     for k in sorted(metrics):
         if k.startswith("acc_") and "stderr" not in k and not k.endswith("_drop"):
             t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
-    for k in ("grad_norm_ratio", "grad_mean_ratio", "grad_std_ratio", "grad_max_ratio", "extreme_pruning_layers"):
+    for k in [*ratio_names(metrics), "extreme_pruning_layers"]:
         if k in metrics:
             t.add_row(k, fmt(metrics[k]), "")
     return t

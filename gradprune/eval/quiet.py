@@ -1,4 +1,5 @@
-"""Keeps lm-eval and datasets quiet while evaluating: warnings and errors only, no tqdm bars.
+"""Keeps lm-eval and datasets quiet while evaluating: warnings and errors only, no tqdm bars, and no
+``fatal: not a git repository`` from lm-eval's commit-hash lookup outside a git checkout.
 
 Our own progress rows replace their bars. Everything is restored on exit.
 """
@@ -65,6 +66,33 @@ def _no_task_tqdm() -> Iterator[None]:
         task_module.tqdm = original
 
 
+def _git_hash_quietly() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` with git's stderr discarded (it runs ``git describe`` with stderr
+    on the terminal, so every evaluation outside a checkout printed ``fatal: not a git repository``)."""
+    import os
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, check=True)  # noqa: S607
+        return out.stdout.decode().strip()
+    except (subprocess.CalledProcessError, FileNotFoundError, OSError):
+        return get_commit_from_path(os.getcwd())
+
+
+@contextmanager
+def _no_git_noise() -> Iterator[None]:
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.get_git_commit_hash
+    evaluator.get_git_commit_hash = _git_hash_quietly
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
+
+
 @contextmanager
 def _no_datasets_bars() -> Iterator[None]:
     import datasets
@@ -94,6 +122,7 @@ def quiet_libraries(lm_eval: bool = True, datasets: bool = True) -> Iterator[Non
         stack.enter_context(_filtered(_lm_eval_logger_names()))
         if lm_eval:
             stack.enter_context(_no_task_tqdm())
+            stack.enter_context(_no_git_noise())
         if datasets:
             stack.enter_context(_no_datasets_bars())
         yield

@@ -85,7 +85,8 @@ class Worker:
         """Run trials until the study has none left (or ``max_trials`` ran here); returns how many ran."""
         done = 0
         keys = list(self.space)
-        with SearchDisplay(self.console, keys, self.total(), self.finished()) as display:
+        # the display reads the study after each trial: every worker's trials count towards progress and ETA
+        with SearchDisplay(self.console, keys, self.total(), self.finished(), study=self.study) as display:
             while max_trials is None or done < max_trials:
                 recover_stale(self.study)
                 tid = self._next()

@@ -1,0 +1,168 @@
+"""What a researcher sees while a run or search works: ETA arithmetic, stages, 80-column tables, headers."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from gradprune.eval.progress import EvalProgress
+from gradprune.progress import layer_table, ratio_names, report_stage, summary_table, watching_stages
+from gradprune.search.live import SearchDisplay, eta_seconds, format_eta, short_names
+
+KEYS = ["calibration.seq_len", "calibration.num_samples", "calibration.seed"]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def plain_console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=False, width=80, color_system=None), buf
+
+
+def terminal_text(renderable, width: int = 80) -> str:
+    buf = io.StringIO()
+    Console(file=buf, force_terminal=True, width=width, color_system=None).print(renderable)
+    return buf.getvalue()
+
+
+def test_eta_is_mean_trial_time_times_remaining_over_workers_counted_down():
+    assert eta_seconds([], remaining=5) is None  # no trial finished yet: no estimate
+    assert eta_seconds([100.0, 200.0], remaining=4) == 600.0
+    assert eta_seconds([100.0, 200.0], remaining=4, workers=2) == 300.0
+    assert eta_seconds([100.0, 200.0], remaining=4, workers=2, elapsed=50.0) == 250.0
+    assert eta_seconds([100.0], remaining=1, elapsed=500.0) == 0.0  # never negative
+    assert eta_seconds([], remaining=0) == 0.0
+    assert format_eta(None) == "-:--:--"
+    assert format_eta(3725.4) == "1:02:05"
+
+
+def test_grid_columns_show_the_distinguishing_part_of_each_key():
+    assert short_names(KEYS) == {"calibration.seq_len": "seq_len", "calibration.num_samples": "num_samples",
+                                 "calibration.seed": "seed"}
+    assert short_names(["pruning.ratio", "x.ratio"]) == {"pruning.ratio": "pruning.ratio", "x.ratio": "x.ratio"}
+    assert short_names(["importance.params.order", "pruning.ratio"])["importance.params.order"] == "order"
+
+
+def test_display_off_terminal_eta_from_first_trial_and_one_line_per_stage():
+    console, buf = plain_console()
+    clock = Clock()
+    with SearchDisplay(console, KEYS, total=4, clock=clock) as d:
+        d.started(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0})
+        assert d.eta() is None
+        report_stage("dense eval", "task tiny_arc 1/80")
+        for k in range(1, 9):
+            report_stage("calibrating", f"{k}/8")  # details move on; a log gets one line for the stage
+        report_stage("pruned eval", "task tiny_arc 80/80")
+        d.finished(0, {"status": "complete", "acc_mean": 0.7, "duration_s": 60.0})
+        assert d.eta() == 180.0  # 60 s × 3 trials left, one worker
+        clock.now += 30
+        assert d.eta() == 150.0  # counted down between trials
+        report_stage("calibrating", "1/8")  # after the trial: nobody listens any more
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("trial 0 started")
+    assert [ln for ln in lines if ln.startswith("trial 0: ")] == [
+        "trial 0: loading", "trial 0: dense eval task tiny_arc 1/80", "trial 0: calibrating 1/8",
+        "trial 0: pruned eval task tiny_arc 80/80"]
+    assert "1/4 done, ETA 0:03:00" in lines[-1]
+
+
+def test_live_view_shows_stage_eta_and_readable_headers_in_80_columns():
+    console, _ = plain_console()
+    clock = Clock()
+    d = SearchDisplay(console, KEYS, total=6, done=0, clock=clock)
+    d.started(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0})
+    d.finished(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0,
+                   "status": "complete", "acc_mean": 0.75, "ppl": 2.5, "grad_norm_ratio": 3.1, "duration_s": 20.0})
+    d.started(1, {"calibration.seq_len": 64, "calibration.num_samples": 8, "calibration.seed": 0})
+    with watching_stages(lambda s, det: d.on_stage(1, s, det)):
+        report_stage("calibrating", "3/8")
+    clock.now += 4
+    text = terminal_text(d._render())
+    assert all(len(line) <= 80 for line in text.splitlines())
+    header = next(line for line in text.splitlines() if "trial" in line and "status" in line)
+    assert "seq_len" in header and "num_samples" in header and "seed" in header and "…" not in header
+    assert "trial 1: calibrating 3/8 (0:00:04 in this stage)" in text
+    assert "ETA 0:01:36" in text  # 20 s × 5 left − 4 s
+    d._stages.close()
+
+
+def test_ctrl_c_marks_the_running_trial_interrupted():
+    console, buf = plain_console()
+    d = SearchDisplay(console, KEYS, total=2)
+    with pytest.raises(KeyboardInterrupt), d:
+        d.started(3, {"calibration.seq_len": 16})
+        raise KeyboardInterrupt
+    assert d.rows[3]["status"] == "interrupted"
+    assert "trial 3 interrupted" in buf.getvalue()
+    assert "running" not in terminal_text(d._table())
+
+
+def test_display_counts_every_workers_trials_from_the_study():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    for d_s in (30.0, 90.0):
+        t = study.ask()
+        study._storage.set_trial_user_attr(t._trial_id, "duration_s", d_s)
+        study.tell(t, 0.5)
+    other = study.ask()  # another worker's running trial
+    study._storage.set_trial_system_attr(other._trial_id, "gradprune_owner", {"host": "elsewhere", "pid": 1})
+    console, _ = plain_console()
+    d = SearchDisplay(console, KEYS, total=6, study=study, clock=Clock())
+    with d:
+        assert (d.done, d.workers) == (2, 2)
+        assert d.eta() == 60.0 * 4 / 2
+
+
+def test_evaluation_blocks_are_headed_dense_and_pruned(monkeypatch, tmp_path):
+    from gradprune.eval import dense_cache, evaluation
+    from gradprune.eval.result import EvalResult
+    from gradprune.recipe import EvalSection
+
+    console, buf = plain_console()
+    seen = []
+
+    def fake_evaluate(model, tokenizer, cfg, console=None):
+        with EvalProgress(console) as p:
+            seen.append(p.title)
+            p.add_row("r", "ppl x @128", total=2)
+            p.finish("r", "ppl 2.0")
+        return EvalResult(metrics={"ppl": 2.0}, info={})
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    monkeypatch.setattr(dense_cache, "cache_key", lambda *a: ("k", {}))
+    monkeypatch.setattr(dense_cache, "cache_dir", lambda: tmp_path)
+    stages = []
+    with watching_stages(lambda s, det: stages.append((s, det))):
+        dense_cache.dense_metrics(None, None, EvalSection(run="ppl", ppl_datasets=["x"]), "id", console=console)
+        fake_evaluate(None, None, None, console=console)
+    assert seen == ["dense", "pruned"]
+    text = buf.getvalue()
+    assert text.index("dense model evaluation") < text.index("pruned model evaluation")
+    assert ("dense eval", "ppl x @128 0/2") in stages and ("pruned eval", "") in stages
+
+
+def test_tables_show_every_configured_collector_builtin_or_plugin():
+    stats = ["grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var", "grad_snr", "grad_l1"]
+    rows = [{"layer": i, "kv_groups_kept": 1, "kv_groups_before": 2, "mlp_channels_kept": 300,
+             "mlp_channels_before": 512, "params_after": 1000, "pruning_rate": 0.3, "extreme": False,
+             "params_before": 2000, **{s: 0.1 * (i + 1) for s in stats}} for i in range(2)]
+    text = terminal_text(layer_table(rows))
+    assert all(s in text for s in stats) and all(len(line) <= 80 for line in text.splitlines())
+    metrics = {"params_after": 1, "params_before": 2, "pruning_ratio": 0.5, "ppl_ratio": 1.2}
+    for s in stats:
+        metrics.update({f"{s}_ratio": 2.0, f"{s}_max_layer": 1, f"{s}_min_layer": 0})
+    assert ratio_names(metrics) == [f"{s}_ratio" for s in stats]
+    text = terminal_text(summary_table(metrics))
+    assert all(f"{s}_ratio" in text for s in stats) and "ppl_ratio" not in text
