@@ -33,8 +33,8 @@ per-layer statistics; one pool per kind still removes the attention/MLP scale di
 to normalize at all) while the plan keeps following the scores. ``layer`` suits many groups per
 layer, where it prunes every layer by about the same amount.
 
-The local planner removes a fixed share of every layer, so normalization only decides which groups
-go within a layer, and which layers take the few groups its rounding leaves over.
+The local planner removes the same number of groups from every allowed layer and picks them within
+each layer; every built-in keeps the order of the scores within a pool, so none changes a local plan.
 """
 
 from __future__ import annotations

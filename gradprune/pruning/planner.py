@@ -6,23 +6,27 @@ Each (layer, kind) in the allowed layer ranges is a *pool*: its groups go lowest
 its ``min_keep`` best groups never go.
 
 * global: one ranking over every pool's groups; groups are removed from the lowest score up until
-  the removed parameters land closest to the target.
-* local: every pool loses the same share of its removable parameters, rounded down to whole groups;
-  the groups this rounding leaves over go from the pools whose next group scores lowest (at most
-  one more per pool) until the total lands closest to the target. So every pool is within one group
-  of the same share, and the total is as close to the target as for global.
-
-Either way the achieved ratio is within half of the largest group's parameters of the target.
+  the removed parameters land closest to the target: within half of the largest group.
+* local: every allowed layer loses the same number of KV groups and the same number of MLP
+  channels (for pools of different sizes: the same share of each, rounded to whole groups), so a
+  local plan over all layers saves as a plain Hugging Face checkpoint. The KV count is the target
+  share rounded to the nearest whole group; the MLP count then makes up what that rounding left, so
+  the total lands within half a channel per layer of the target (less than one KV group on every
+  supported shape). Where MLP cannot make it up (``prune_mlp: false``, narrow ``mlp_layers``) the
+  next KV count that can is taken; a target local cannot reach within one group is warned about,
+  naming the nearest ratios it can reach.
 
 ``round_to`` = N keeps every pruned MLP width a multiple of N: a pool's channels then go in steps
 (first the channels above the largest multiple of N below the width, then N at a time), and a step
-stands in the ranking with the score of its best channel. Steps larger than a group, or a target
-above what the rounded steps can remove, can miss the target by more than a group: the plan then
-says so in a :class:`PlanWarning` (also listed in ``plan.meta["warnings"]``).
+stands in the global ranking with the score of its best channel. Steps larger than a group, or a
+target above what the rounded steps can remove (which preflight refuses before calibration), miss
+the target by more than a group.
 
-``plan.meta`` records the target, what was achieved (``achieved_ratio``, ``removed_params``), the
-tolerance (``group_params``: the largest group in the allowed pools), the layers left with no KV
-group or no MLP channel (``emptied_layers``, possible with ``min_keep: 0``) and the warnings.
+A plan off its target by more than its tolerance (the largest group of the allowed pools; for local,
+at least one MLP channel per allowed layer, its finest step), or one that leaves a layer with no KV
+group or no MLP channel (possible with ``min_keep: 0``), is reported by a :class:`PlanWarning` and in
+``plan.meta``: ``achieved_ratio``, ``removed_params``, ``tolerance_params``, ``emptied_layers``
+(``{"attn": [...], "mlp": [...]}``) and ``warnings`` (the messages).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def _stops(n: int, n_free: int, min_keep: int, round_to: int, kind: str) -> np.n
 
 
 def _pools(scores: Scores, layers: dict[int, LayerModules], pruning) -> list[Pool]:
+    """One pool per enabled kind and allowed layer, attention pools first (the global tie-break order)."""
     n = max(layers) + 1
     out: list[Pool] = []
     kinds = [("attn", pruning.prune_attention, pruning.attention_layers, "attention_layers"),
@@ -137,30 +142,62 @@ def _global_counts(pools: list[Pool], target: float) -> list[int]:
     return [int(p.stops[t - 1]) if t else 0 for p, t in zip(pools, taken, strict=True)]
 
 
-def _local_counts(pools: list[Pool], target: float) -> list[int]:
-    """Groups each pool loses: the same share of each, rounded down, then the remainder by score."""
-    removable = sum(p.removable for p in pools)
+def _levels(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+    """The pool's removal counts (0 first, ascending) and the shares of its removable groups at which
+    the nearest count steps up to the next (midpoints)."""
+    counts = np.concatenate([[0], pool.stops]).astype(np.int64)
+    if counts[-1] == 0:
+        return counts, np.zeros(0)
+    return counts, (counts[1:] + counts[:-1]) / 2 / counts[-1]
+
+
+def _count_at(pool: Pool, share: float) -> int:
+    """The pool's removal count nearest to ``share`` of its removable groups."""
+    counts, mids = _levels(pool)
+    return int(counts[np.searchsorted(mids, share, side="right")])
+
+
+def _kind_levels(pools: list[Pool]) -> tuple[np.ndarray, np.ndarray]:
+    """Every share at which a kind's same-share cut changes (0 first), and the parameters it removes."""
+    if not pools:
+        return np.zeros(1), np.zeros(1, dtype=np.int64)
+    shares = np.unique(np.concatenate([np.zeros(1)] + [_levels(p)[1] for p in pools]))
+    removed = np.zeros(len(shares), dtype=np.int64)
+    for p in pools:
+        counts, mids = _levels(p)
+        removed += counts[np.searchsorted(mids, shares, side="right")] * p.cost
+    return shares, removed
+
+
+def _local_counts(pools: list[Pool], target: float, tolerance: int) -> tuple[list[int], tuple | None]:
+    """Groups each pool loses under the local scope, and (when the target is missed by more than the
+    tolerance) the nearest totals below and above it that local can reach."""
+    attn = [p for p in pools if p.kind == "attn"]
+    mlp = [p for p in pools if p.kind == "mlp"]
+    a_shares, a_removed = _kind_levels(attn)
+    m_shares, m_removed = _kind_levels(mlp)
+    # the KV share closest to the whole plan's share first, then the others: the first one whose
+    # best MLP count lands within half the tolerance wins (MLP steps are small: nearly always the first)
+    removable = sum(p.removable for p in pools)  # 0 where round_to leaves nothing to remove
     share = min(1.0, target / removable) if removable else 0.0
-    counts, next_cost, next_score, next_pool = [], [], [], []
-    for i, p in enumerate(pools):
-        if not len(p.stops):
-            counts.append(0)
-            continue
-        j = int(np.searchsorted(p.stops, share * p.stops[-1], side="right"))  # stops[:j] <= the share
-        counts.append(int(p.stops[j - 1]) if j else 0)
-        if j < len(p.stops):  # the pool's next step, a candidate for the remainder
-            next_cost.append((int(p.stops[j]) - counts[-1]) * p.cost)
-            next_score.append(float(p.scores[p.stops[j] - 1]))
-            next_pool.append(i)
-    # rounding down fell short of the target by less than the candidates' sum: the candidates with
-    # the lowest scores make it up (the same tie-break as global: score, then pool)
-    deficit = target - sum(c * p.cost for c, p in zip(counts, pools, strict=True))
-    order = np.lexsort((np.array(next_pool, dtype=np.int64), np.array(next_score)))
-    k = _cut(np.array(next_cost, dtype=np.int64)[order], deficit)
-    for j in order[:k]:
-        i = next_pool[j]
-        counts[i] += next_cost[j] // pools[i].cost
-    return counts
+    ideal_attn = share * sum(p.removable for p in attn)
+    best = None
+    for i in np.argsort(np.abs(a_removed - ideal_attn), kind="stable"):
+        j = int(np.argmin(np.abs(m_removed - (target - a_removed[i]))))
+        miss = abs(int(a_removed[i] + m_removed[j]) - target)
+        if best is None or miss < best[0]:
+            best = (miss, int(i), j)
+        if miss <= tolerance / 2:
+            break
+    miss, i, j = best
+    at = {"attn": a_shares[i], "mlp": m_shares[j]}
+    counts = [_count_at(p, at[p.kind]) for p in pools]
+    near = None
+    if miss > tolerance:
+        totals = (a_removed[:, None] + m_removed[None, :]).ravel()
+        below, above = totals[totals <= target], totals[totals >= target]
+        near = (int(below.max()) if len(below) else None, int(above.min()) if len(above) else None)
+    return counts, near
 
 
 def plan_pruning(scores: Scores, layers: list[LayerModules], total_params: int, pruning, model_type: str) -> Plan:
@@ -175,24 +212,37 @@ def plan_pruning(scores: Scores, layers: list[LayerModules], total_params: int, 
             f"pruning.ratio={pruning.ratio} asks to remove {target:,.0f} of {total_params:,} parameters, but only "
             f"{removable:,} are removable in the allowed layer ranges (after min_keep={pruning.min_keep}); "
             f"lower the ratio or widen attention_layers / mlp_layers")
-    counts = (_global_counts if pruning.scope == "global" else _local_counts)(pools, target)
-    meta = _outcome(pools, counts, total_params, pruning)
+    tolerance = _tolerance(pools, pruning.scope)
+    if pruning.scope == "global":
+        counts, near = _global_counts(pools, target), None
+    else:
+        counts, near = _local_counts(pools, target, tolerance)
+    meta = _outcome(pools, counts, total_params, pruning, tolerance, near)
     drop = {(p.layer, p.kind): {int(i) for i in p.order[:c]} for p, c in zip(pools, counts, strict=True) if c}
     return _to_plan(drop, by_index, model_type, pruning, meta)
 
 
-def _outcome(pools: list[Pool], counts: list[int], total_params: int, pruning) -> dict:
+def _tolerance(pools: list[Pool], scope: str) -> int:
+    """How far off the target a plan may land: one group (the largest), and for local no less than one
+    MLP channel per allowed layer, the finest step a cut of the same count from every layer has."""
+    group = max(p.cost for p in pools)
+    if scope == "local":
+        group = max(group, sum(p.cost for p in pools if p.kind == "mlp"))
+    return group
+
+
+def _outcome(pools: list[Pool], counts: list[int], total_params: int, pruning, tolerance: int,
+             near: tuple | None) -> dict:
     """The plan's meta on what was achieved; warns (and lists) a missed target and emptied layers."""
     target = pruning.ratio * total_params
     removed = sum(c * p.cost for p, c in zip(pools, counts, strict=True))
-    group = max((p.cost for p in pools), default=0)
     emptied: dict[str, list[int]] = {"attn": [], "mlp": []}
     for p, c in zip(pools, counts, strict=True):
         if c and c == p.n_groups:
             emptied[p.kind].append(p.layer)
     found = []
-    if abs(removed - target) > group:
-        found.append(_missed_message(pools, removed, target, total_params, group, pruning))
+    if abs(removed - target) > tolerance:
+        found.append(_missed_message(pools, removed, target, total_params, tolerance, pruning, near))
     for kind, what in (("attn", "every KV group (no attention left)"), ("mlp", "every MLP channel")):
         if emptied[kind]:
             verb = "loses" if len(emptied[kind]) == 1 else "lose"
@@ -200,19 +250,25 @@ def _outcome(pools: list[Pool], counts: list[int], total_params: int, pruning) -
                          f"set pruning.min_keep >= 1 to keep at least one")
     for message in found:
         warnings.warn(message, PlanWarning, stacklevel=3)
-    return {"achieved_ratio": removed / total_params, "removed_params": removed, "group_params": group,
+    return {"achieved_ratio": removed / total_params, "removed_params": removed, "tolerance_params": tolerance,
             "emptied_layers": emptied, "warnings": found}
 
 
-def _missed_message(pools: list[Pool], removed: int, target: float, total: int, group: int, pruning) -> str:
-    """Why the plan is off its target by more than one group (only round_to's steps can do that)."""
+def _missed_message(pools: list[Pool], removed: int, target: float, total: int, tolerance: int, pruning,
+                    near: tuple | None) -> str:
+    """Why the plan is off its target by more than the tolerance, and what would land closer."""
     head = (f"pruning.ratio={pruning.ratio}: the plan removes {removed:,} parameters ({removed / total:.4f}), "
-            f"{abs(removed - target):,.0f} off the target, more than one group ({group:,})")
+            f"{abs(removed - target):,.0f} off the target, more than its tolerance of {tolerance:,}")
     reach = sum(p.removable for p in pools)
     if reach < target:
         return (f"{head}: with pruning.round_to={pruning.round_to} at most {reach:,} parameters "
                 f"({reach / total:.4f}) are removable, which the plan removes; use pruning.ratio <= "
                 f"{np.floor(reach / total * 10_000) / 10_000:g} or a smaller round_to")
+    if near is not None:
+        ratios = " and ".join(f"{n / total:.4f}" for n in near if n is not None)
+        return (f"{head}: pruning.scope=local cuts the same number of KV groups and MLP channels from every "
+                f"allowed layer, so the nearest ratios it can reach here are {ratios}; use one of them, "
+                f"widen pruning.mlp_layers / enable prune_mlp, or use pruning.scope=global")
     step = max((int(c) for p in pools for c in p.step_costs()), default=0)
     return (f"{head}: pruning.round_to={pruning.round_to} removes MLP channels in steps of up to {step:,} "
             f"parameters; a smaller round_to lands closer")

@@ -49,13 +49,12 @@ def test_global_removes_lowest_scores_first(tiny):
     assert max(removed) <= min(kept)
 
 
-def test_local_prunes_every_layer_within_one_group_of_the_same_share(tiny):
+def test_local_prunes_every_layer_equally(tiny):
     _, layers, total = tiny
     plan = plan_pruning(_scores(layers), layers, total, PruningSection(ratio=0.2, scope="local",
                                                                        prune_attention=False), "mistral")
     kept = {len(lp.mlp_kept) for lp in plan.layers}
-    # the same share rounded down, and the left-over channels from some layers: two widths at most
-    assert max(kept) - min(kept) <= 1
+    assert len(kept) == 1
 
 
 def test_layer_ranges_and_min_keep(tiny):
@@ -171,24 +170,37 @@ def test_both_scopes_hit_the_target_within_half_a_group(shapes, name, scope, rat
     layers, total = shapes(name)
     plan = _plan_quietly(layers, total, ratio=ratio, scope=scope, round_to=round_to)
     group = max(lm.attn_group_params() for lm in layers)
-    assert plan.meta["group_params"] == group
+    assert plan.meta["tolerance_params"] == group  # one KV group: local's MLP steps are finer here
     assert abs(_removed(plan, layers) - ratio * total) <= group / 2
     assert abs(plan.meta["achieved_ratio"] - ratio) <= group / 2 / total
     assert all(len(lp.mlp_kept) % round_to == 0 for lp in plan.layers if lp.mlp_kept is not None)
 
 
-@pytest.mark.parametrize("name", ["embedded", "tiny-qwen2", "mistral-7b-shape"])
-def test_local_takes_the_same_share_of_every_pool_within_one_group(shapes, name):
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("ratio", [0.2, 0.3, 0.4])
+def test_local_cuts_every_layer_alike_and_rounds_the_kv_share_to_the_nearest_group(shapes, name, ratio):
     layers, total = shapes(name)
-    plan = _plan_quietly(layers, total, ratio=0.3, scope="local")
-    free = {"attn": [lm.n_kv - 1 for lm in layers], "mlp": [lm.n_channels - 1 for lm in layers]}  # min_keep=1
-    removable = sum(n * lm.attn_group_params() + c * lm.mlp_group_params()
-                    for n, c, lm in zip(free["attn"], free["mlp"], layers, strict=True))
-    share = 0.3 * total / removable
-    for lp, lm in zip(plan.layers, layers, strict=True):
-        kv = lm.n_kv - (len(lp.attn_kept) if lp.attn_kept is not None else lm.n_kv)
-        ch = lm.n_channels - (len(lp.mlp_kept) if lp.mlp_kept is not None else lm.n_channels)
-        assert abs(kv - share * free["attn"][lm.index]) < 1 and abs(ch - share * free["mlp"][lm.index]) < 1
+    plan = _plan_quietly(layers, total, ratio=ratio, scope="local")
+    kept = {(len(lp.attn_kept) if lp.attn_kept is not None else lm.n_kv,
+             len(lp.mlp_kept) if lp.mlp_kept is not None else lm.n_channels)
+            for lp, lm in zip(plan.layers, layers, strict=True)}
+    assert len(kept) == 1  # what lets a local plan save as a plain Hugging Face checkpoint
+    (n_kv, _), lm = kept.pop(), layers[0]
+    free_kv, free_ch = lm.n_kv - 1, lm.n_channels - 1  # min_keep=1
+    per_layer = free_kv * lm.attn_group_params() + free_ch * lm.mlp_group_params()
+    share = ratio * total / (len(layers) * per_layer)
+    assert lm.n_kv - n_kv == round(share * free_kv)  # the MLP count made up the rest
+
+
+def test_local_without_mlp_names_the_ratios_it_can_reach(shapes):
+    layers, total = shapes("embedded")  # 4 layers x 2 KV groups: 0, 1 or 2 from every layer
+    step = len(layers) * layers[0].attn_group_params()  # 10.55 % of the model
+    with pytest.warns(PlanWarning, match=r"scope=local cuts the same number .* nearest ratios it can reach "
+                                         rf"here are {step / total:.4f} and {2 * step / total:.4f}") as caught:
+        plan = plan_pruning(_scores(layers), layers, total,
+                            PruningSection(ratio=0.15, scope="local", prune_mlp=False, min_keep=0), "mistral")
+    assert plan.meta["warnings"] == [str(caught[0].message)]
+    assert plan.meta["removed_params"] == step  # the nearer of the two
 
 
 def test_a_round_to_beyond_the_widths_removes_what_it_can_and_names_the_reachable_ratio(shapes):
