@@ -11,11 +11,50 @@ import sys
 
 from gradprune.errors import GradpruneError
 
+# the original tool's flags → recipe keys (``gradprune run`` accepts them as overrides)
+ORIGINAL_FLAGS = {
+    "pruning_ratio": "pruning.ratio",
+    "taylor_seq_len": "calibration.seq_len",
+    "taylor_num_samples": "calibration.num_samples",
+    "base_model": "model.name_or_path",
+    "run_evaluation": "eval.run",
+    "output_name": "output.dir",
+}
+# --run_evaluation took a yes/no; eval.run names what to evaluate
+_RUN_EVALUATION = {"true": "all", "yes": "all", "1": "all", "false": "none", "no": "none", "0": "none"}
+
+
+def original_flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The original tool's flags given on the command line, as ``key=value`` overrides (before the
+    user's own overrides, which win)."""
+    out = []
+    for flag, key in ORIGINAL_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "run_evaluation":
+            value = _RUN_EVALUATION.get(str(value).lower(), value)
+        out.append(f"{key}={value}")
+    return out
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from gradprune.run import run_from_cli
 
-    return run_from_cli(args.recipe, args.overrides, overwrite=args.overwrite)
+    aliases = original_flag_overrides(args)
+    if aliases:
+        print("note: original flags as recipe keys: " + " ".join(aliases), file=sys.stderr)
+    return run_from_cli(args.recipe, [*aliases, *args.overrides], overwrite=args.overwrite)
+
+
+def _unknown_run_option(extra: list[str]) -> str:
+    """The message for options ``gradprune run`` does not know (recipe keys are ``key=value``)."""
+    flag, _, value = extra[0].partition("=")
+    name = flag.lstrip("-")
+    if "." in name:  # --pruning.ratio 0.3
+        return f"unknown option {flag}: set recipe keys as key=value: {name}={value or '...'}"
+    return (f"unknown option {flag}: recipe keys are set as key=value overrides (e.g. pruning.ratio=0.3); "
+            f"options: --overwrite and the original tool's --{', --'.join(ORIGINAL_FLAGS)}")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -79,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", help="recipe YAML file")
     r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. pruning.ratio=0.3")
     r.add_argument("--overwrite", action="store_true", help="replace results already in output.dir")
+    orig = r.add_argument_group("the original tool's flags (aliases of recipe keys)")
+    for flag, key in ORIGINAL_FLAGS.items():
+        extra = {"nargs": "?", "const": "all"} if flag == "run_evaluation" else {}
+        orig.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, metavar="V",
+                          help=f"= {key}=V" + (" (alone: all; true/false → all/none)" if extra else ""), **extra)
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("search", help="run a grid (or sampled) search over recipe keys, resumably")
@@ -121,7 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gradprune`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":  # overrides after an option (`run r.yaml --pruning_ratio 0.2 a.b=1`) land in extra
+        args.overrides += [x for x in extra if not x.startswith("-")]
+        extra = [x for x in extra if x.startswith("-")]
+    if extra:
+        if args.command == "run":  # argparse would print the top-level usage and nothing about key=value
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            sub.choices["run"].error(_unknown_run_option(extra))
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except GradpruneError as exc:

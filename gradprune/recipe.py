@@ -299,12 +299,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type[Bas
     return out
 
 
+# names of the original tool (its command-line flags and search_results.csv columns) → recipe keys
+ORIGINAL_NAMES = {
+    "taylor_seq_len": "calibration.seq_len",
+    "taylor_num_samples": "calibration.num_samples",
+    "pruning_ratio": "pruning.ratio",
+    "base_model": "model.name_or_path",
+    "run_evaluation": "eval.run",
+    "output_name": "output.dir",
+}
+
+
+def _section_hint(key: str, value: Any, schema: type[BaseModel]) -> str:
+    """A top-level key that is a field of a section (``seq_len``) or a name of the original tool
+    (``taylor_seq_len``, also a search_results.csv column): the dotted recipe key to use instead."""
+    if key in ORIGINAL_NAMES:
+        shown = "..." if isinstance(value, (dict, list)) or value is None else value
+        return (f" {key!r} is the original tool's name; the recipe key is {ORIGINAL_NAMES[key]!r}: "
+                f"{ORIGINAL_NAMES[key]}={shown}")
+    owners = [name for name in schema.model_fields if key in _known_keys(_submodel(schema, name))]
+    return f" Did you mean {', '.join(repr(f'{o}.{key}') for o in owners)}?" if owners else ""
+
+
 def _unknown_key_message(err: dict[str, Any], schema: type[BaseModel]) -> str:
     loc = [str(p) for p in err["loc"]]
     parent: type[BaseModel] | None = schema
     for p in loc[:-1]:
         parent = _submodel(parent, p)
-    hint = _did_you_mean(loc[-1], _known_keys(parent))
+    hint = _section_hint(loc[0], err.get("input"), schema) if len(loc) == 1 else ""
+    hint = hint or _did_you_mean(loc[-1], _known_keys(parent))
     return f"{'.'.join(loc)}: unknown key.{hint}"
 
 
