@@ -166,3 +166,17 @@ def test_tables_show_every_configured_collector_builtin_or_plugin():
     assert ratio_names(metrics) == [f"{s}_ratio" for s in stats]
     text = terminal_text(summary_table(metrics))
     assert all(f"{s}_ratio" in text for s in stats) and "ppl_ratio" not in text
+
+
+def test_no_git_noise_from_lm_eval_outside_a_checkout(tmp_path, monkeypatch, capfd):
+    import lm_eval.evaluator as evaluator
+
+    from gradprune.eval.quiet import quiet_libraries
+
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    original = evaluator.get_git_commit_hash
+    with quiet_libraries(lm_eval=True, datasets=False):
+        assert evaluator.get_git_commit_hash() is None
+    assert evaluator.get_git_commit_hash is original  # restored
+    assert "fatal" not in capfd.readouterr().err
