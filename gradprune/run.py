@@ -231,8 +231,15 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t1 = time.perf_counter()
     _, normalizer, collectors = build_plugins(recipe)
     raw = calib.scores[recipe.importance.name]
-    plan = plan_pruning(normalize_scores(raw, normalizer), loaded.layers, loaded.total_params, recipe.pruning,
-                        loaded.model_type)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # the normalizer's and planner's warnings, recorded
+        warnings.simplefilter("always")
+        plan = plan_pruning(normalize_scores(raw, normalizer), loaded.layers, loaded.total_params, recipe.pruning,
+                            loaded.model_type)
+    planning_warnings = list(dict.fromkeys(str(w.message) for w in caught))
+    for message in planning_warnings:
+        console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
     t["time_planning"] = time.perf_counter() - t1
     rows = layer_rows(loaded.layers, plan, calib.layer_stats, recipe.stats.extreme_threshold)
     t1 = time.perf_counter()
@@ -269,6 +276,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         "eval": ev_info,
         "timings": t,
         "devices": devices,
+        "planning": {"warnings": planning_warnings, "emptied_layers": plan.meta.get("emptied_layers"),
+                     "achieved_ratio": plan.meta.get("achieved_ratio")},
         "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
         "seed": recipe.calibration.seed,
     }
