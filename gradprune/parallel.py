@@ -1,4 +1,4 @@
-"""Lightning strategies for calibration.
+"""Lightning strategies for calibration: the ones it supports, and why the others are refused.
 
 Calibration needs no gradient synchronisation: each process reduces its own micro-batches into
 accumulators, which are all-reduced once at the end. So ``ddp`` maps to a DDP strategy that sets up
@@ -12,24 +12,67 @@ How the ranks start (Lightning 2.x):
 * ranks started by a launcher (``torchrun``, SLURM, or any tool that sets ``LOCAL_RANK``, ``RANK``,
   ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): Lightning joins them instead of starting any.
 
-``ddp_spawn``/``ddp_fork``/``ddp_notebook`` are refused (by the recipe schema too): they run ``fit`` in worker processes that
-exit afterwards, so the accumulators would never reach the calling process.
+Every other strategy name is refused when the recipe is validated (``REFUSED_STRATEGIES`` gives the
+reason per family), not after the model has loaded: the gradient hooks read each prunable weight's
+whole, local, un-averaged gradient, which sharding (FSDP, DeepSpeed ZeRO), gradient averaging (the
+DDP wrapper) or worker processes (spawn/fork/notebook launchers) take away.
 """
 
 from __future__ import annotations
 
 from gradprune.errors import RecipeError
 
+#: strategy names calibration runs under (``single_device`` is resolved to ``auto`` on one device)
+SUPPORTED_STRATEGIES = ("auto", "single_device", "ddp")
+
+_USE_DDP = "use 'ddp' (Lightning re-runs the command on every rank) or start the ranks with torchrun"
+_WORKERS = f"runs calibration in worker processes whose accumulators never come back; {_USE_DDP}"
+
+#: strategy family -> why calibration refuses it. A family matches its own name and every
+#: ``<family>_...`` variant Lightning registers (``ddp_spawn_find_unused_parameters_true``,
+#: ``deepspeed_stage_3_offload``, ``fsdp_cpu_offload``, ...); the longest matching family wins.
+REFUSED_STRATEGIES: dict[str, str] = {
+    "ddp_spawn": _WORKERS,
+    "ddp_fork": _WORKERS,
+    "ddp_notebook": _WORKERS,
+    "ddp_find_unused_parameters": (
+        "configures the DistributedDataParallel wrapper, which calibration does not use (it would average "
+        "the gradients across ranks before the hooks read them); use 'ddp'"),
+    "fsdp": (
+        "shards and flattens the parameters (FSDP flat parameters), so the gradient hooks would see "
+        "flattened shards instead of the q/k/v/o and gate/up/down weights and the scores would come back "
+        f"wrong or empty; {_USE_DDP}"),
+    "deepspeed": (
+        "hands backward to the DeepSpeed engine, which averages gradients across ranks and (ZeRO stage 2/3) "
+        "partitions gradients and parameters, so the gradient hooks would see averaged, partial or empty "
+        f"tensors and the scores would come back wrong; {_USE_DDP}"),
+    "xla": f"runs calibration in XLA worker processes whose accumulators never come back; {_USE_DDP}",
+    "single_xla": "XLA (TPU) devices are not supported by calibration; use a CPU or GPU accelerator",
+    "single_tpu": "XLA (TPU) devices are not supported by calibration; use a CPU or GPU accelerator",
+}
+
+#: kept for callers of the earlier name: the worker-launched DDP variants
 WORKER_LAUNCHED = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def strategy_refusal(name: str) -> str | None:
+    """Why calibration cannot run under strategy ``name``, or None when it can."""
+    key = name.lower()  # Lightning lower-cases strategy names too
+    if key in SUPPORTED_STRATEGIES:
+        return None
+    families = [f for f in REFUSED_STRATEGIES if key == f or key.startswith(f + "_")]
+    if families:
+        return REFUSED_STRATEGIES[max(families, key=len)]
+    return f"is not a strategy calibration supports; expected one of {', '.join(SUPPORTED_STRATEGIES)}"
 
 
 def resolve_strategy(name: str):
     """Map a recipe's ``trainer.strategy`` to what ``L.Trainer`` gets."""
-    if name in WORKER_LAUNCHED:
-        raise RecipeError(
-            f"trainer.strategy={name!r} runs calibration in worker processes whose accumulators never come "
-            f"back; use 'ddp' (Lightning re-runs the command on every rank) or start the ranks with torchrun")
-    if name == "ddp":
+    why = strategy_refusal(name)
+    if why is not None:
+        raise RecipeError(f"trainer.strategy={name!r} {why}")
+    key = name.lower()
+    if key == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
         class ShardedCalibrationStrategy(DDPStrategy):
@@ -40,4 +83,8 @@ def resolve_strategy(name: str):
                 pass
 
         return ShardedCalibrationStrategy(start_method="popen")
-    return name
+    if key == "single_device":
+        # Lightning builds the registered "single_device" as SingleDeviceStrategy(device="cpu") whatever
+        # the accelerator; "auto" on one device is the same strategy on the accelerator's device.
+        return "auto"
+    return key
