@@ -4,8 +4,9 @@ Run by hand (not part of the tests); the default run takes about 10 minutes on 2
 
     python benchmarks/search.py [--output_dir results/bench_search] [--threads 1]
 
-The grid of ``recipes/tiny_param_search.yaml`` (3 window lengths × 3 window counts, 40 % pruning) with
-one calibration seed, on the embedded tiny model and all 300 test items of each of its five tasks
+A 3 × 3 grid (window lengths 16/64/256 × window counts 8/32/128, one calibration seed) at the 40 %
+pruning of ``recipes/tiny_param_search.yaml`` (whose own grid is 3 × 2 with 3 seeds), on the embedded
+tiny model and all 300 test items of each of its five tasks
 (``recipes/tiny.yaml``, zero-shot only, no perplexity, no dense evaluation), is searched with full
 evaluation, synchronous successive halving (the default; grid order and the grid lists reversed, which
 must cost the same), asynchronous halving (both orders: it decides against the trials seen so far) and
