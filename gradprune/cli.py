@@ -61,7 +61,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from gradprune.search.command import search_command
 
     return search_command(args.recipe, args.overrides, storage=args.storage, output_dir=args.output_dir,
-                          n_trials=args.n_trials, overwrite=args.overwrite)
+                          n_trials=args.n_trials, overwrite=args.overwrite, retry=args.retry_failed)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output_dir", "--output-dir", dest="output_dir", help="override the search's output dir")
     s.add_argument("--n_trials", "--n-trials", dest="n_trials", type=_int_at_least(1),
                    help="stop this worker after N trials (default: until the grid is done)")
-    s.add_argument("--overwrite", action="store_true", help="start over in an output dir that holds another search")
+    s.add_argument("--overwrite", action="store_true",
+                   help="delete the results of another (or a damaged) search in the output dir and start over")
+    s.add_argument("--retry-failed", "--retry_failed", dest="retry_failed", action="store_true",
+                   help="run again the points whose latest attempt failed; finished points are kept")
     s.set_defaults(func=_cmd_search)
 
     a = sub.add_parser("analyze", help="correlations, figures, report and prediction model from a search CSV")

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gradprune.io import temp_prefix
+
 if TYPE_CHECKING:  # importing calibration pulls in Lightning; only a trial needs it
     from gradprune.calibration import CalibrationResult
 
@@ -61,7 +63,7 @@ class CalibrationStore:
         if final.exists():
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("entry"), suffix=".tmp", dir=self.root))
         try:
             flat = {f"{est}|{layer}|{kind}": t.contiguous()
                     for est, sc in res.scores.items() for (layer, kind), t in sc.items()}

@@ -22,6 +22,7 @@ from gradprune.search.study import (
     journal_path,
     make_sampler,
     open_storage,
+    retry_failed,
     stored_trial_numbers,
 )
 
@@ -111,14 +112,40 @@ def study_name(spec: SearchSpec) -> str:
     return spec.study_name or f"gradprune-{spec.fingerprint()}"
 
 
-def _previous_files(out: Path) -> list[Path]:
-    """Every file and folder a previous search and its analysis wrote in ``out``: nothing else."""
+def _search_files() -> list[str]:
+    """The names of everything a search and its analysis write in the output dir."""
     from gradprune.analysis.command import OUTPUTS
 
-    names = [MARKER, JOURNAL, JOURNAL + ".lock", ".search.lock", "search_results.csv", "trials", "cache",
-             "halving_decisions.json", "screen_selection.json", *OUTPUTS]
-    found = [out / n for n in names if (out / n).exists() or (out / n).is_symlink()]
-    return found + [p for p in out.glob(".*.tmp") if any(p.name.startswith(f".{n}.") for n in names)]
+    return [MARKER, JOURNAL, JOURNAL + ".lock", ".search.lock", "search_results.csv", "trials", "cache",
+            "halving_decisions.json", "screen_selection.json", *OUTPUTS]
+
+
+def _temp_files(out: Path) -> list[Path]:
+    """Temp files of atomic writes of the search's and the analysis' files in ``out``."""
+    names = _search_files()
+    return [p for p in out.glob(".*.tmp") if any(p.name.startswith(f".{n}.") for n in names)]
+
+
+def _previous_files(out: Path) -> list[Path]:
+    """Every file and folder a previous search and its analysis wrote in ``out``: nothing else."""
+    found = [out / n for n in _search_files() if (out / n).exists() or (out / n).is_symlink()]
+    return found + _temp_files(out)
+
+
+def clean_abandoned(out: Path) -> int:
+    """Remove the temp files that killed writes left in ``out`` (and its cache); returns how many.
+    Those of live writers (another worker's, right now) stay."""
+    from gradprune.io import abandoned_temp
+
+    cache = out / "cache"
+    temps = _temp_files(out) + (sorted(cache.rglob(".*.tmp")) if cache.is_dir() else [])
+    removed = 0
+    for p in temps:
+        if abandoned_temp(p):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed += 1
+    return removed
 
 
 def _wipe(out: Path) -> None:
@@ -154,8 +181,9 @@ def _guard_dir(out: Path, spec: SearchSpec, overwrite: bool, storage: str | None
         _wipe(out)
 
 
-def open_study(spec: SearchSpec, out: Path, storage_url: str | None):
-    """Create or load the study; a grid search enqueues its points once."""
+def open_study(spec: SearchSpec, out: Path, storage_url: str | None, retry: bool = False):
+    """Create or load the study; a grid search enqueues its points once. ``retry`` enqueues again every
+    point whose latest attempt failed (under the search's lock, so two retrying workers enqueue it once)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -170,7 +198,8 @@ def open_study(spec: SearchSpec, out: Path, storage_url: str | None):
             raise GradpruneError(f"cannot open the Optuna study {name!r}: {type(exc).__name__}: {exc}") from None
         if spec.sampler == "grid":
             enqueue_grid(study, _all_points(space))
-    return study, space
+        retried = retry_failed(study) if retry else []
+    return study, space, retried
 
 
 def preflight_search(spec: SearchSpec, out: Path | None, **checks: bool):
@@ -186,9 +215,14 @@ def preflight_search(spec: SearchSpec, out: Path | None, **checks: bool):
 
 
 def search_command(path: str, overrides: list[str], storage: str | None = None, output_dir: str | None = None,
-                   n_trials: int | None = None, overwrite: bool = False) -> int:
-    """Entry point of ``gradprune search``."""
+                   n_trials: int | None = None, overwrite: bool = False, retry: bool = False) -> int:
+    """Entry point of ``gradprune search`` (``retry``: ``--retry-failed``)."""
     spec = load_search_spec(path, overrides)
+    if retry and spec.evaluation != "full":
+        # halving and screening decide from every point's outcome: a point re-run after the decisions
+        # would not be compared again
+        raise GradpruneError(f"--retry-failed works with evaluation: full (this search has evaluation: "
+                             f"{spec.evaluation}); rerun the search without it, or start it over with --overwrite")
     if spec.sampler != "grid" and spec.n_trials is None and n_trials is None:
         raise RecipeError(f"{path}: sampler {spec.sampler!r} needs n_trials (in the recipe or --n_trials)")
     out = Path(output_dir or spec.output_dir)
@@ -198,6 +232,7 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
         open_storage(storage, out)  # an unreachable storage fails before anything is written
     report = preflight_search(spec, out)
     out.mkdir(parents=True, exist_ok=True)
+    clean_abandoned(out)
     atomic_write_json(out / MARKER, {"fingerprint": spec.fingerprint(), "source": str(path),
                                      "spec": spec.model_dump(mode="json")})
     console = Console()
@@ -206,7 +241,10 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
     for warning in report.warnings:
         console.print(f"warning: {warning} (its trials will be failed rows)", style="yellow", markup=False,
                       highlight=False, soft_wrap=True)
-    study, space = open_study(spec, out, storage)
+    study, space, retried = open_study(spec, out, storage, retry)
+    if retry:
+        console.print(f"--retry-failed: {len(retried)} point(s) whose latest attempt failed enqueued again"
+                      + (f" (trial(s) {', '.join(map(str, retried))})" if retried else ""))
     from gradprune.search.worker import Worker
 
     worker = Worker(spec, study, space, out, console)

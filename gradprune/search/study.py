@@ -185,6 +185,64 @@ def requeue(study, trial) -> None:
     study.enqueue_trial(trial_params(trial), user_attrs=carried or None)
 
 
+def attempt_key(trial) -> str:
+    """What a trial does: its point and halving rung. Trials with one key are attempts at the same work."""
+    return point_key(trial_params(trial)) + f"|rung={trial.user_attrs.get('halving_rung', 0)}"
+
+
+def retry_failed(study) -> list[int]:
+    """Enqueue again every point whose latest attempt failed (a failed row, or an interrupted or stale
+    trial whose re-enqueue was lost to a kill); returns those trials' numbers. Finished points and
+    points already waiting or running are left alone."""
+    from optuna.trial import TrialState
+
+    latest = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        latest[attempt_key(t)] = t
+    failed = [t for t in latest.values() if t.state == TrialState.FAIL]
+    for t in failed:
+        requeue(study, t)
+    return [t.number for t in failed]
+
+
+class AttemptsView:
+    """The study as its results see it: one attempt per point counts. A failed trial whose point has a
+    later finished attempt is ``retried`` (its row gives way to the later one), every trial carries
+    ``attempts`` (its place among its point's trials: 2 = the second try) in its ``extra`` columns, and
+    a failed trial is ``evaluated = False``. Anything else is the study's own."""
+
+    def __init__(self, study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = False, states=None) -> list:
+        """The study's trials (copies where an attribute above differs), optionally of some states."""
+        import copy
+
+        trials = sorted(self._study.get_trials(deepcopy=False), key=lambda t: t.number)
+        by_key: dict[str, list] = {}
+        for t in trials:
+            by_key.setdefault(attempt_key(t), []).append(t)
+        out = []
+        for t in trials:
+            if states is not None and t.state not in states:
+                continue
+            same = by_key[attempt_key(t)]
+            attrs = dict(t.user_attrs)
+            attrs["extra"] = {**attrs.get("extra", {}), "attempts": same.index(t) + 1}
+            if t.state.name == "FAIL":
+                attrs["evaluated"] = False
+                if any(u.number > t.number and u.state.is_finished() and not u.user_attrs.get("retried")
+                       for u in same):
+                    attrs["retried"] = True
+            view = copy.copy(t)
+            view.user_attrs = attrs
+            out.append(view)
+        return out
+
+
 def enqueue_grid(study, points: list[dict[str, Any]]) -> int:
     """Enqueue every grid point not yet in the study (any state); returns how many were added."""
     seen = {json.dumps(trial_params(t), sort_keys=True) for t in study.get_trials(deepcopy=False)}

@@ -12,6 +12,7 @@ from gradprune.search.cache import CalibrationStore
 from gradprune.search.live import SearchDisplay
 from gradprune.search.spec import SEED_KEY, SearchSpec, recipe_for
 from gradprune.search.study import (
+    AttemptsView,
     Heartbeat,
     claim_waiting,
     decode,
@@ -30,6 +31,8 @@ class Worker:
 
     def __init__(self, spec: SearchSpec, study, space: dict[str, list[Any]], out: Path, console: Console) -> None:
         self.spec, self.study, self.space, self.out, self.console = spec, study, space, out, console
+        # what the results count: a failed point that was retried and ran again counts once
+        self.attempts = AttemptsView(study)
         self.store = CalibrationStore(out / "cache" / "calibration")
         self.quiet = Console(quiet=True)  # per-trial chatter stays out of the search's live table
         # screening and synchronous halving run in phases: claim(), and next_phase() when the queue is empty
@@ -61,7 +64,7 @@ class Worker:
 
     def finished(self) -> int:
         """Trials that ended for good (not the stale ones that were retried)."""
-        return sum(1 for t in self.study.get_trials(deepcopy=False)
+        return sum(1 for t in self.attempts.get_trials(deepcopy=False)
                    if t.state.is_finished() and not t.user_attrs.get("retried"))
 
     def _next(self) -> int | None:
@@ -72,7 +75,7 @@ class Worker:
             return tid
         from optuna.trial import TrialState
 
-        live = sum(1 for t in self.study.get_trials(deepcopy=False)
+        live = sum(1 for t in self.attempts.get_trials(deepcopy=False)
                    if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
                    and not t.user_attrs.get("retried"))
         if live >= int(self.spec.n_trials or 0):
@@ -126,6 +129,8 @@ class Worker:
                  "duration_s": round(res["duration_s"], 3),
                  "status": res.get("status") or ("complete" if res["success"] else "failed")}
         attrs.update({k: res[k] for k in ("evaluated", "extra") if k in res})
+        if not res["success"]:
+            attrs["evaluated"] = False  # a failed trial measured nothing (its row has no metrics)
         if seed is not None:
             attrs["seed"] = seed
         elif "calibration_seed" in res["metrics"]:
@@ -166,5 +171,5 @@ class Worker:
         return res
 
     def write_csv(self) -> Path:
-        """Rewrite search_results.csv from the study."""
-        return write_results(self.study, self.spec, self.out)
+        """Rewrite search_results.csv from the study: one row per point, its latest attempt's."""
+        return write_results(self.attempts, self.spec, self.out)

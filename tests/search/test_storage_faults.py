@@ -187,3 +187,148 @@ def test_overwrite_starts_a_damaged_search_over(copy_of, fake_trials):
     assert _search(recipe, out, "--overwrite") == 0
     _assert_every_point_once(out)
     assert sorted(pd.read_csv(out / "search_results.csv").trial) == [0, 1, 2]
+
+
+# -- 2. --retry-failed ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def flaky_trials(monkeypatch):
+    """Trials that fail at pruning.ratio 0.2 while ``broken`` holds it (a cause the user then fixes)."""
+    broken = {0.2}
+
+    def trial(recipe, trial_dir, store, console):
+        if recipe.pruning.ratio in broken:
+            return {"metrics": {}, "success": False, "error": "CUDA out of memory", "duration_s": 0.0}
+        return _fake_trial(recipe, trial_dir, store, console)
+
+    monkeypatch.setattr("gradprune.search.worker.run_trial", trial)
+    return broken
+
+
+def test_retry_failed_reruns_only_the_failed_point_and_keeps_one_row_per_point(
+        model_dir, corpus_file, tmp_path, flaky_trials, capsys):
+    recipe = tmp_path / "s.yaml"
+    out = tmp_path / "search"
+    recipe.write_text(yaml.safe_dump(_spec(model_dir, corpus_file, out)))
+    assert _search(recipe, out) == 0
+    df = pd.read_csv(out / "search_results.csv").set_index("pruning.ratio")
+    assert list(df.success) == [True, False, True]
+    assert list(df.evaluated) == [True, False, True]  # a failed row measured nothing
+    assert list(df.attempts) == [1, 1, 1]
+    capsys.readouterr()
+    assert _search(recipe, out) == 0  # a plain resume does not retry
+    assert "ran 0 trial(s)" in capsys.readouterr().out
+    flaky_trials.clear()  # the cause is fixed
+    assert _search(recipe, out, "--retry-failed") == 0
+    text = capsys.readouterr().out
+    assert "1 point(s) whose latest attempt failed" in text and "ran 1 trial(s)" in text
+    df = pd.read_csv(out / "search_results.csv").set_index("pruning.ratio")
+    assert sorted(df.index) == RATIOS and df.success.all() and df.evaluated.all()
+    assert df.attempts.to_dict() == {0.1: 1, 0.2: 2, 0.3: 1}
+    assert df.trial.to_dict() == {0.1: 0, 0.2: 3, 0.3: 2}  # finished rows kept, not re-run
+    assert _search(recipe, out, "--retry-failed") == 0  # nothing failed any more: nothing to do
+    assert "0 point(s)" in capsys.readouterr().out
+
+
+def test_retry_failed_reruns_an_interrupted_point_whose_requeue_was_lost(copy_of, fake_trials, capsys):
+    """A kill between marking a trial interrupted and enqueueing it again leaves its point without a
+    waiting trial: --retry-failed runs it."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    recipe, out = copy_of
+    journal = out / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    assert last["op_code"] == 6 and last["state"] == TrialState.COMPLETE.value
+    marks = [{**last, "op_code": 8, "user_attr": {k: v}} for k, v in (("status", "interrupted"), ("retried", True))]
+    for m in marks:
+        for k in ("state", "values", "datetime_complete"):
+            m.pop(k)
+    last.update(state=TrialState.FAIL.value, values=None)
+    journal.write_bytes(b"".join(lines[:-1]) + b"".join(json.dumps(r).encode() + b"\n" for r in [*marks, last]))
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (study,) = storage.get_all_studies()
+    (t,) = [t for t in storage.get_all_trials(study._study_id) if t.user_attrs.get("retried")]
+    assert t.state == TrialState.FAIL and t.user_attrs["status"] == "interrupted"
+    assert _search(recipe, out) == 0
+    assert "ran 0 trial(s)" in capsys.readouterr().out
+    assert _search(recipe, out, "--retry-failed") == 0
+    assert "ran 1 trial(s)" in capsys.readouterr().out
+    _assert_every_point_once(out)
+    assert pd.read_csv(out / "search_results.csv").attempts.max() == 2
+
+
+def test_retry_failed_is_refused_where_points_are_decided_together(write_search, tmp_path, capsys):
+    path = write_search({"pruning.ratio": [0.1, 0.2]}, evaluation="halving", extra_overrides=("eval.run=zeroshot",))
+    assert main(["search", str(path), "--retry-failed"]) == 2
+    assert "--retry-failed works with evaluation: full" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "search").exists()
+
+
+# -- 3. --overwrite and temp files ------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_overwrite_removes_the_previous_search_and_its_analysis_and_nothing_else(copy_of, fake_trials):
+    from gradprune.analysis.command import OUTPUTS
+
+    recipe, out = copy_of
+    for name in OUTPUTS:  # what `gradprune analyze` wrote beside the CSV
+        (out / name).write_text("old analysis\n")
+    (out / "halving_decisions.json").write_text("{}\n")
+    (out / ".search_results.csv.otherhost.1.abc.tmp").write_text("a killed write\n")
+    (out / "notes.txt").write_text("the user's own file\n")
+    (out / "mine").mkdir()
+    (out / "mine" / "plot.png").write_bytes(b"png")
+    other = recipe.parent / "other.yaml"
+    spec = yaml.safe_load(recipe.read_text())
+    spec["grid"] = {"pruning.ratio": [0.15]}
+    other.write_text(yaml.safe_dump(spec))
+    assert _search(other, out) == 2  # another search: refused without --overwrite
+    assert _search(other, out, "--overwrite") == 0
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if "cache" not in p.parts)
+    assert left == [".search.lock", "mine", "mine/plot.png", "notes.txt", "search.json", "search_results.csv",
+                    "study.journal", "trials", "trials/trial_0", "trials/trial_0/run.json"]
+    assert (out / "notes.txt").read_text() == "the user's own file\n"
+    assert pd.read_csv(out / "search_results.csv")["pruning.ratio"].tolist() == [0.15]
+
+
+def test_temp_files_of_killed_writes_are_removed_on_the_next_start(copy_of, fake_trials):
+    import socket
+
+    recipe, out = copy_of
+    host, dead, me = socket.gethostname(), _dead_pid(), os.getpid()
+    killed = out / f".search_results.csv.{host}.{dead}.k1ll3d.tmp"
+    live = out / f".search_results.csv.{host}.{me}.l1v3.tmp"  # a write in progress (this process)
+    old_other_host = out / ".search.json.elsewhere.7.x.tmp"
+    new_other_host = out / ".search.json.elsewhere.8.y.tmp"
+    entry = out / "cache" / "calibration" / f".entry.{host}.{dead}.e.tmp"
+    entry.mkdir(parents=True)
+    (entry / "scores.safetensors").write_bytes(b"half")
+    users = out / ".my.tmp"  # not a name the search writes
+    for p in (killed, live, old_other_host, new_other_host, users):
+        p.write_text("x")
+    os.utime(old_other_host, (1, 1))
+    assert _search(recipe, out) == 0
+    assert not killed.exists() and not entry.exists() and not old_other_host.exists()
+    assert live.exists() and new_other_host.exists() and users.exists()
+
+
+def test_atomic_writes_name_their_writer(tmp_path):
+    import socket
+
+    from gradprune.io import abandoned_temp, atomic_write_text, temp_prefix
+
+    assert temp_prefix("a.csv") == f".a.csv.{socket.gethostname()}.{os.getpid()}."
+    assert not abandoned_temp(tmp_path / f".a.csv.{socket.gethostname()}.{os.getpid()}.r.tmp")
+    assert abandoned_temp(tmp_path / f".a.csv.{socket.gethostname()}.{_dead_pid()}.r.tmp")
+    atomic_write_text(tmp_path / "a.csv", "x\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]
