@@ -1,11 +1,17 @@
 """Which columns of a search CSV are candidate features, which are parts of the target, and which are
 bookkeeping; non-numeric, constant and duplicate columns are set aside and listed, never dropped silently.
+
+A feature has a role: a calibration setting (what the researcher chose), a gradient statistic (measured
+during calibration, before any evaluation), or a post-pruning proxy (``proxy_*``: cheap, after pruning).
+Evaluation outputs (perplexities, accuracies, dense-model numbers) are measured after the expensive
+evaluation the predictors are meant to replace, so they are never features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from gradprune.errors import GradpruneError
@@ -14,6 +20,29 @@ from gradprune.errors import GradpruneError
 _BOOKKEEPING = {"trial", "trial_id", "number", "config_id", "seed", "success", "error", "status",
                 "evaluated", "state", "duration", "calibration_reused", "replicates_n", "tokens_per_s"}
 _FAMILIES = ("acc", "ppl")
+NEAR_DUPLICATE = 0.999  # |Spearman| at or above which two features are the same ordering, counted once
+MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is numeric; other cells are missing
+
+SETTING, STATISTIC, PROXY = "settings", "statistics", "proxies"
+ROLE_TITLES = {SETTING: "calibration settings", STATISTIC: "gradient statistics", PROXY: "post-pruning proxies"}
+_SETTINGS = {"taylor_seq_len", "taylor_num_samples", "calibration_seed"}
+
+
+def feature_role(name: str) -> str:
+    """``settings`` for recipe keys (dotted grid keys, ``taylor_*``), ``proxies`` for ``proxy_*``,
+    otherwise ``statistics`` (grad_*_ratio, extreme_pruning_layers, pruning_ratio, other pre-evaluation
+    quantities)."""
+    if name.startswith("proxy_"):
+        return PROXY
+    if name in _SETTINGS or name.startswith("taylor_") or "." in name:
+        return SETTING
+    return STATISTIC
+
+
+def is_evaluation_output(name: str) -> bool:
+    """True for what the evaluation measures (``ppl*``, ``acc*``, ``dense_*``, ``*_stderr``)."""
+    return (any(name == fam or name.startswith(fam + "_") for fam in _FAMILIES)
+            or name.startswith("dense_") or name.endswith("_stderr"))
 
 
 def is_bookkeeping(name: str) -> bool:
@@ -47,14 +76,16 @@ def is_target_part(name: str, target: str) -> bool:
     return name == fam or name.startswith((fam + "_", "dense_")) or name.endswith("_stderr")
 
 
-def _as_numbers(col: pd.Series) -> pd.Series | None:
-    """The column as floats, or None when some non-missing value is not a number."""
+def _as_numbers(col: pd.Series) -> tuple[pd.Series | None, list[int]]:
+    """The column as floats and the positions of cells that are not numbers (missing from then on);
+    None when fewer than MIN_NUMERIC_SHARE of the non-missing cells are numbers (a text column)."""
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-        return col.astype(float)
+        return col.astype(float), []
     values = pd.to_numeric(col, errors="coerce")
-    if values.notna().sum() != col.notna().sum():
-        return None
-    return values.astype(float)
+    given = int(col.notna().sum())
+    if given == 0 or values.notna().sum() < MIN_NUMERIC_SHARE * given:
+        return None, []
+    return values.astype(float), [int(i) for i in np.flatnonzero((values.isna() & col.notna()).to_numpy())]
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,20 @@ class ColumnRoles:
     target_parts: list[str] = field(default_factory=list)
     bookkeeping: list[str] = field(default_factory=list)
     duplicates: dict[str, str] = field(default_factory=dict)  # dropped column -> identical kept column
+    evaluation: list[str] = field(default_factory=list)  # evaluation outputs: never features
+    near_duplicates: dict[str, tuple[str, float]] = field(default_factory=dict)  # member -> (kept, Spearman)
+    bad_cells: list[tuple[int, str, str]] = field(default_factory=list)  # (row position, column, text)
+
+    def role(self, feature: str) -> str:
+        """The role of a feature (see :func:`feature_role`)."""
+        return feature_role(feature)
+
+    def by_role(self) -> dict[str, list[str]]:
+        """Features per role, in feature order (roles without features left out)."""
+        out: dict[str, list[str]] = {}
+        for f in self.features:
+            out.setdefault(feature_role(f), []).append(f)
+        return {r: out[r] for r in ROLE_TITLES if r in out}
 
 
 def _drop_duplicates(numeric: dict[str, pd.Series]) -> tuple[list[str], dict[str, str]]:
@@ -85,10 +130,35 @@ def _drop_duplicates(numeric: dict[str, pd.Series]) -> tuple[list[str], dict[str
     return [c for c in numeric if c in kept], dropped
 
 
+def _near_duplicates(numeric: dict[str, pd.Series], features: list[str]) -> dict[str, tuple[str, float]]:
+    """Features whose |Spearman| with an earlier kept feature is ≥ NEAR_DUPLICATE: member → (kept, ρ).
+
+    Such columns order the rows the same way (grad_std_ratio and grad_norm_ratio when the mean gradient
+    is ≈ 0 and the layers are equally large): one feature, tested once.
+    """
+    if len(features) < 2:
+        return {}
+    frame = pd.DataFrame({f: numeric[f] for f in features})
+    rho = frame.corr(method="spearman", min_periods=3)
+    order = sorted(features, key=lambda c: ("." in c, features.index(c)))
+    kept: list[str] = []
+    out: dict[str, tuple[str, float]] = {}
+    for name in order:
+        twin = next((k for k in kept if np.isfinite(rho.loc[k, name]) and abs(rho.loc[k, name]) >= NEAR_DUPLICATE),
+                    None)
+        if twin is None:
+            kept.append(name)
+        else:
+            out[name] = (twin, float(rho.loc[twin, name]))
+    return out
+
+
 def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
     """Sort the columns of ``rows`` into roles; raise when no feature varies or the target is constant."""
-    buckets: dict[str, list[str]] = {"constant": [], "non_numeric": [], "target_parts": [], "bookkeeping": []}
+    buckets: dict[str, list[str]] = {"constant": [], "non_numeric": [], "target_parts": [], "bookkeeping": [],
+                                     "evaluation": []}
     varying: dict[str, pd.Series] = {}
+    bad_cells: list[tuple[int, str, str]] = []
     for name in map(str, rows.columns):
         if name == target:
             continue
@@ -96,12 +166,15 @@ def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
             buckets["bookkeeping"].append(name)
         elif is_target_part(name, target):
             buckets["target_parts"].append(name)
-        elif (values := _as_numbers(rows[name])) is None:
+        elif is_evaluation_output(name):
+            buckets["evaluation"].append(name)
+        elif (parsed := _as_numbers(rows[name]))[0] is None:
             buckets["non_numeric"].append(name)
-        elif values.nunique(dropna=True) < 2:
+        elif (values := parsed[0]).nunique(dropna=True) < 2:
             buckets["constant"].append(name)
         else:
             varying[name] = values
+            bad_cells += [(i, name, str(rows[name].iloc[i])) for i in parsed[1]]
     y = rows[target].astype(float)
     if y.nunique() < 2:
         raise GradpruneError(f"{source}: target {target!r} has the same value in every used row: nothing to explain")
@@ -112,5 +185,8 @@ def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
             f"can explain {target!r}; expected columns that vary between trials. Constant: {shown}"
         )
     features, duplicates = _drop_duplicates(varying)
+    near = _near_duplicates(varying, features)
+    features = [f for f in features if f not in near]
     data = pd.DataFrame({target: y, **{f: varying[f] for f in features}})
-    return ColumnRoles(target, features, data, duplicates=duplicates, **buckets)
+    return ColumnRoles(target, features, data, duplicates=duplicates, near_duplicates=near, bad_cells=bad_cells,
+                       **buckets)

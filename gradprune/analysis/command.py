@@ -14,6 +14,7 @@ import pandas as pd
 
 from gradprune.errors import GradpruneError
 from gradprune.io import atomic_write_bytes, atomic_write_text
+from gradprune.outputs import check_writable_dir
 
 if TYPE_CHECKING:
     from gradprune.analysis.pipeline import Analysis
@@ -67,6 +68,7 @@ def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str |
     require_file(Path(csv))  # a wrong path is the first thing to tell, even beside old outputs
     out = Path(output_dir) if output_dir is not None else Path(csv).parent
     _check_output_dir(out, overwrite)  # before the work, so a refusal costs nothing
+    check_writable_dir(out, "--output_dir")
     a = run_analysis(csv, target, seed)
     files = analysis_files(a)
     _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
@@ -94,6 +96,12 @@ def _check_predict_output(output: Path, sources: list[Path]) -> None:
     """--output must be a file path that is none of the files being read (it would replace one)."""
     if output.is_dir():
         raise GradpruneError(f"--output {output}: is a directory; expected the path of a CSV file to write")
+    folder = output.absolute().parent
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise GradpruneError(f"--output {output}: its folder {str(folder)!r} {what}; create the folder first or "
+                             f"choose another --output")
+    check_writable_dir(folder, "--output")
     for src in sources:
         if output.exists() and src.exists() and output.resolve() == src.resolve():
             raise GradpruneError(f"--output {output}: is also an input of this command; writing the predictions "

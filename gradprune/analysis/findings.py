@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gradprune.analysis.columns import target_family
+from gradprune.analysis.columns import ROLE_TITLES, target_family
 from gradprune.analysis.correlations import ALPHA, Correlation, strength
 from gradprune.analysis.document import fmt_ci, fmt_r, p_is
 from gradprune.analysis.loading import describe_exclusions
-from gradprune.analysis.pipeline import Analysis
+from gradprune.analysis.pipeline import EXPORTED, Analysis
 from gradprune.analysis.replicates import VarianceDecomposition
+from gradprune.analysis.selection import RoleScore
 
 SMALL_N = 20  # below this many independent units, say that the evidence is weak
 R2_CLAIM = 0.7  # the original tool's claim: some predictor reaches R² > 0.7
@@ -33,7 +34,9 @@ def units(a: Analysis) -> tuple[int, str]:
 def describe(c: Correlation, target: str) -> str:
     """``x``: direction, strength and the numbers, in one phrase."""
     direction = "lower" if c.spearman < 0 else "higher"
-    return (f"higher {c.x} goes with {direction} {target} ({strength(c.spearman)}: Spearman ρ = "
+    # a size word is only earned by a relation that is there: "strong" for a non-significant one misleads
+    size = strength(c.spearman) if c.significant else "not significant"
+    return (f"higher {c.x} goes with {direction} {target} ({size}: Spearman ρ = "
             f"{fmt_r(c.spearman)}, 95% CI {fmt_ci(c.spearman_ci)}, {p_is('BH-adjusted p', c.spearman_p_adj)}, "
             f"n = {c.n})")
 
@@ -55,8 +58,13 @@ def correlation_summary(corrs: Sequence[Correlation], target: str, scope: str) -
             f"Benjamini–Hochberg adjustment (q < {ALPHA}): {top}{more}.")
 
 
-def variance_sentence(vd: VarianceDecomposition, target: str) -> str:
-    """The variance decomposition of the target in plain words, with ``ICC = 0.xxxx``."""
+def variance_sentence(vd: VarianceDecomposition, target: str, trends: Sequence[Correlation] = ()) -> str:
+    """The variance decomposition of the target in plain words, with ``ICC = 0.xxxx``.
+
+    ``trends``: significant correlations of setting parameters with the per-config mean target. A trend
+    test is more powerful than the omnibus ANOVA, so a non-significant ANOVA beside a significant trend
+    is reported as exactly that, never as "no setting effect".
+    """
     if not math.isfinite(vd.icc_raw):
         return f"The variance of {target} could not be split into settings and seeds (too few replicates)."
     pct = 100 * vd.icc
@@ -68,10 +76,24 @@ def variance_sentence(vd: VarianceDecomposition, target: str) -> str:
         text += f" The settings differ ({anova})"
         text += (": a real setting effect, but small next to calibration noise, so compare settings by their "
                  "mean over seeds." if vd.icc < 0.5 else ": the setting effect dominates calibration noise.")
+    elif trends:
+        shown = "; ".join(f"{c.x}: Spearman ρ = {fmt_r(c.spearman)}, {p_is('BH-adjusted p', c.spearman_p_adj)}"
+                          for c in trends)
+        text += (f" The omnibus test over all settings does not reach significance ({anova}), but a trend along "
+                 f"a setting parameter does ({shown}); a trend test has more power than the ANOVA, so the setting "
+                 "effect is that trend.")
     else:
         text += (f" The settings do not differ detectably ({anova}): no setting effect can be claimed from this "
                  "data; the differences between settings are within calibration noise.")
     return text
+
+
+def setting_trends(a: Analysis) -> list[Correlation]:
+    """Significant correlations of setting parameters (constant within configs) with the per-config means."""
+    if a.replicates is None:
+        return []
+    settings = {v.column for v in a.replicates.features if v.msw == 0}
+    return [c for c in a.replicates.between if c.x in settings and c.significant]
 
 
 def _find(corrs: Sequence[Correlation], names: Sequence[str]) -> Correlation | None:
@@ -126,36 +148,78 @@ def hypotheses(a: Analysis) -> list[str]:
     return out
 
 
+def claims_prediction(rs: RoleScore) -> bool:
+    """A predictive model is claimed only when the choice beats chance (permutation p < ALPHA) and carries
+    over to rows it never saw (nested cross-validated R² > 0)."""
+    return rs.p_value < ALPHA and rs.r2_cv_nested > 0
+
+
+def permutation_phrase(rs: RoleScore, grouped: bool) -> str:
+    """``permutation p = 0.01 (99 permutations of …)``."""
+    what = "whole configs' targets shuffled" if grouped else "targets shuffled"
+    return f"permutation p = {rs.p_value:.2g} ({rs.permutations} permutations, {what}, the whole choice re-run each time)"
+
+
+def _exported(a: Analysis) -> RoleScore:
+    return a.role_scores[EXPORTED]
+
+
 def r2_verdict(a: Analysis) -> str:
-    """Whether the best predictor reaches R² > 0.7, cross-validated R² next to the in-sample one."""
-    best, scheme = a.comparison.best, a.comparison.scheme.name
-    numbers = f"best predictor {best.label}: R² = {best.r2:.4f} in sample, {best.r2_cv:.4f} cross-validated ({scheme})"
-    if best.r2_cv > R2_CLAIM:
+    """Whether the predictor reaches R² > 0.7 out of sample: nested cross-validated R², permutation p."""
+    rs, scheme = _exported(a), a.comparison.scheme.name
+    best = rs.best
+    numbers = (f"best predictor {best.label}: R² = {best.r2:.4f} in sample, {best.r2_cv:.4f} cross-validated "
+               f"({scheme}), nested cross-validated R² = {rs.r2_cv_nested:.4f}, "
+               f"{permutation_phrase(rs, a.replicates is not None)}")
+    if rs.r2_cv_nested > R2_CLAIM and rs.p_value < ALPHA:
         return f"SUPPORTED: {numbers}."
     top_in = max(a.comparison.scores, key=lambda s: s.r2)
     if top_in.r2 > R2_CLAIM:
-        return (f"NOT SUPPORTED out of sample: {top_in.label} reaches R² = {top_in.r2:.4f} in sample, but "
-                f"{top_in.r2_cv:.4f} cross-validated; the in-sample fit is optimistic ({numbers}).")
+        return (f"NOT SUPPORTED out of sample: {top_in.label} reaches R² = {top_in.r2:.4f} in sample, but the "
+                f"choice among the candidates reaches only {rs.r2_cv_nested:.4f} nested cross-validated; the "
+                f"in-sample fit is optimistic ({numbers}).")
     return f"NOT SUPPORTED: {numbers}."
 
 
 def predictor_sentence(a: Analysis) -> str:
-    """The exported predictor and how well it predicts, in one sentence."""
-    best, scheme = a.comparison.best, a.comparison.scheme.name
-    if best.r2_cv <= 0:
-        return (f"No predictor beats predicting the mean under {scheme} cross-validation (best: {best.label}, "
-                f"R² = {best.r2:.4f} in sample, {best.r2_cv:.4f} cross-validated): these features do not predict "
-                f"{a.target} in this data.")
-    return (f"Best predictor ({scheme} cross-validation): {best.label} on {', '.join(best.fit.features)}: "
-            f"R² = {best.r2:.4f} in sample, {best.r2_cv:.4f} cross-validated, cross-validated MAE = "
-            f"{best.mae_cv:.4g}. Formula: {a.model.formula}.")
+    """The exported predictor and whether it predicts better than chance, in one sentence."""
+    rs, scheme = _exported(a), a.comparison.scheme.name
+    best, k = rs.best, len(a.comparison.scores)
+    chosen = (f"the best of {k} candidates (predictors × feature sets of {', '.join(rs.feature_sets)}) is "
+              f"{best.label} on {', '.join(best.fit.features) or 'no feature'}, cross-validated R² = {best.r2_cv:.4f} "
+              f"({scheme}); with the choice repeated inside every fold (nested cross-validation) R² = "
+              f"{rs.r2_cv_nested:.4f}; {permutation_phrase(rs, a.replicates is not None)}")
+    if rs.p_value >= ALPHA:
+        return (f"The prediction model is no better than chance: {chosen}. A shuffled {a.target} is predicted this "
+                f"well as often, so these features do not detectably predict {a.target} in this data; "
+                "prediction_model.json is written for inspection, not for use.")
+    if rs.r2_cv_nested <= 0:
+        return (f"No predictive model can be claimed: {chosen}. The best candidate beats the shuffled targets, "
+                "but the choice among the candidates does not carry over to rows it never saw (nested R² ≤ 0).")
+    return (f"Predictive model: {chosen}; in-sample R² = {best.r2:.4f}, nested cross-validated MAE = "
+            f"{rs.mae_cv_nested:.4g}. Formula: {a.model.formula}.")
+
+
+def role_sentence(a: Analysis) -> str:
+    """Which role (settings, gradient statistics, proxies, both) predicts the target best."""
+    judged = {name: rs for name, rs in a.role_scores.items() if name != EXPORTED}
+    beating = {name: rs for name, rs in judged.items() if claims_prediction(rs)}
+    if not beating:
+        return (f"No feature role predicts {a.target} better than chance ("
+                + "; ".join(f"{name}: nested R² = {rs.r2_cv_nested:.4f}, p = {rs.p_value:.2g}"
+                            for name, rs in judged.items()) + ").")
+    name, rs = max(beating.items(), key=lambda kv: kv[1].r2_cv_nested)
+    return (f"The {ROLE_TITLES.get(name, name)} predict {a.target} best: nested cross-validated R² = "
+            f"{rs.r2_cv_nested:.4f}, permutation p = {rs.p_value:.2g}"
+            + "".join(f"; {other}: {o.r2_cv_nested:.4f} (p = {o.p_value:.2g})"
+                      for other, o in judged.items() if other != name) + ".")
 
 
 def key_findings(a: Analysis) -> list[str]:
     """The report's opening bullets, most important first."""
     out = [" ".join([f"Data: {describe_exclusions(a.loaded)}; target {a.target}.", *(f"Note: {n}." for n in a.notes)])]
     if a.replicates is not None:
-        out.append("Replicates: " + variance_sentence(a.replicates.target, a.target))
+        out.append("Replicates: " + variance_sentence(a.replicates.target, a.target, setting_trends(a)))
         rep = a.replicates
         out.append(correlation_summary(rep.between, a.target, f"Across settings (per-config means, "
                                                                f"n = {rep.target.groups} configs)"))
@@ -164,6 +228,8 @@ def key_findings(a: Analysis) -> list[str]:
     else:
         out.append(correlation_summary(a.target_corrs, a.target, "Correlations"))
     out.append(predictor_sentence(a))
+    if len(a.role_scores) > 2:
+        out.append(role_sentence(a))
     n, unit = units(a)
     if n < SMALL_N:
         out.append(f"With only n = {n} {unit}, the evidence is weak: only large effects can reach significance, "

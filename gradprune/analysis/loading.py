@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gradprune.errors import GradpruneError
@@ -13,6 +15,8 @@ from gradprune.errors import GradpruneError
 MIN_ROWS = 4
 _TRUE = {"true", "1", "1.0", "yes", "y", "t"}
 _FALSE = {"false", "0", "0.0", "no", "n", "f", ""}
+TRIAL_IDS = ("trial", "trial_id", "number")  # a trial's identity, when the CSV has one
+MAX_LISTED = 8  # rows named in one note
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class SearchRows:
     not_evaluated: int = 0  # pruned-only rows (status == "pruned" or evaluated == False)
     missing_target: int = 0
     notes: list[str] = field(default_factory=list)
+    duplicates: int = 0  # repeated trials, counted once
+    truncated: int = 0  # a cut-off last row, left out
+    row_numbers: list[int] = field(default_factory=list)  # 1-based data row of the CSV of each kept row
 
 
 def require_file(p: Path) -> None:
@@ -66,6 +73,56 @@ def as_bool(col: pd.Series, name: str, path: Path) -> pd.Series:
     return text.isin(_TRUE)
 
 
+def row_list(rows: list[int] | np.ndarray) -> str:
+    """``3, 9 and 12`` (1-based data rows), at most MAX_LISTED named."""
+    rows = [int(r) for r in rows]
+    shown = ", ".join(map(str, rows[:MAX_LISTED]))
+    return shown + (f" and {len(rows) - MAX_LISTED} more" if len(rows) > MAX_LISTED else "")
+
+
+def truncated_last_row(path: Path, columns: int) -> int | None:
+    """The 1-based data row number of a last row with fewer fields than the header (a file cut off while
+    being written), else None."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None
+    records = [r for r in csv.reader(text.splitlines()) if r]
+    if len(records) < 2 or len(records[-1]) >= columns:
+        return None
+    return len(records) - 1
+
+
+def _infinite_to_missing(df: pd.DataFrame, notes: list[str]) -> None:
+    """±inf (a diverged perplexity, a division by zero) is no measurement: missing, with a note."""
+    for col in df.columns:
+        values = pd.to_numeric(df[col], errors="coerce") if not pd.api.types.is_bool_dtype(df[col]) else None
+        if values is None or not pd.api.types.is_numeric_dtype(values):
+            continue
+        bad = np.isinf(values.to_numpy(float))
+        if bad.any():
+            df[col] = df[col].mask(bad)
+            notes.append(f"{col} is ±inf in row(s) {row_list(df.index[bad] + 1)}: treated as missing")
+
+
+def _drop_repeats(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Repeated trials (the same trial id, or an identical row) are counted once: the first is kept."""
+    repeat = df.duplicated(keep="first")
+    for key in TRIAL_IDS:
+        if key in df.columns and df[key].notna().any():
+            same_id = df[key].notna() & df.duplicated(subset=[key], keep="first")
+            differ = same_id & ~repeat
+            if differ.any():
+                notes.append(f"row(s) {row_list(df.index[differ] + 1)} repeat an earlier {key} with other "
+                             "values: counted once (the first row is kept)")
+            repeat |= same_id
+            break
+    exact = df.duplicated(keep="first")
+    if exact.any():
+        notes.append(f"row(s) {row_list(df.index[exact] + 1)} repeat an earlier row exactly: counted once")
+    return df.loc[~repeat]
+
+
 def numeric_columns(df: pd.DataFrame) -> list[str]:
     """Names of the columns that hold numbers (booleans included)."""
     return [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
@@ -90,8 +147,17 @@ def load_search_rows(path: str | Path, target: str) -> SearchRows:
     """
     p = Path(path)
     df = read_table(p)
-    _check_target(df, target, p)
     notes: list[str] = []
+    total, truncated = len(df), 0
+    if truncated_last_row(p, df.shape[1]) == len(df):
+        notes.append(f"row {len(df)} (the last) has fewer fields than the header: the file was cut off; the row "
+                     "is left out")
+        df, truncated = df.iloc[:-1], 1
+    _infinite_to_missing(df, notes)
+    _check_target(df, target, p)
+    before = len(df)
+    df = _drop_repeats(df, notes)
+    repeats = before - len(df)
     ok = pd.Series(True, index=df.index)
     if "success" in df.columns:
         ok &= as_bool(df["success"], "success", p)
@@ -111,9 +177,11 @@ def load_search_rows(path: str | Path, target: str) -> SearchRows:
     y = pd.to_numeric(df[target], errors="coerce")
     missing = ok & ~partial & y.isna()
     keep = ok & ~partial & y.notna()
+    numbers = [int(i) + 1 for i in df.index[keep]]
     rows = df.loc[keep].reset_index(drop=True)
     rows[target] = pd.to_numeric(rows[target])
-    result = SearchRows(p, rows, len(df), failed, int(partial.sum()), int(missing.sum()), notes)
+    result = SearchRows(p, rows, total, failed, int(partial.sum()), int(missing.sum()), notes, repeats, truncated,
+                        numbers)
     if len(rows) < MIN_ROWS:
         raise GradpruneError(
             f"{p}: only {len(rows)} successful, evaluated row(s) with a value of {target!r} "
@@ -131,4 +199,8 @@ def describe_exclusions(r: SearchRows) -> str:
         parts.append(f"{r.not_evaluated} pruned but not evaluated")
     if r.missing_target:
         parts.append(f"{r.missing_target} without a target value")
+    if r.duplicates:
+        parts.append(f"{r.duplicates} repeated trial(s) counted once")
+    if r.truncated:
+        parts.append(f"{r.truncated} truncated")
     return "; ".join(parts)

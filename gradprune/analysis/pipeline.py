@@ -6,13 +6,13 @@ this succeeded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from gradprune.analysis.columns import ColumnRoles, assign_roles
+from gradprune.analysis.columns import PROXY, SETTING, STATISTIC, ColumnRoles, assign_roles
 from gradprune.analysis.correlations import (
     Correlation,
     all_pairs,
@@ -24,11 +24,13 @@ from gradprune.analysis.correlations import (
 from gradprune.analysis.loading import MIN_ROWS, SearchRows, load_search_rows
 from gradprune.analysis.prediction_model import PredictionModel, build_model
 from gradprune.analysis.replicates import ReplicateAnalysis, analyze_replicates, config_labels, has_replicates
-from gradprune.analysis.selection import Comparison, compare_predictors
+from gradprune.analysis.selection import Comparison, FeatureSet, RoleScore, compare_predictors, judge_roles
 from gradprune.errors import GradpruneError
 
 HEATMAP_MAX = 15  # features shown in the heatmap (strongest |ρ| with the target): beyond that, unreadable
 MIN_COVERAGE = 0.9  # a feature missing in more rows than this is not offered to the predictors
+EXPORTED = "exported"  # the role entry of the exported model's choice: settings and statistics
+BOTH = f"{STATISTIC} + {SETTING}"
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,10 @@ class Analysis:
     target_corrs: list[Correlation]  # every candidate feature (constant ones undefined), strongest first
     heatmap_columns: list[str]  # target first
     pair_corrs: list[Correlation]
-    comparison: Comparison
+    comparison: Comparison  # the exported model's candidates (settings and gradient statistics)
     model: PredictionModel
+    role_scores: dict[str, RoleScore]  # EXPORTED and one entry per feature set, nested CV R² and permutation p
+    role_feature_sets: list[FeatureSet]
     groups: pd.Series | None  # config of each used row, when the CSV has replicates
     replicates: ReplicateAnalysis | None
     notes: list[str] = field(default_factory=list)
@@ -87,6 +91,34 @@ def model_inputs(roles: ColumnRoles, source: str) -> tuple[pd.DataFrame, np.ndar
     return data.loc[mask, usable].reset_index(drop=True), data.loc[mask, roles.target].to_numpy(float), mask, notes
 
 
+def _cell_notes(loaded: SearchRows, roles: ColumnRoles) -> list[str]:
+    by_column: dict[str, list[tuple[int, str]]] = {}
+    for pos, col, text in roles.bad_cells:
+        by_column.setdefault(col, []).append((loaded.row_numbers[pos] if loaded.row_numbers else pos + 1, text))
+    return [f"{col} is not a number in " + ", ".join(f"row {r} ({t!r})" for r, t in cells[:8])
+            + ": those cells are treated as missing, the rest of the column is used" for col, cells in by_column.items()]
+
+
+def _near_duplicate_notes(roles: ColumnRoles) -> list[str]:
+    groups: dict[str, list[str]] = {}
+    for member, (kept, _) in roles.near_duplicates.items():
+        groups.setdefault(kept, []).append(member)
+    return [f"{' and '.join([kept, *members])} order the rows the same way (|Spearman| ≥ 0.999): one feature, "
+            f"reported as {kept} and counted once in the BH correction" for kept, members in groups.items()]
+
+
+def feature_sets(roles: ColumnRoles, usable: list[str]) -> tuple[list[FeatureSet], tuple[str, ...]]:
+    """The feature sets compared (one per role present, and statistics + settings) and the names of those
+    the exported model chooses from (settings and statistics; proxies only when nothing else exists)."""
+    by_role = {r: tuple(f for f in cols if f in usable) for r, cols in roles.by_role().items()}
+    by_role = {r: cols for r, cols in by_role.items() if cols}
+    sets = [FeatureSet(r, by_role[r]) for r in (SETTING, STATISTIC, PROXY) if r in by_role]
+    if SETTING in by_role and STATISTIC in by_role:
+        sets.append(FeatureSet(BOTH, by_role[STATISTIC] + by_role[SETTING]))
+    default = tuple(fs.name for fs in sets if fs.name != PROXY) or tuple(fs.name for fs in sets)
+    return sets, default
+
+
 def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
     """Compute the whole analysis of a search CSV; raises GradpruneError for unusable input."""
     loaded = load_search_rows(csv, target)
@@ -102,8 +134,14 @@ def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
         groups = config_labels(loaded.rows)
         replicates = analyze_replicates(data, groups, target, seed)
     X, y, mask, notes = model_inputs(roles, source)
-    comparison = compare_predictors(X, y, None if groups is None else groups.to_numpy()[mask], seed)
+    notes = [*_cell_notes(loaded, roles), *_near_duplicate_notes(roles), *notes]
+    g = None if groups is None else groups.to_numpy()[mask]
+    sets, default = feature_sets(roles, list(X.columns))
+    everything = compare_predictors(X, y, g, seed, sets)
+    role_scores = judge_roles(X, y, g, everything, {EXPORTED: default, **{fs.name: (fs.name,) for fs in sets}},
+                              seed)
+    comparison = replace(everything, scores=[s for s in everything.scores if s.feature_set in default])
     n_configs = None if groups is None else int(groups[mask].nunique())
-    model = build_model(target, comparison, X, n_configs, source)
+    model = build_model(target, comparison, X, n_configs, source, role_scores[EXPORTED])
     return Analysis(loaded.path, target, seed, loaded, roles, target_corrs, [target, *heat_features],
-                    fams["pairs"], comparison, model, groups, replicates, [*loaded.notes, *notes])
+                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes])

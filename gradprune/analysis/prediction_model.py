@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gradprune.analysis.predictors import LinearFit
-from gradprune.analysis.selection import Comparison
+from gradprune.analysis.selection import Comparison, RoleScore
 from gradprune.errors import GradpruneError
 from gradprune.registry import format_validation_error
 
@@ -46,6 +46,13 @@ class Metrics(_Strict):
     mae_cv: float
     cv: str
     baseline_r2_cv: float
+    # the choice among candidates judged without optimism (absent in models written before these existed)
+    r2_cv_nested: float | None = None
+    mae_cv_nested: float | None = None
+    permutation_p: float | None = None
+    permutations: int | None = None
+    feature_set: str | None = None
+    candidates_compared: int | None = None
 
 
 class PredictionModel(_Strict):
@@ -96,8 +103,9 @@ def formula(target: str, fit: LinearFit) -> str:
 
 
 def build_model(target: str, comparison: Comparison, X: pd.DataFrame, n_configs: int | None,
-                source: str) -> PredictionModel:
-    """The JSON model of the best candidate of ``comparison`` (fitted on ``X``)."""
+                source: str, judged: RoleScore | None = None) -> PredictionModel:
+    """The JSON model of the best candidate of ``comparison`` (fitted on ``X``); ``judged`` adds the
+    nested cross-validated scores and the permutation p-value of that choice."""
     best = comparison.best
     fit = best.fit
     feats = list(fit.features)
@@ -110,9 +118,14 @@ def build_model(target: str, comparison: Comparison, X: pd.DataFrame, n_configs:
         training_ranges={f: Range(min=float(X[f].min()), max=float(X[f].max())) for f in feats},
         n=len(X), n_configs=n_configs,
         metrics=Metrics(r2_in_sample=best.r2, mae_in_sample=best.mae, r2_cv=best.r2_cv, mae_cv=best.mae_cv,
-                        cv=comparison.scheme.name, baseline_r2_cv=comparison.baseline_r2_cv),
+                        cv=comparison.scheme.name, baseline_r2_cv=comparison.baseline_r2_cv,
+                        **({} if judged is None else {
+                            "r2_cv_nested": judged.r2_cv_nested, "mae_cv_nested": judged.mae_cv_nested,
+                            "permutation_p": judged.p_value, "permutations": judged.permutations,
+                            "feature_set": best.feature_set, "candidates_compared": len(comparison.scores)})),
         formula=formula(target, fit), source=source,
-        candidates=[{"predictor": s.label, "features": list(s.fit.features), "r2_in_sample": s.r2,
+        candidates=[{"predictor": s.label, "feature_set": s.feature_set, "features": list(s.fit.features),
+                     "r2_in_sample": s.r2,
                      "r2_cv": s.r2_cv, "mae_cv": s.mae_cv} for s in comparison.scores],
     )
 

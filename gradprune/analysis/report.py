@@ -18,8 +18,14 @@ from gradprune.analysis.document import (
     to_markdown,
     to_text,
 )
-from gradprune.analysis.findings import hypotheses, key_findings, variance_sentence
-from gradprune.analysis.pipeline import HEATMAP_MAX, Analysis
+from gradprune.analysis.findings import (
+    hypotheses,
+    key_findings,
+    role_sentence,
+    setting_trends,
+    variance_sentence,
+)
+from gradprune.analysis.pipeline import EXPORTED, HEATMAP_MAX, Analysis
 
 MAX_CONFIG_ROWS = 60  # configs listed in the report; per_config.csv holds them all
 
@@ -59,7 +65,7 @@ def _replicate_section(a: Analysis) -> Section:
                if math.isfinite(v.icc_raw) and v.msw > 0]
     settings = [v.column for v in rep.features if v.msw == 0]
     blocks: list = [
-        variance_sentence(rep.target, a.target),
+        variance_sentence(rep.target, a.target, setting_trends(a)),
         "One-way random-effects decomposition over configs (seeds as replicates). ICC(1) = (MSB − MSW) / "
         "(MSB + (k0 − 1)·MSW), k0 the adjusted mean group size; the raw estimate may be negative, the share "
         "of variance between settings is clipped at 0. Features below the target: how much of each statistic "
@@ -91,17 +97,38 @@ def _feature_list(features: Sequence[str], width: int = 48) -> str:
     return text if len(text) <= width else f"{len(features)} features: {text[:width - 14].rsplit(',', 1)[0]}, …"
 
 
+def _role_table(a: Analysis) -> Table:
+    rows = []
+    for name, rs in a.role_scores.items():
+        if name == EXPORTED:
+            continue
+        cols = next(fs.columns for fs in a.role_feature_sets if fs.name == name)
+        rows.append([name, _feature_list(cols), rs.best.label.split(" on ")[0], f"{rs.best.r2_cv:.4f}",
+                     f"{rs.r2_cv_nested:.4f}", f"{rs.p_value:.2g}", str(rs.permutations)])
+    return Table(["features by role", "columns", "best predictor", "R² CV (best)", "R² nested CV", "perm. p",
+                  "perms"], rows, "lllrrrr")
+
+
 def _predictor_section(a: Analysis) -> Section:
-    cmp, model = a.comparison, a.model
+    cmp, model, rs = a.comparison, a.model, a.role_scores[EXPORTED]
     rows = [[s.label, _feature_list(s.fit.features), f"{s.r2:.4f}", f"{s.r2_cv:.4f}",
              fmt_num(s.mae), fmt_num(s.mae_cv)] for s in cmp.scores]
     unit = "configs" if a.replicates is not None else "rows"
+    shuffled = "whole configs' targets" if a.replicates is not None else "the targets"
     blocks: list = [
         f"Cross-validation: {cmp.scheme.name} ({len(cmp.scheme.splits)} folds over {cmp.scheme.units} {unit}); "
         f"each model chooses its features inside every fold, at most {cmp.max_features} (n/4). Predicting the "
-        f"training mean scores cross-validated R² = {cmp.baseline_r2_cv:.4f}.",
+        f"training mean scores cross-validated R² = {cmp.baseline_r2_cv:.4f}. The exported model is chosen among "
+        f"{len(cmp.scores)} candidates: every predictor on every feature set of the calibration settings and "
+        "gradient statistics (evaluation outputs such as perplexity are never features).",
         Table(["predictor", "features", "R² in sample", "R² CV", "MAE in sample", "MAE CV"], rows, "llrrrr"),
-        f"Exported to prediction_model.json (the best by cross-validated R²): {model.formula}",
+        f"The best candidate's cross-validated R² ({rs.best.r2_cv:.4f}) is optimistic: it won a comparison. "
+        f"Judged without that optimism, the choice among the {len(cmp.scores)} candidates repeated inside every "
+        f"outer training fold (nested cross-validation) scores R² = {rs.r2_cv_nested:.4f} (MAE "
+        f"{fmt_num(rs.mae_cv_nested)}); with {shuffled} shuffled and the whole choice re-run, the best candidate "
+        f"reached R² ≥ {rs.best.r2_cv:.4f} in {rs.exceedances} of {rs.permutations} permutations: permutation "
+        f"p = {rs.p_value:.2g}" + (" — no better than chance." if rs.p_value >= ALPHA else "."),
+        f"Exported to prediction_model.json: {model.formula}",
         Table(["feature", "coefficient", "standardised", "training min", "training max"],
               [[f, fmt_num(model.coefficients[f]), fmt_num(model.standardized_coefficients[f]),
                 fmt_num(model.training_ranges[f].min), fmt_num(model.training_ranges[f].max)] for f in model.features]),
@@ -112,8 +139,10 @@ def _predictor_section(a: Analysis) -> Section:
         s = simpler[0]
         blocks.append(f"{s.label} ({len(s.fit.features)} feature(s)) predicts almost as well (cross-validated R² = "
                       f"{s.r2_cv:.4f} against {cmp.best.r2_cv:.4f}): the simpler model may be the better choice.")
-    blocks.append(f"The exported model was chosen as the best of {len(cmp.scores)} candidates, so its "
-                  "cross-validated R² is slightly optimistic.")
+    if len(a.role_scores) > 2:
+        blocks += ["Feature roles side by side: the same choice among the predictors, restricted to one role's "
+                   "columns, with its nested cross-validated R² and permutation p (same permutations).",
+                   _role_table(a), role_sentence(a)]
     if cmp.skipped:
         blocks.append("Skipped predictors: " + "; ".join(cmp.skipped))
     return Section("Predictors", blocks)

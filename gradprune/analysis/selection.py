@@ -1,8 +1,17 @@
-"""Cross-validated comparison of every registered predictor; the best by cross-validated R² wins.
+"""Cross-validated comparison of every registered predictor on every feature set; the best by
+cross-validated R² is exported, and how good that choice is gets judged without optimism:
+
+* nested cross-validation: the whole choice (predictor and feature set) is repeated inside every
+  outer training fold, so the outer predictions never saw the rows they predict, not even through the
+  choice;
+* a permutation test: the targets are shuffled (whole configs with replicates) and the whole choice is
+  re-run, so the p-value says how often the best of these candidates reaches that cross-validated R² on
+  data in which nothing predicts the target.
 
 Rows are left out one at a time (leave-one-out); with replicates whole configs are left out
 (leave-one-config-out), so replicates of one config never sit on both sides of a split. Above
-MAX_LOO_FOLDS units the n refits buy little over 20-fold cross-validation, which is used instead.
+MAX_LOO_FOLDS units K_FOLDS-fold cross-validation is used instead (the refits of the permutation test
+and of the nested cross-validation grow with the number of folds).
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ import pandas as pd
 from gradprune.analysis.predictors import LinearFit, Predictor
 from gradprune.errors import PluginError
 
-MAX_LOO_FOLDS = 100
-K_FOLDS = 20
+MAX_LOO_FOLDS = 12
+K_FOLDS = 10
+N_PERMUTATIONS = 99  # at most; p ≥ 1 / (N_PERMUTATIONS + 1)
+STOP_AFTER = 8  # sequential stopping (Besag & Clifford 1991): a role stops after this many exceedances
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,21 @@ def mae(y: np.ndarray, pred: np.ndarray) -> float:
     return float(mean_absolute_error(y, pred))
 
 
+
+ALL = "all features"  # the one feature set when the caller names none
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A named group of feature columns (a role, or roles together) offered to every predictor."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class CandidateScore:
-    """One predictor (registry name + params): its fit on all rows and its scores."""
+    """One predictor (registry name + params) on one feature set: its fit on all rows and its scores."""
 
     name: str
     params: dict[str, Any]
@@ -87,42 +110,22 @@ class CandidateScore:
     mae: float
     r2_cv: float
     mae_cv: float
+    feature_set: str = ALL
 
     @property
     def label(self) -> str:
-        """``name`` or ``name(key=value)`` for tables."""
+        """``name``, ``name(key=value)``, followed by ``on <feature set>`` when sets are compared."""
         args = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.name}({args})" if args else self.name
-
-
-def score_candidate(name: str, params: dict[str, Any], X: pd.DataFrame, y: np.ndarray, folds: list[Fold],
-                    max_features: int) -> CandidateScore:
-    """Fit the registered predictor ``name`` on all rows and cross-validate it."""
-    from gradprune.plugins import PREDICTORS
-
-    predictor = PREDICTORS.build(name, params)
-    fit = predictor.fit(X, y, max_features)
-    cv = cv_predictions(predictor, folds, len(y), max_features)
-    pred = fit.predict(X)
-    return CandidateScore(name, params, fit, r2(y, pred), mae(y, pred), r2(y, cv), mae(y, cv))
+        base = f"{self.name}({args})" if args else self.name
+        return base if self.feature_set == ALL else f"{base} on {self.feature_set}"
 
 
 def candidate_specs(features: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Every registered predictor with default params; the one-feature predictor once per feature."""
+    """Every registered predictor with its default params (a one-feature predictor picks its feature
+    inside every fold, so it is one candidate, not one per feature)."""
     from gradprune.plugins import PREDICTORS
 
-    specs: list[tuple[str, dict[str, Any]]] = []
-    single = PREDICTORS.get("single_feature")
-    for name in PREDICTORS.names():
-        try:
-            is_single = PREDICTORS.get(name) is single
-        except PluginError:  # a broken plugin: score_candidate reports it as skipped, with the reason
-            is_single = False
-        if is_single:
-            specs += [(name, {"feature": f}) for f in features]
-        else:
-            specs.append((name, {}))
-    return specs
+    return [(name, {}) for name in PREDICTORS.names()]
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Comparison:
     scores: list[CandidateScore]
     baseline_r2_cv: float  # predicting the training mean: what "no predictor" scores
     skipped: list[str] = field(default_factory=list)
+    feature_sets: list[FeatureSet] = field(default_factory=list)
 
     @property
     def best(self) -> CandidateScore:
@@ -141,19 +145,153 @@ class Comparison:
         return self.scores[0]
 
 
-def compare_predictors(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, seed: int) -> Comparison:
-    """Score every candidate predictor on ``X`` → ``y`` under the same cross-validation splits."""
+def _rank(scores: list[CandidateScore]) -> list[CandidateScore]:
+    return sorted(scores, key=lambda s: (-s.r2_cv, len(s.fit.features), s.label))
+
+
+def compare_predictors(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, seed: int,
+                       feature_sets: list[FeatureSet] | None = None) -> Comparison:
+    """Score every candidate predictor on every feature set (default: all columns of ``X``) under the
+    same cross-validation splits."""
+    from gradprune.plugins import PREDICTORS
+
+    sets = feature_sets or [FeatureSet(ALL, tuple(X.columns))]
     scheme = cv_scheme(len(y), groups, seed)
     max_features = max(1, scheme.units // 4)
-    folds = make_folds(X, y, scheme)
     scores, skipped = [], []
-    for name, params in candidate_specs(list(X.columns)):
-        try:
-            scores.append(score_candidate(name, params, X, y, folds, max_features))
-        except PluginError as exc:  # a broken third-party predictor must not stop the analysis
-            skipped.append(f"{name}: {exc}")
-    scores.sort(key=lambda s: (-s.r2_cv, len(s.fit.features), s.label))
+    for fs in sets:
+        folds = make_folds(X[list(fs.columns)], y, scheme)
+        for name, params in candidate_specs(list(fs.columns)):
+            try:
+                predictor = PREDICTORS.build(name, params)
+                fit = predictor.fit(X[list(fs.columns)], y, max_features)
+                cv = cv_predictions(predictor, folds, len(y), max_features)
+            except PluginError as exc:  # a broken third-party predictor must not stop the analysis
+                if not any(s.startswith(f"{name}:") for s in skipped):
+                    skipped.append(f"{name}: {exc}")
+                continue
+            pred = fit.predict(X)
+            scores.append(CandidateScore(name, params, fit, r2(y, pred), mae(y, pred), r2(y, cv), mae(y, cv),
+                                         fs.name))
     baseline = np.empty(len(y))
     for train, test in scheme.splits:
         baseline[test] = y[train].mean()
-    return Comparison(scheme, max_features, scores, r2(y, baseline), skipped)
+    return Comparison(scheme, max_features, _rank(scores), r2(y, baseline), skipped, list(sets))
+
+
+# ---- nested cross-validation and the permutation test --------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoleScore:
+    """The choice among the predictors on some feature sets, judged without optimism."""
+
+    name: str  # e.g. "settings", or "default" for the exported model's sets
+    feature_sets: tuple[str, ...]
+    best: CandidateScore  # chosen on all rows
+    r2_cv_nested: float  # the choice repeated inside every outer training fold
+    mae_cv_nested: float
+    p_value: float  # permutation p of the best candidate's cross-validated R²
+    permutations: int  # how many were drawn (sequential stopping)
+    exceedances: int
+
+
+def _sliced(X: pd.DataFrame, splits: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    return [(X.iloc[train], X.iloc[test]) for train, test in splits]
+
+
+def _cv_matrix(predictors: list[Predictor], data: list[list[tuple[pd.DataFrame, pd.DataFrame]]],
+               splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, max_features: int) -> np.ndarray:
+    """(candidates, rows) cross-validated predictions of every candidate for target ``y``."""
+    out = np.empty((len(predictors), len(y)))
+    for k, (predictor, folds) in enumerate(zip(predictors, data, strict=True)):
+        for (train, test), (X_train, X_test) in zip(splits, folds, strict=True):
+            out[k, test] = predictor.fit(X_train, y[train], max_features).predict(X_test)
+    return out
+
+
+def permuted_targets(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """``y`` shuffled within the design: rows, or with replicates whole configs (a config's targets move
+    together to another config of the same size, keeping their order)."""
+    if groups is None:
+        return rng.permutation(y)
+    out = y.copy()
+    members: dict[Any, np.ndarray] = {g: np.flatnonzero(groups == g) for g in dict.fromkeys(groups)}
+    by_size: dict[int, list[np.ndarray]] = {}
+    for idx in members.values():
+        by_size.setdefault(len(idx), []).append(idx)
+    for blocks in by_size.values():
+        for dest, k in zip(blocks, rng.permutation(len(blocks)), strict=True):
+            out[dest] = y[blocks[k]]
+    return out
+
+
+def judge_roles(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, comparison: Comparison,
+                roles: dict[str, tuple[str, ...]], seed: int, n_permutations: int = N_PERMUTATIONS,
+                stop_after: int = STOP_AFTER) -> dict[str, RoleScore]:
+    """Nested cross-validated R² and permutation p-value of the choice among the candidates of
+    ``comparison`` restricted to each entry of ``roles`` (name → feature-set names).
+
+    One set of refits serves every role: each candidate's cross-validated predictions (the outer folds
+    of the comparison) and its inner cross-validated R² in every outer training fold.
+    """
+    import sklearn
+
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):  # inputs checked once
+        return _judge_roles(X, y, groups, comparison, roles, seed, n_permutations, stop_after)
+
+
+def _judge_roles(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, comparison: Comparison,
+                 roles: dict[str, tuple[str, ...]], seed: int, n_permutations: int,
+                 stop_after: int) -> dict[str, RoleScore]:
+    from gradprune.plugins import PREDICTORS
+
+    scheme, cap = comparison.scheme, comparison.max_features
+    scores = comparison.scores
+    sets = {fs.name: fs.columns for fs in comparison.feature_sets}
+    predictors = [PREDICTORS.build(s.name, s.params) for s in scores]
+    frames = {name: X[list(cols)] for name, cols in sets.items()}
+    outer = {name: _sliced(f, scheme.splits) for name, f in frames.items()}
+    data = [outer[s.feature_set] for s in scores]
+    outer_pred = _cv_matrix(predictors, data, scheme.splits, y, cap)
+    # inner cross-validated R² of every candidate inside every outer training fold
+    inner_r2 = np.empty((len(scheme.splits), len(scores)))
+    for j, (train, _) in enumerate(scheme.splits):
+        inner = cv_scheme(len(train), None if groups is None else groups[train], seed + 1 + j)
+        sub = {name: _sliced(f.iloc[train], inner.splits) for name, f in frames.items()}
+        pred = _cv_matrix(predictors, [sub[s.feature_set] for s in scores], inner.splits, y[train], cap)
+        inner_r2[j] = [r2(y[train], p) for p in pred]
+    members = {role: [k for k, s in enumerate(scores) if s.feature_set in names] for role, names in roles.items()}
+    members = {role: ks for role, ks in members.items() if ks}
+    nested: dict[str, np.ndarray] = {}
+    for role, ks in members.items():
+        pred = np.empty(len(y))
+        for j, (_, test) in enumerate(scheme.splits):
+            choice = ks[int(np.argmax(inner_r2[j, ks]))]
+            pred[test] = outer_pred[choice, test]
+        nested[role] = pred
+    observed = {role: max(scores[k].r2_cv for k in ks) for role, ks in members.items()}
+    # permutation test with sequential stopping per role: p = h / l at the h-th exceedance, else (k + 1) / (B + 1)
+    rng = np.random.default_rng(seed)
+    counts = dict.fromkeys(members, 0)
+    stopped: dict[str, tuple[float, int]] = {}
+    drawn = 0
+    while drawn < n_permutations and len(stopped) < len(members):
+        y_perm = permuted_targets(y, groups, rng)
+        drawn += 1
+        active = [role for role in members if role not in stopped]
+        needed = sorted({k for role in active for k in members[role]})
+        pred = _cv_matrix([predictors[k] for k in needed], [data[k] for k in needed], scheme.splits, y_perm, cap)
+        r2_perm = dict(zip(needed, (r2(y_perm, p) for p in pred), strict=True))
+        for role in active:
+            if max(r2_perm[k] for k in members[role]) >= observed[role] - 1e-12:
+                counts[role] += 1
+                if counts[role] >= stop_after:
+                    stopped[role] = (counts[role] / drawn, drawn)
+    out = {}
+    for role, ks in members.items():
+        p, used = stopped.get(role, ((counts[role] + 1) / (drawn + 1), drawn))
+        best = min((scores[k] for k in ks), key=lambda s: (-s.r2_cv, len(s.fit.features), s.label))
+        out[role] = RoleScore(role, roles[role], best, r2(y, nested[role]), mae(y, nested[role]), float(p), used,
+                              counts[role])
+    return out

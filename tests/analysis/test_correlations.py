@@ -69,10 +69,16 @@ def test_coefficients_equal_scipy(planted_csv):
     out = correlate_families(data, {"t": target_pairs("acc_mean", ["grad_norm_ratio", "ppl", "taylor_seq_len"])},
                              seed=0, n_resamples=200)["t"]
     for c in out:
+        # n = 30: Monte Carlo permutation p-values; scipy's own permutation method agrees within MC error
+        method = stats.PermutationMethod(n_resamples=4999, rng=np.random.default_rng(1))
         s = stats.spearmanr(df[c.x], df.acc_mean)
-        p = stats.pearsonr(df[c.x], df.acc_mean)
-        assert (c.spearman, c.spearman_p) == pytest.approx((s.statistic, s.pvalue), rel=1e-12)
-        assert (c.pearson, c.pearson_p) == pytest.approx((p.statistic, p.pvalue), rel=1e-12)
+        p = stats.pearsonr(df[c.x], df.acc_mean, method=method)
+        assert c.spearman == pytest.approx(s.statistic, rel=1e-12) and c.pearson == pytest.approx(p.statistic, rel=1e-12)
+        ref_s = stats.permutation_test((stats.rankdata(df[c.x]),), lambda a: stats.spearmanr(a, df.acc_mean).statistic,
+                                       permutation_type="pairings", n_resamples=2999, rng=np.random.default_rng(2)).pvalue
+        # two-sided MC p of 2000 draws: sd ≤ 0.022 each; 0.08 is about 2.5 sd of the difference
+        assert c.spearman_p == pytest.approx(ref_s, abs=0.08) and c.pearson_p == pytest.approx(p.pvalue, abs=0.08)
+        assert c.spearman_p >= 1 / 2000 and c.pearson_p >= 1 / 2000
         assert c.n == len(df)
     assert [c.spearman_p_adj for c in out] == pytest.approx(reference_bh([c.spearman_p for c in out]))
 

@@ -36,7 +36,7 @@ def test_contents(fitted):
     obj = json.loads(model.model_dump_json())
     assert obj["format"] == "gradprune.prediction_model" and obj["format_version"] == FORMAT_VERSION
     assert obj["target"] == "acc_mean" and "grad_norm_ratio" in obj["features"]
-    assert obj["n"] == len(X) and obj["metrics"]["cv"] == "leave-one-out"
+    assert obj["n"] == len(X) and obj["metrics"]["cv"] == "10-fold"
     assert obj["metrics"]["r2_cv"] == pytest.approx(cmp.best.r2_cv)
     for f in obj["features"]:
         assert obj["training_ranges"][f] == {"min": X[f].min(), "max": X[f].max()}

@@ -39,7 +39,8 @@ def test_planted_effect(runs):
     scopes = set(pd.read_csv(d / "correlations.csv").scope)
     assert scopes == {"target", "heatmap_pairs", "config_means", "within_config"}
     model = json.loads((d / "prediction_model.json").read_text())
-    assert model["metrics"]["cv"] == "leave-one-config-out" and model["n_configs"] == 15
+    assert model["metrics"]["cv"] == "10-fold by config" and model["n_configs"] == 15
+    assert model["metrics"]["permutation_p"] < 0.05 and model["metrics"]["r2_cv_nested"] > 0.5
     assert "Tested on per-config means" in text
 
 
@@ -48,7 +49,9 @@ def test_pure_noise_makes_no_setting_claim(runs):
     assert _icc(text) < 0.3
     assert "no setting effect can be claimed" in text
     assert "The settings differ" not in text and "setting effect dominates" not in text
-    assert "No predictor beats predicting the mean" in text
+    findings = text.split("KEY FINDINGS")[1].split("HYPOTHESES")[0]
+    assert "The prediction model is no better than chance" in findings
+    assert "whole configs' targets shuffled" in findings
 
 
 def test_scatter_has_config_means(runs):
