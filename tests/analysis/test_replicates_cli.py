@@ -49,7 +49,7 @@ def test_pure_noise_makes_no_setting_claim(runs):
     assert _icc(text) < 0.3
     assert "no setting effect can be claimed" in text
     assert "The settings differ" not in text and "setting effect dominates" not in text
-    findings = text.split("KEY FINDINGS")[1].split("HYPOTHESES")[0]
+    findings = " ".join(text.split("KEY FINDINGS")[1].split("HYPOTHESES")[0].split())
     assert "The prediction model is no better than chance" in findings
     assert "whole configs' targets shuffled" in findings
 
