@@ -10,6 +10,13 @@ Two group kinds per layer:
 
 Everything here reads the *current* shapes of the modules, so it stays right after surgery. Only torch
 is imported: transformers is never needed to describe a loaded model.
+
+Supported: every architecture whose attention has separate ``q/k/v/o_proj``, reshapes with ``-1`` heads
+and reads only ``head_dim`` and ``num_key_value_groups`` (both unchanged by removing whole KV groups),
+and whose MLP has separate ``gate/up/down_proj``. Per-head norms over ``head_dim`` (qwen3's and gemma3's
+``q_norm``/``k_norm``, one weight shared by every head) are untouched by the cut, as are logit soft-caps
+and sliding windows (gemma2, gemma3), which act per head and per position. ``REFUSED_MODEL_TYPES``
+says why the architectures that do not fit are refused.
 """
 
 from __future__ import annotations
@@ -162,7 +169,7 @@ def group_sum(t: Tensor, role: str, layer: LayerModules, dtype: torch.dtype | No
 class ArchitectureAdapter:
     """Finds the prunable modules of a decoder-only model with llama-style module names."""
 
-    model_types: tuple[str, ...] = ("llama", "mistral", "qwen2")
+    model_types: tuple[str, ...] = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         """The ``ModuleList`` of decoder layers of a ``*ForCausalLM`` (or its base model)."""
@@ -217,6 +224,20 @@ _ADAPTERS: dict[str, ArchitectureAdapter] = {
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_ADAPTERS)
 
+#: model_type -> why structured pruning refuses it (checked before any weight is read)
+REFUSED_MODEL_TYPES: dict[str, str] = {
+    "phi3": (
+        "Phi-3 fuses q/k/v into one qkv_proj and gate/up into one gate_up_proj, so a KV group's rows are three "
+        "disjoint blocks of one parameter that the per-role gradient hooks and importance estimators "
+        "(separate q, k, v, gate, up weights) cannot see apart; and Phi3Attention splits qkv at the "
+        "model-wide config.num_attention_heads * head_dim, which removing KV groups in some layers breaks"
+    ),
+    "gemma3": (
+        "this is the multimodal Gemma3ForConditionalGeneration (vision tower and projector); prune the "
+        "text-only Gemma3ForCausalLM (model_type gemma3_text) instead"
+    ),
+}
+
 
 def _model_type(model_or_config: Any) -> str | None:
     config = getattr(model_or_config, "config", model_or_config)
@@ -231,7 +252,9 @@ def get_adapter(model_or_config: Any) -> ArchitectureAdapter:
     try:
         return _ADAPTERS[model_type]  # type: ignore[index]
     except KeyError:
+        why = REFUSED_MODEL_TYPES.get(model_type)  # type: ignore[arg-type]
         raise ModelError(
-            f"model_type {model_type!r} is not supported for structured pruning; "
-            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"model_type {model_type!r} is not supported for structured pruning"
+            + (f": {why}" if why else "")
+            + f"; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         ) from None

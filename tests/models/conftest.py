@@ -1,4 +1,4 @@
-"""Tiny llama / mistral / qwen2 models built offline from configs, and random plans for them."""
+"""Tiny models of every supported architecture built offline from configs, and random plans for them."""
 
 from __future__ import annotations
 
@@ -10,14 +10,27 @@ import torch
 
 from gradprune.pruning.plan import LayerPlan, Plan
 
-ARCHS = ("llama", "mistral", "qwen2")
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
+
+# what each architecture needs beyond the common sizes: head_dim 8 where the default is not
+# hidden // heads; sliding windows shorter than the test sequences (12 tokens + 6 generated) so that
+# the sliding layers really differ from the full ones
+_ARCH_OVERRIDES = {
+    "qwen3": dict(head_dim=8),
+    "gemma2": dict(head_dim=8, sliding_window=6, query_pre_attn_scalar=8),
+    "gemma3_text": dict(
+        head_dim=8, sliding_window=6, query_pre_attn_scalar=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+    ),
+}
 
 
 def tiny_config(arch: str, n_kv: int = 2, tie: bool = False, **overrides):
-    """hidden 64, 4 layers, 8 query heads, MLP 96, vocab 200 (qwen2 has q/k/v biases)."""
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    """hidden 64, 4 layers, 8 query heads of 8, MLP 96, vocab 200 (qwen2 has q/k/v biases; qwen3 and
+    gemma3 per-head q/k norms; gemma2 and gemma3 soft-capping and sliding windows)."""
+    from transformers import CONFIG_MAPPING
 
-    cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+    cls = CONFIG_MAPPING[arch]
     kwargs = dict(
         vocab_size=200,
         hidden_size=64,
@@ -31,6 +44,7 @@ def tiny_config(arch: str, n_kv: int = 2, tie: bool = False, **overrides):
         bos_token_id=1,
         eos_token_id=2,
     )
+    kwargs.update(_ARCH_OVERRIDES.get(arch, {}))
     kwargs.update(overrides)
     return cls(**kwargs)
 

@@ -21,7 +21,7 @@ from gradprune.models.adapters import (
 )
 from gradprune.models.surgery import apply_plan
 
-ARCHS = ("llama", "mistral", "qwen2")
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -151,6 +151,35 @@ def test_role_kind():
 def test_get_adapter_accepts_model_config_and_dict(make_model):
     model = make_model("mistral")
     assert get_adapter(model) is get_adapter(model.config) is get_adapter({"model_type": "mistral"})
+
+
+@pytest.mark.parametrize(
+    ("model_type", "reason"),
+    [("phi3", "fuses q/k/v into one qkv_proj"), ("gemma3", "model_type gemma3_text")],
+)
+def test_refused_model_types_name_their_reason(model_type, reason):
+    from transformers import CONFIG_MAPPING
+
+    with pytest.raises(ModelError, match=rf"'{model_type}' is not supported for structured pruning: .*{reason}"):
+        get_adapter(CONFIG_MAPPING[model_type]())
+    with pytest.raises(ModelError, match="supported: llama, "):
+        get_adapter({"model_type": model_type})
+
+
+def test_phi3_refusal_reason_is_the_transformers_layout():
+    # what the refusal says about Phi-3: fused projections, and a qkv split read from the shared config
+    import inspect
+
+    from transformers import Phi3Config, Phi3ForCausalLM
+    from transformers.models.phi3 import modeling_phi3
+
+    config = Phi3Config(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=2, bos_token_id=1)
+    model = Phi3ForCausalLM(config)
+    layer = model.model.layers[0]
+    assert hasattr(layer.self_attn, "qkv_proj") and not hasattr(layer.self_attn, "q_proj")
+    assert hasattr(layer.mlp, "gate_up_proj") and not hasattr(layer.mlp, "gate_proj")
+    assert "self.config.num_attention_heads * self.head_dim" in inspect.getsource(modeling_phi3.Phi3Attention.forward)
 
 
 def test_unsupported_model_type_is_a_model_error():

@@ -13,7 +13,7 @@ from gradprune.models.checkpoint import MANIFEST, load_pruned, save_pruned
 from gradprune.models.surgery import apply_plan
 from gradprune.pruning.plan import LayerPlan, Plan
 
-ARCHS = ("llama", "mistral", "qwen2")
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 
 
 def _pruned(make_model, make_plan, arch, seed=0, **kw):
@@ -68,7 +68,8 @@ def test_bf16_model_round_trips(make_model, make_plan, tokens, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("arch", "n_kv"), [("llama", 2), ("mistral", 2), ("qwen2", 2), ("mistral", 3), ("qwen2", 3)]
+    ("arch", "n_kv"),
+    [(a, 2) for a in ARCHS] + [("mistral", 3), ("qwen2", 3), ("qwen3", 3)],
 )
 def test_uniform_plan_loads_with_from_pretrained(arch, n_kv, make_model, make_uniform_plan, tokens, tmp_path):
     from transformers import AutoModelForCausalLM
@@ -91,19 +92,20 @@ def test_uniform_plan_loads_with_from_pretrained(arch, n_kv, make_model, make_un
     assert torch.equal(loaded(tokens).logits, model(tokens).logits)
 
 
-def test_uniform_plan_that_transformers_cannot_describe(make_model, make_uniform_plan, tokens, tmp_path):
-    # LlamaConfig of later transformers 5 releases requires hidden_size % num_attention_heads == 0 even
-    # with an explicit head_dim: 64 % 6 != 0, so no rewrite. 5.0 accepts that config, and then the
-    # rewritten checkpoint must load with plain from_pretrained.
-    from transformers import AutoModelForCausalLM, LlamaConfig
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma3_text"])
+def test_uniform_plan_that_transformers_cannot_describe(arch, make_model, make_uniform_plan, tokens, tmp_path):
+    # LlamaConfig (and Gemma2Config, Gemma3TextConfig) of later transformers 5 releases require
+    # hidden_size % num_attention_heads == 0 even with an explicit head_dim: 64 % 6 != 0, so no rewrite.
+    # 5.0 accepts that config, and then the rewritten checkpoint must load with plain from_pretrained.
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
-    model = make_model("llama", n_kv=4)
+    model = make_model(arch, n_kv=4)
     plan = make_uniform_plan(model.config, n_kv=3, n_ch=72)
     apply_plan(model, plan)
     out = save_pruned(model, None, plan, tmp_path / "u")
     manifest = json.loads((out / MANIFEST).read_text())
     try:
-        LlamaConfig(hidden_size=64, num_attention_heads=6, num_key_value_heads=3, head_dim=8)
+        CONFIG_MAPPING[arch](hidden_size=64, num_attention_heads=6, num_key_value_heads=3, head_dim=8)
         rejected = False
     except Exception:  # huggingface_hub's StrictDataclassClassValidationError, not a ValueError
         rejected = True

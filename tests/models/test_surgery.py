@@ -13,7 +13,7 @@ from gradprune.models.adapters import get_adapter
 from gradprune.models.surgery import apply_plan, mask_plan
 from gradprune.pruning.plan import LayerPlan, Plan
 
-ARCHS = ("llama", "mistral", "qwen2")
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 
 
 def _pair(make_model, make_plan, arch, seed, **kw):
@@ -166,3 +166,25 @@ def test_llama_with_all_biases(make_model, make_plan, tokens):
     removed_kv = sum(2 - len(lp.attn_kept) for lp in plan.layers if lp.attn_kept is not None)
     removed_ch = sum(96 - len(lp.mlp_kept) for lp in plan.layers if lp.mlp_kept is not None)
     assert before - get_adapter(model).count_params(model) == removed_kv * per_attn + removed_ch * per_mlp
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3_text"])
+def test_per_head_norms_are_shared_and_untouched(arch, make_model, make_plan):
+    # q_norm / k_norm normalise each head over head_dim with one weight for all heads: a cut keeps them
+    model = make_model(arch)
+    attns = [layer.self_attn for layer in model.model.layers]
+    before = [(a.q_norm.weight.clone(), a.k_norm.weight.clone()) for a in attns]
+    apply_plan(model, make_plan(model.config, 0))
+    for a, (q, k) in zip(attns, before, strict=True):
+        assert a.q_norm.weight.shape == (8,) and torch.equal(a.q_norm.weight, q) and torch.equal(a.k_norm.weight, k)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3_text"])
+def test_sliding_window_and_softcap_are_exercised(arch, make_model, tokens):
+    # the tiny configs' windows (6) are shorter than the test sequences, so the sliding layers matter
+    assert tokens.shape[1] > 6
+    narrow, wide = make_model(arch), make_model(arch, sliding_window=64)
+    assert {lt for lt in narrow.config.layer_types} == {"sliding_attention", "full_attention"}
+    assert not torch.allclose(narrow(tokens).logits, wide(tokens).logits, atol=1e-3)
+    if arch == "gemma2":
+        assert narrow.config.attn_logit_softcapping and narrow.config.final_logit_softcapping
