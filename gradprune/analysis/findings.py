@@ -186,7 +186,8 @@ def predictor_sentence(a: Analysis) -> str:
     rs, scheme = _exported(a), a.comparison.scheme.name
     best, k = rs.best, len(a.comparison.scores)
     chosen = (f"the best of {k} candidates (predictors × feature sets of {', '.join(rs.feature_sets)}) is "
-              f"{best.label} on {', '.join(best.fit.features) or 'no feature'}, cross-validated R² = {best.r2_cv:.4f} "
+              f"{best.label} (using {', '.join(best.fit.features) or 'no feature'}), cross-validated "
+              f"R² = {best.r2_cv:.4f} "
               f"({scheme}); with the choice repeated inside every fold (nested cross-validation) R² = "
               f"{rs.r2_cv_nested:.4f}; {permutation_phrase(rs, a.replicates is not None)}")
     if rs.p_value >= ALPHA:

@@ -6,7 +6,9 @@ import math
 from collections.abc import Sequence
 
 from gradprune.analysis.bootstrap import N_RESAMPLES
-from gradprune.analysis.correlations import ALPHA, EXACT_MAX_N, Correlation, stars
+from gradprune.analysis.columns import NEAR_DUPLICATE, ROLE_TITLES
+from gradprune.analysis.correlations import ALPHA, EXACT_MAX_N, PERMUTATION_MAX_N, Correlation, stars
+from gradprune.analysis.correlations import N_PERMUTATIONS as MC_PERMUTATIONS
 from gradprune.analysis.document import (
     Bullets,
     Section,
@@ -26,7 +28,12 @@ from gradprune.analysis.findings import (
     variance_sentence,
 )
 from gradprune.analysis.pipeline import EXPORTED, HEATMAP_MAX, Analysis
+from gradprune.analysis.selection import N_PERMUTATIONS as N_MODEL_PERMUTATIONS
+from gradprune.analysis.selection import STOP_AFTER
 
+ILL_CONDITIONED = ("grad_mean_ratio is ill-conditioned when the |mean gradient| of a layer is near 0 (gradients that "
+                   "average out): a small change, even a sign flip, of a near-zero mean moves the ratio a lot "
+                   "(1.7 → 18.6 in one case), so its correlations say little about the calibration setting")
 MAX_CONFIG_ROWS = 60  # configs listed in the report; per_config.csv holds them all
 
 
@@ -151,12 +158,19 @@ def _predictor_section(a: Analysis) -> Section:
 def _columns_section(a: Analysis) -> Section:
     r = a.roles
     items = [f"Features ({len(r.features)}): " + ", ".join(r.features)]
+    items += [f"{ROLE_TITLES[role].capitalize()} ({role}): {', '.join(cols)}" for role, cols in r.by_role().items()]
     named = [("Constant over the used rows (undefined (constant), not features)", r.constant),
+             ("Evaluation outputs (measured after the evaluation the predictors replace), never features",
+              r.evaluation),
              ("Non-numeric, skipped", r.non_numeric),
              (f"Parts or relatives of the target {a.target}, not used to predict it", r.target_parts),
              ("Identifiers, seeds, flags and timings, not features", r.bookkeeping)]
     items += [f"{label}: {', '.join(cols)}" for label, cols in named if cols]
     items += [f"{d} is identical to {k} and is left out" for d, k in r.duplicates.items()]
+    items += [f"{m} orders the rows as {k} does (Spearman ρ = {fmt_r(rho)}, |ρ| ≥ {NEAR_DUPLICATE}): one feature, "
+              f"reported as {k} and counted once in the BH correction" for m, (k, rho) in r.near_duplicates.items()]
+    if "grad_mean_ratio" in r.features or "grad_mean_ratio" in r.near_duplicates:
+        items.append(ILL_CONDITIONED)
     return Section("Columns", [Bullets(items)])
 
 
@@ -164,12 +178,24 @@ def _method_section(a: Analysis) -> Section:
     return Section("Method", [Bullets([
         "Spearman and Pearson coefficients and two-sided p-values from scipy.stats, over the rows where both "
         f"values exist (n per pair); for n ≤ {EXACT_MAX_N} the p-values are exact permutation p-values (all "
-        "n! pairings), where scipy's t approximation is unreliable.",
+        f"n! pairings), for n ≤ {PERMUTATION_MAX_N} Monte Carlo permutation p-values (scipy.stats.permutation_test, "
+        f"{MC_PERMUTATIONS} pairings, so never below {2 / (MC_PERMUTATIONS + 1):.0e}), where scipy's t approximation "
+        "prints p-values no permutation of so few points can resolve; above, scipy's t approximation.",
+        f"Features whose |Spearman| with another is ≥ {NEAR_DUPLICATE} over the rows are one feature (reported "
+        "once, one test in the BH correction).",
         f"p (BH): Benjamini–Hochberg adjusted within each table; significant means adjusted p < {ALPHA}. "
         "Stars: * < 0.05, ** < 0.01, *** < 0.001 (adjusted).",
         f"95% CI: percentile bootstrap over rows, {N_RESAMPLES} resamples, seed {a.seed}.",
         "Undefined (constant) means a column does not vary: no coefficient exists, none is reported.",
         "R² CV: 1 − Σ(y − ŷ_cv)² / Σ(y − ȳ)², each ŷ_cv from a model fitted without that row's fold.",
+        "Nested CV: in every outer training fold, every candidate (predictor × feature set) is scored by an inner "
+        "cross-validation on that fold alone, the best is refitted on the fold and predicts the held-out rows; "
+        "so the choice among candidates never sees the rows it is scored on.",
+        f"Permutation p: the targets are shuffled ({'whole configs, ' if a.replicates is not None else ''}"
+        f"at most {N_MODEL_PERMUTATIONS} times, stopping once {STOP_AFTER} shuffles reached the observed value: "
+        "Besag and Clifford's sequential p-value) and every candidate is cross-validated again; p is the share "
+        "of shuffles in which the best candidate's cross-validated R² reached the observed one. A predictive model "
+        f"is claimed only for p < {ALPHA} and nested R² > 0.",
         *([] if a.replicates is None else [
             "Rows of one config are not independent: settings are judged on per-config means (n = configs), "
             "the all-rows table is descriptive."]),

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import r2_score
 
 from gradprune.analysis import selection
 from gradprune.analysis.predictors import SingleFeaturePredictor
-from gradprune.analysis.selection import compare_predictors, cv_predictions, cv_scheme, mae, make_folds, r2
+from gradprune.analysis.selection import (
+    compare_predictors,
+    cv_predictions,
+    cv_scheme,
+    judge_roles,
+    mae,
+    make_folds,
+    permuted_targets,
+    r2,
+)
 
 
 def test_loo_r2_worked_by_hand():
@@ -70,3 +82,50 @@ def test_best_candidate_first_and_feature_cap(planted):
     assert "grad_norm_ratio" in cmp.best.fit.features
     assert all(len(s.fit.features) <= 30 // 4 for s in cmp.scores)
     assert {s.label for s in cmp.scores} >= {"ols", "ridge", "single_feature"}
+
+
+def _one_candidate(X, y, groups=None):
+    cmp = compare_predictors(X, y, groups, seed=0)
+    only = [s for s in cmp.scores if s.name == "ols"]
+    return replace(cmp, scores=only)
+
+
+def test_nested_cv_of_a_single_candidate_equals_sklearn_cross_val_predict():
+    # with one candidate there is nothing to choose: the nested predictions are its plain CV predictions,
+    # which sklearn computes independently (one feature, so OLS keeps it whenever BIC does)
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, 24)
+    X = pd.DataFrame({"g": x})
+    y = 2 * x + rng.normal(0, 0.1, 24)
+    cmp = _one_candidate(X, y)
+    judged = judge_roles(X, y, None, cmp, {"all": (selection.ALL,)}, seed=0)["all"]
+    ref = cross_val_predict(LinearRegression(), X, y, cv=KFold(10, shuffle=True, random_state=0))
+    assert judged.r2_cv_nested == pytest.approx(r2_score(y, ref), abs=1e-9)
+    assert judged.p_value == pytest.approx(1 / 100) and judged.permutations == 99 and judged.exceedances == 0
+
+
+def test_permutation_p_of_noise_is_not_small_and_stops_early():
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(20, 3)), columns=["a", "b", "c"])
+    y = rng.normal(size=20)
+    cmp = compare_predictors(X, y, None, seed=0)
+    judged = judge_roles(X, y, None, cmp, {"all": (selection.ALL,)}, seed=0)["all"]
+    assert judged.p_value > 0.05
+    if judged.exceedances >= selection.STOP_AFTER:  # Besag–Clifford: p = h / l at the h-th exceedance
+        assert judged.p_value == pytest.approx(selection.STOP_AFTER / judged.permutations)
+
+
+def test_permutations_move_whole_configs():
+    groups = np.repeat(np.array(["a", "b", "c", "d"]), 3)
+    y = np.arange(12.0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out = permuted_targets(y, groups, rng)
+        blocks = {tuple(out[groups == g]) for g in "abcd"}
+        assert blocks == {tuple(y[groups == g]) for g in "abcd"}  # each config's targets travel together
+    # configs of another size are never swapped with these
+    uneven = np.array(["a", "a", "b", "b", "c"])
+    assert permuted_targets(np.arange(5.0), uneven, rng)[4] == 4.0
