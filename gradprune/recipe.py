@@ -103,6 +103,13 @@ class EvalSection(Section):
     batch_size: int | Literal["auto"] = "auto"
     limit: int | float | None = None
     dense: bool = True  # evaluate the dense model too (cached by model identity)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("batch_size must be an integer >= 1 or 'auto'")
+        return v
     #: cheap proxies on held-out windows (gradprune/eval/proxies.py); 0 = none
     proxy_windows: int = Field(32, ge=0)
     proxy_seq_len: int = Field(128, ge=2)
@@ -228,8 +235,54 @@ def _precision_for(dtype: str) -> str:
 # loading and overrides
 
 
+MAX_YAML_DEPTH = 100  # nesting a recipe never needs; far deeper would end in a RecursionError
+
+
+class _YamlProblem(yaml.YAMLError):
+    """A document :class:`RecipeLoader` refuses: ``line`` (1-based) and what is wrong there."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (PyYAML keeps the last value
+    without a word) and nesting deeper than MAX_YAML_DEPTH levels."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: D102 - PyYAML's hook, one call per nested node
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _YamlProblem(mark.line + 1, f"nested deeper than {MAX_YAML_DEPTH} levels; a recipe needs "
+                                                  f"a few (section, key, value)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by explicit keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                seen = first.get(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                break
+            if seen is not None:
+                raise _YamlProblem(line, f"key {key!r} appears twice in one mapping (first on line {seen}); "
+                                         f"YAML would keep only the last value: remove one")
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, what: str = "recipe") -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; every failure is a RecipeError naming the file."""
+    """Read a YAML mapping with :class:`RecipeLoader`; every failure is a RecipeError naming the file."""
     p = Path(path)
     if not p.exists():
         raise RecipeError(f"{what} file {str(p)!r} does not exist")
@@ -240,7 +293,9 @@ def read_yaml(path: str | Path, what: str = "recipe") -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"cannot read {what} file {str(p)!r}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except _YamlProblem as exc:
+        raise RecipeError(f"{what} file {str(p)!r}, line {exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{what} file {str(p)!r} is not valid YAML: {exc}") from None
     if data is None:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from gradprune.errors import GradpruneError, RecipeError
 from gradprune.io import atomic_write_json
+from gradprune.outputs import check_writable_dir
 from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec, recipe_for
 from gradprune.search.study import (
     JOURNAL,
@@ -227,6 +228,9 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
         raise RecipeError(f"{path}: sampler {spec.sampler!r} needs n_trials (in the recipe or --n_trials)")
     out = Path(output_dir or spec.output_dir)
     _space(spec)
+    if out.exists() and not out.is_dir():
+        raise GradpruneError(f"output_dir {str(out)!r} is a file; expected a directory")
+    check_writable_dir(out, "output_dir")  # before the storage's lock file or any result is written
     _guard_dir(out, spec, overwrite, storage)
     if storage is not None:
         open_storage(storage, out)  # an unreachable storage fails before anything is written

@@ -178,6 +178,45 @@ def _check_evaluation(spec: SearchSpec) -> None:
                               f"eval.tasks non-empty; got eval.run={ev.run!r} at {point or 'the base recipe'})")
 
 
+def objective_names(recipe: Recipe) -> set[str]:
+    """The metrics a trial of ``recipe`` can report under an evaluation: the names an objective may take."""
+    from gradprune.eval.ppl_data import ppl_key
+
+    ev = recipe.eval
+    names = {"acc_mean", "acc_norm_mean", "acc_drop", "acc_norm_drop", "ppl", "ppl_ratio", "pruning_ratio"}
+    for task in ev.tasks:
+        names |= {f"acc_{task}", f"acc_norm_{task}"}
+    lens = ev.ppl_seq_len if isinstance(ev.ppl_seq_len, list) else [ev.ppl_seq_len]
+    for name in ev.ppl_datasets:
+        key = ppl_key(name)
+        names |= {f"ppl_{key}", *(f"ppl_{key}_{n}" for n in lens)}
+    return names
+
+
+def _check_objective(spec: SearchSpec) -> None:
+    """The objective is a metric every trial can report: a typo would tell Optuna 0.0 for every trial."""
+    for point in spec.points():
+        names = objective_names(recipe_for(spec, point))
+        if spec.objective not in names:
+            import difflib
+
+            close = difflib.get_close_matches(spec.objective, sorted(names), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            at = f" at grid point {point}" if point and len(spec.points()) > 1 else ""
+            raise RecipeError(f"{spec.source}: objective {spec.objective!r} is not a metric the trials report{at}."
+                              f"{hint} Expected one of: {', '.join(sorted(names))}")
+
+
+def _check_grid(path: str | Path, data: dict[str, Any]) -> None:
+    """A search varies at least one key: an empty grid would run the base recipe once and call it a search."""
+    grid = data.get("grid")
+    if grid is None or grid == {}:
+        state = "is empty" if "grid" in data else "is missing"
+        raise RecipeError(f"{path}: grid {state}; a search needs at least one recipe key to vary, e.g. "
+                          f"grid: {{pruning.ratio: [0.2, 0.3]}} (to repeat one recipe over calibration seeds: "
+                          f"grid: {{calibration.seed: [0, 1000, 2000]}}; to run it once: gradprune run)")
+
+
 def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> SearchSpec:
     """Load and fully validate a search recipe (base recipe and every grid value)."""
     data = read_yaml(path, "search recipe")
@@ -189,9 +228,11 @@ def load_search_spec(path: str | Path, overrides: list[str] | None = None) -> Se
         base = Path(path).resolve().parent / base
     data["base"] = str(base)
     data["source"] = str(path)
+    _check_grid(path, data)
     from gradprune.recipe import validate_dict as _v
 
     spec = _v(data, str(path), schema=SearchSpec)
     _check_points(spec)
     _check_evaluation(spec)
+    _check_objective(spec)
     return spec

@@ -332,3 +332,156 @@ def test_atomic_writes_name_their_writer(tmp_path):
     assert abandoned_temp(tmp_path / f".a.csv.{socket.gethostname()}.{_dead_pid()}.r.tmp")
     atomic_write_text(tmp_path / "a.csv", "x\n")
     assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]
+
+
+# -- 4. bad inputs that used to run something else than asked ---------------------------------------
+
+
+@pytest.fixture
+def base_spec(model_dir, corpus_file, tmp_path):
+    """A valid search recipe as a dict (written by the case); its output dir does not exist yet."""
+    return _spec(model_dir, corpus_file, tmp_path / "search")
+
+
+def _write(tmp_path, spec: dict | str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    return p
+
+
+def _dup_key_recipe(tmp_path, spec):
+    text = yaml.safe_dump(spec)
+    return _write(tmp_path, text + "replicates: 1\nreplicates: 2\n")
+
+
+TINY_LINES = len((ROOT / "recipes/tiny.yaml").read_text().splitlines())
+TINY_OUTPUT_LINE = 1 + next(i for i, line in enumerate((ROOT / "recipes/tiny.yaml").read_text().splitlines())
+                            if line.startswith("output:"))
+
+
+def _dup_key_base(tmp_path, spec):
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "recipes/tiny.yaml").read_text() + "output: {dir: a}\n")
+    return _write(tmp_path, {**spec, "base": str(base)})
+
+
+def _deep(tmp_path, spec):
+    return _write(tmp_path, yaml.safe_dump(spec) + "study_name: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+SEARCH_BAD = [
+    ("grid-empty", lambda t, s: _write(t, {**s, "grid": {}}), ("grid is empty", "at least one recipe key")),
+    ("grid-missing", lambda t, s: _write(t, {k: v for k, v in s.items() if k != "grid"}),
+     ("grid is missing", "gradprune run")),
+    ("objective-unknown", lambda t, s: _write(t, {**s, "objective": "acc_nonexistent"}),
+     ("objective 'acc_nonexistent' is not a metric", "acc_mean", "ppl", "Expected one of")),
+    ("objective-typo", lambda t, s: _write(t, {**s, "objective": "acc_maen"}), ("Did you mean 'acc_mean'",)),
+    ("duplicate-key", _dup_key_recipe, ("s.yaml", "line", "key 'replicates' appears twice")),
+    ("duplicate-key-in-base", _dup_key_base, ("base.yaml", f"line {TINY_LINES + 1}:", "key 'output' appears twice",
+                                             f"first on line {TINY_OUTPUT_LINE})")),
+    ("nested-5000-deep", _deep, ("s.yaml", "nested deeper than 100 levels")),
+    ("eval-batch-size-0", lambda t, s: _write(t, {**s, "overrides": [*s["overrides"], "eval.batch_size=0"]}),
+     ("eval.batch_size", "integer >= 1 or 'auto'")),
+]
+
+
+@pytest.mark.parametrize("build,fragments", [(b[1], b[2]) for b in SEARCH_BAD], ids=[b[0] for b in SEARCH_BAD])
+@pytest.mark.parametrize("command", ["search", "validate"])
+def test_bad_search_input_is_one_line_exit_2_and_nothing_written(tmp_path, base_spec, capsys, build, fragments,
+                                                                  command):
+    path = build(tmp_path, base_spec)
+    if command == "validate" and "grid is missing" in fragments:
+        # validate tells a search recipe by its grid: without one it reads it as a run recipe (still invalid)
+        fragments = ("s.yaml", "base: unknown key")
+    before = sorted(tmp_path.rglob("*"))
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    flat = " ".join(err.split())
+    for fragment in fragments:
+        assert fragment in flat, flat
+    assert sorted(tmp_path.rglob("*")) == before  # validate and search agree; nothing written
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a folder read-only; as root (who may write anyway) its writes fail as they would there."""
+    import tempfile
+
+    def make(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):
+            real = tempfile.mkstemp
+
+            def mkstemp(*args, dir=None, **kw):
+                if dir is not None and Path(dir).resolve() == folder.resolve():
+                    raise PermissionError(13, "Permission denied")
+                return real(*args, dir=dir, **kw)
+
+            monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        return folder
+
+    yield make
+
+
+def test_search_into_a_read_only_dir_is_exit_2_before_any_work(tmp_path, base_spec, read_only, capsys):
+    out = read_only(tmp_path / "ro")
+    path = _write(tmp_path, base_spec)
+    assert main(["search", str(path), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "output_dir" in err and "not writable" in err
+    assert list(out.iterdir()) == []
+
+
+def test_search_into_a_read_only_dir_with_a_finished_search_is_exit_2(copy_of, read_only, capsys):
+    recipe, out = copy_of
+    before = _snapshot(out)
+    read_only(out)
+    assert _search(recipe, out) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+def _planted(n: int = 12) -> pd.DataFrame:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    g = rng.uniform(2, 40, n)
+    return pd.DataFrame({"trial": range(n), "success": True, "grad_norm_ratio": g,
+                         "grad_max_ratio": rng.uniform(1, 9, n), "acc_mean": 0.7 - 0.004 * g + rng.normal(0, 0.005, n)})
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory):
+    """A search CSV and the prediction_model.json that `gradprune analyze` writes from it."""
+    d = tmp_path_factory.mktemp("analysis")
+    _planted().to_csv(d / "search_results.csv", index=False)
+    assert main(["analyze", str(d / "search_results.csv"), "--output_dir", str(d / "out")]) == 0
+    return d / "search_results.csv", d / "out/prediction_model.json"
+
+
+def test_analyze_into_a_read_only_dir_is_exit_2(analysis, tmp_path, read_only, capsys):
+    csv, _ = analysis
+    out = read_only(tmp_path / "ro")
+    assert main(["analyze", str(csv), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--output_dir" in err and "not writable" in err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["missing", "a-file", "read-only"])
+def test_predict_output_into_a_missing_or_unwritable_dir_is_exit_2(analysis, tmp_path, read_only, capsys, where):
+    csv, model = analysis
+    if where == "missing":
+        target, fragment = tmp_path / "nope" / "p.csv", "does not exist"
+    elif where == "a-file":
+        (tmp_path / "f").write_text("x")
+        target, fragment = tmp_path / "f" / "p.csv", "is a file"
+    else:
+        target, fragment = read_only(tmp_path / "ro") / "p.csv", "not writable"
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["predict", str(model), str(csv), "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--output" in err and fragment in err, err
+    assert sorted(tmp_path.rglob("*")) == before
