@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from gradprune.analysis.columns import assign_roles, is_bookkeeping, is_target_part
+from gradprune.analysis.columns import assign_roles, feature_role, is_bookkeeping, is_target_part
 from gradprune.errors import GradpruneError
 
 
@@ -58,3 +60,38 @@ def test_constant_target_is_an_error():
     df = pd.DataFrame({"acc_mean": [0.5] * 5, "g": range(5)})
     with pytest.raises(GradpruneError, match="same value in every used row"):
         assign_roles(df, "acc_mean", "x.csv")
+
+
+@pytest.mark.parametrize(("name", "role"), [
+    ("taylor_seq_len", "settings"), ("taylor_num_samples", "settings"), ("calibration.num_samples", "settings"),
+    ("grad_norm_ratio", "statistics"), ("extreme_pruning_layers", "statistics"), ("pruning_ratio", "statistics"),
+    ("proxy_loss", "proxies"), ("proxy_kl", "proxies"),
+])
+def test_feature_roles(name, role):
+    assert feature_role(name) == role
+
+
+@pytest.mark.parametrize("name", ["ppl", "ppl_ratio", "ppl_wikitext2", "dense_ppl", "acc_piqa", "acc_norm_mean"])
+def test_evaluation_outputs_are_never_features(planted, name):
+    df = planted(n=12).assign(**{name: np.arange(12.0)})
+    roles = assign_roles(df, "acc_hellaswag" if name.startswith("acc") else "acc_mean", "x.csv")
+    assert name not in roles.features
+
+
+def test_near_duplicates_are_one_feature(planted):
+    df = planted(n=20)
+    # grad_std ≈ grad_norm when the mean gradient is ≈ 0 and the layers are equally large: 1e-8 apart
+    df["grad_std_ratio"] = df["grad_norm_ratio"] * (1 + 1e-8 * np.random.default_rng(0).normal(size=20))
+    roles = assign_roles(df, "acc_mean", "x.csv")
+    assert "grad_std_ratio" not in roles.features and "grad_norm_ratio" in roles.features
+    kept, rho = roles.near_duplicates["grad_std_ratio"]
+    assert kept == "grad_norm_ratio" and rho == pytest.approx(stats.spearmanr(df.grad_std_ratio, df.grad_norm_ratio)[0])
+
+
+def test_one_text_cell_keeps_the_rest_of_the_column(planted):
+    df = planted(n=10)
+    df["grad_max_ratio"] = df["grad_max_ratio"].astype(object)
+    df.loc[6, "grad_max_ratio"] = "oom"
+    roles = assign_roles(df, "acc_mean", "x.csv")
+    assert "grad_max_ratio" in roles.features and roles.bad_cells == [(6, "grad_max_ratio", "oom")]
+    assert roles.data["grad_max_ratio"].isna().sum() == 1

@@ -121,3 +121,19 @@ def test_help_stays_light():
             "print(sorted(m for m in ('matplotlib', 'sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_odd_data_is_reported_not_a_traceback(planted, make_csv, tmp_path):
+    df = planted(n=16)
+    df["grad_max_ratio"] = df["grad_max_ratio"].astype(object)
+    df.loc[4, "grad_max_ratio"] = "oom"
+    df.loc[2, "grad_norm_ratio"] = float("inf")
+    df = pd.concat([df, df.iloc[[7]], df.iloc[[9]].assign(trial=99)], ignore_index=True)
+    text = df.to_csv(index=False).rstrip("\n").rsplit(",", 3)[0]  # and a cut-off last row
+    out = tmp_path / "odd"
+    assert main(["analyze", str(make_csv(text)), "--output_dir", str(out)]) == 0
+    report = " ".join((out / "correlation_report.txt").read_text().split())
+    assert "grad_norm_ratio is ±inf in row(s) 3: treated as missing" in report
+    assert "grad_max_ratio is not a number in row 5 ('oom')" in report
+    assert "row(s) 17 repeat an earlier" in report and "row 18 (the last) has fewer fields" in report
+    assert "16 of 18 rows used" in report

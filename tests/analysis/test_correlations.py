@@ -136,3 +136,14 @@ def test_small_n_uses_exact_permutation_p_values():
                                    n_resamples=np.inf).pvalue
     assert (c.pearson_p, c.spearman_p) == pytest.approx((ref_p, ref_s))
     assert c.spearman == pytest.approx(stats.spearmanr(x, y).statistic)
+
+
+def test_p_values_never_below_what_a_permutation_test_resolves():
+    # ρ = −1 at n = 12: the t approximation says p = 0 ("< 1e-16"); 2 of 12! pairings are as extreme
+    from gradprune.analysis.document import fmt_p
+
+    x = np.arange(12.0)
+    c = correlate("g", "acc", x, -(x ** 2))
+    assert stats.spearmanr(x, -(x ** 2)).pvalue < 1e-16
+    assert c.spearman == -1.0 and c.spearman_p >= 2 / 12 / 11 / 10 / 9 / 8 / 7 / 6 / 5 / 4 / 3 / 2
+    assert c.spearman_p == pytest.approx(2 / 2000) and fmt_p(c.spearman_p) != "< 1e-16"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,3 +69,33 @@ def test_target_without_numbers(make_csv):
     path = make_csv(pd.DataFrame({"acc_mean": ["a", "b"], "x": [1, 2]}))
     with pytest.raises(GradpruneError, match="holds no numbers"):
         load_search_rows(path, "acc_mean")
+
+
+def test_infinite_values_are_missing_with_a_note(planted, make_csv):
+    df = planted(n=10)
+    df.loc[2, "grad_norm_ratio"] = np.inf
+    df.loc[5, "acc_mean"] = -np.inf
+    rows = load_search_rows(make_csv(df), "acc_mean")
+    assert len(rows.rows) == 9 and rows.missing_target == 1
+    assert "grad_norm_ratio is ±inf in row(s) 3: treated as missing" in rows.notes
+    assert "acc_mean is ±inf in row(s) 6: treated as missing" in rows.notes
+    assert rows.rows["grad_norm_ratio"].isna().sum() == 1
+
+
+def test_repeated_trials_are_counted_once(planted, make_csv):
+    df = planted(n=10)
+    df = pd.concat([df, df.iloc[[3]]], ignore_index=True)  # row 11 repeats row 4 exactly
+    rows = load_search_rows(make_csv(df), "acc_mean")
+    assert len(rows.rows) == 10 and rows.duplicates == 1 and rows.total == 11
+    assert any("row(s) 11 repeat an earlier row exactly" in n for n in rows.notes)
+    changed = pd.concat([planted(n=10), planted(n=10).iloc[[3]].assign(acc_mean=0.1)], ignore_index=True)
+    rows = load_search_rows(make_csv(changed), "acc_mean")
+    assert len(rows.rows) == 10 and any("repeat an earlier trial with other values" in n for n in rows.notes)
+
+
+def test_truncated_last_row_is_reported(planted, make_csv):
+    text = planted(n=8).to_csv(index=False)
+    cut = text.rstrip("\n").rsplit(",", 4)[0]  # the last row loses its last 4 fields
+    rows = load_search_rows(make_csv(cut), "acc_mean")
+    assert len(rows.rows) == 7 and rows.truncated == 1 and rows.total == 8
+    assert "row 8 (the last) has fewer fields than the header" in rows.notes[0]
