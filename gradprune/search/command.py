@@ -55,7 +55,7 @@ def _read_marker(out: Path) -> str | None:
         return None
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         detail = getattr(exc, "msg", None) or getattr(exc, "strerror", None) or type(exc).__name__
         raise GradpruneError(f"{marker} is damaged ({detail}): it records which search {str(out)!r} holds. Restore "
                              f"it from a backup (rerunning the original search recipe resumes), or {START_OVER}") \

@@ -91,6 +91,8 @@ def _check_record(path: Path, number: int, line: bytes) -> None:
         _damaged(path, number, "bytes that are not UTF-8 text")
     except json.JSONDecodeError as exc:
         _damaged(path, number, f"not a JSON record ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        _damaged(path, number, "not a journal record (nested far deeper than any record)")
     if not isinstance(record, dict) or "op_code" not in record:
         _damaged(path, number, "not an Optuna journal record (no op_code)")
 

@@ -153,6 +153,8 @@ DAMAGE = [
     ("garbage-bytes", lambda d: d.replace(b"\n", b"\n\xff\xfe\x00\x81\n", 1), "line 2 is bytes that are not UTF-8"),
     ("garbage-tail", lambda d: d + b"\xff\xfe\x00\x81", "bytes that are not a journal record"),
     ("not-a-record", lambda d: d.replace(b"\n", b"\n[1, 2]\n", 1), "not an Optuna journal record"),
+    ("deep-line", lambda d: d.replace(b"\n", b"\n" + b"[" * 100000 + b"]" * 100000 + b"\n", 1), "line 2 is not a"),
+    ("unknown-op", lambda d: d + b'{"op_code": 99, "worker_id": "w"}\n', "Optuna cannot replay it"),
 ]
 
 
