@@ -84,6 +84,50 @@ def repair_journal(path: Path) -> int:
         return len(tail)
 
 
+def cut_partial_record(path: str | Path) -> int:
+    """Truncate a partial last line off the journal (call under its lock); returns the bytes cut."""
+    with open(path, "r+b") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end == 0:
+            return 0
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        cut, pos = 0, end
+        while pos > 0:  # back to the last newline, a chunk at a time (a record can be large)
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            at = fh.read(pos - start).rfind(b"\n")
+            if at >= 0:
+                cut = start + at + 1
+                break
+            pos = start
+        fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return end - cut
+
+
+def whole_records_backend(path: str):
+    """Optuna's JournalFileBackend whose every append first cuts off a partial last record, under the
+    journal's lock: a worker killed mid-append while others go on would otherwise have the next append
+    continue its line and merge two records (every later read of the file would fail)."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    from optuna.storages.journal._file import get_lock_file
+
+    class WholeRecordsBackend(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            with get_lock_file(self._lock):
+                cut_partial_record(self._file_path)
+                text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+                with open(self._file_path, "ab") as fh:
+                    fh.write(text.encode("utf-8"))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+
+    return WholeRecordsBackend(path, lock_obj=JournalFileOpenLock(path))
+
+
 def _check_record(path: Path, number: int, line: bytes) -> None:
     try:
         record = json.loads(line.decode("utf-8"))
@@ -120,14 +164,13 @@ def open_storage(url: str | None, out_dir: Path):
     A journal file is repaired first (see :func:`repair_journal`); a missing one is created."""
     import optuna
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path = journal_path(url, out_dir)
     if path is not None:
         repair_journal(path)
     try:
         if path is not None:
-            storage = JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+            storage = JournalStorage(whole_records_backend(str(path)))
             storage.get_all_studies()  # replays the records: one Optuna cannot apply is a damaged file
             return storage
         return optuna.storages.get_storage(url)

@@ -487,3 +487,28 @@ def test_predict_output_into_a_missing_or_unwritable_dir_is_exit_2(analysis, tmp
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--output" in err and fragment in err, err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_worker_killed_mid_append_does_not_break_the_journal_for_the_others(tmp_path):
+    """Worker A dies in the middle of a record while worker B goes on: B's next append starts a line of
+    its own (Optuna's would continue A's line and merge the two records)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from gradprune.search.study import open_storage
+
+    storage = open_storage(None, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 1})
+    journal = tmp_path / "study.journal"
+    with open(journal, "ab") as fh:  # what A had written when it was killed
+        fh.write(b'{"op_code":4,"worker_id":"a","study_id":0,"datetime_sta')
+    study.enqueue_trial({"x": 2})
+    study.enqueue_trial({"x": 3})
+    for line in journal.read_bytes().splitlines():
+        json.loads(line)
+    reread = JournalStorage(JournalFileBackend(str(journal)))
+    (s,) = reread.get_all_studies()
+    assert [t.system_attrs["fixed_params"] for t in reread.get_all_trials(s._study_id)] == [
+        {"x": 1}, {"x": 2}, {"x": 3}]
