@@ -193,3 +193,12 @@ def test_import_is_cheap():
     code = "import sys, gradprune.models.adapters; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_supported_model_types_snapshot():
+    # every supported architecture has a tiny model in the shared tests (ARCHS), and none is also refused
+    from gradprune.models.adapters import REFUSED_MODEL_TYPES, SUPPORTED_MODEL_TYPES
+
+    assert SUPPORTED_MODEL_TYPES == ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
+    assert set(SUPPORTED_MODEL_TYPES) == set(ARCHS)
+    assert not set(REFUSED_MODEL_TYPES) & set(SUPPORTED_MODEL_TYPES)

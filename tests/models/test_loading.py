@@ -108,3 +108,30 @@ def test_identity_is_stable_and_tracks_files(model_dir):
 def test_identity_of_a_hub_id():
     section = ModelSection(name_or_path="mistralai/Mistral-7B-v0.3", revision="abc123")
     assert model_identity(section) == "mistralai/Mistral-7B-v0.3|rev:abc123|dtype:float32"
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma2", "gemma3_text", "phi3"])
+def test_validate_a_local_dir_of_each_new_architecture(arch, tmp_path, make_model, capfd):
+    # preflight builds the model on the meta device from the dir's config through the adapters
+    from pathlib import Path
+
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    from gradprune.cli import main
+
+    if arch == "phi3":
+        model = Phi3ForCausalLM(Phi3Config(vocab_size=200, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                           num_attention_heads=8, num_key_value_heads=2, pad_token_id=0,
+                                           bos_token_id=1, eos_token_id=2))
+    else:
+        model = make_model(arch, n_kv=4)
+    model.save_pretrained(tmp_path / arch)
+    _tokenizer().save_pretrained(tmp_path / arch)
+    tiny = str(Path(__file__).resolve().parents[2] / "recipes/tiny.yaml")
+    code = main(["validate", tiny, f"model.name_or_path={tmp_path / arch}"])
+    out, err = capfd.readouterr()
+    if arch == "phi3":
+        assert code == 2 and "'phi3' is not supported for structured pruning: Phi-3 fuses" in err
+    else:
+        assert code == 0, err
+        assert "preflight ok" in out
