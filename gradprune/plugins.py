@@ -61,6 +61,7 @@ PREDICTORS: Registry = Registry(
         "ols": f"{_PRED}:OLSPredictor",
         "ridge": f"{_PRED}:RidgePredictor",
         "single_feature": f"{_PRED}:SingleFeaturePredictor",
+        "isotonic": f"{_PRED}:IsotonicPredictor",
     },
 )
 

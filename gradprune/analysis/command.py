@@ -125,7 +125,11 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     for w in warnings:
         err.print(Text("warning: ", style="bold yellow") + Text(w))
     out = Console(highlight=False)
-    out.print(Text(f"{model.formula}  (cross-validated R² = {model.metrics.r2_cv:.3f}, {model.metrics.cv})"))
+    m = model.metrics
+    judged = ("" if m.permutation_p is None else
+              f", nested {m.r2_cv_nested:.3f}, permutation p = {m.permutation_p:.2g}"
+              + (": no better than chance" if m.permutation_p >= 0.05 else ""))
+    out.print(Text(f"{model.formula}  (cross-validated R² = {m.r2_cv:.3f}, {m.cv}{judged})"))
     view = Table()
     # a wide model's feature values would squeeze the table unreadable: they stay in --output
     shown = [c for c in table.columns if len(model.features) <= MAX_SHOWN_FEATURES or c not in model.features]

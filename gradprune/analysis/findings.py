@@ -140,6 +140,8 @@ def hypotheses(a: Analysis) -> list[str]:
         out.append(f"The hypotheses are about acc_mean; they are tested here on the target {t}{reversed_}.")
     for k, (claim, names, sign, strong) in enumerate(CORRELATION_HYPOTHESES, start=1):
         corrs = a.replicates.between if a.replicates is not None else a.target_corrs
+        # a column grouped with a near-duplicate is tested as the group's kept column
+        names = tuple(dict.fromkeys(x for n in names for x in (n, a.roles.near_duplicates.get(n, ("",))[0]) if x))
         c = _find(corrs, names) or _find(a.target_corrs, names)
         verdict = correlation_verdict(c, sign * sign_flip, strong, t)
         extra = _level_means(a, c.x) if k == 2 and c is not None and c.defined else ""
@@ -216,6 +218,20 @@ def role_sentence(a: Analysis) -> str:
                       for other, o in judged.items() if other != name) + ".")
 
 
+MONOTONE_GAP = 0.1  # |Spearman| above |Pearson| by this much: monotone, but not a straight line
+
+
+def monotone_sentence(corrs: Sequence[Correlation], target: str) -> str | None:
+    """A sentence on significant relations that are monotone but clearly not linear, or None."""
+    bent = [c for c in corrs if c.significant and abs(c.spearman) - abs(c.pearson) > MONOTONE_GAP]
+    if not bent:
+        return None
+    shown = "; ".join(f"{c.x}: Spearman ρ = {fmt_r(c.spearman)}, Pearson r = {fmt_r(c.pearson)}" for c in bent[:3])
+    return (f"Monotone but not linear: {shown}. The ranks agree more closely than a straight line fits, so "
+            f"{target} changes with the feature in one direction but not at one rate; the isotonic predictor "
+            "fits such shapes and a linear model understates them.")
+
+
 def key_findings(a: Analysis) -> list[str]:
     """The report's opening bullets, most important first."""
     out = [" ".join([f"Data: {describe_exclusions(a.loaded)}; target {a.target}.", *(f"Note: {n}." for n in a.notes)])]
@@ -228,6 +244,9 @@ def key_findings(a: Analysis) -> list[str]:
                                                               "config's mean: seed-to-seed differences)"))
     else:
         out.append(correlation_summary(a.target_corrs, a.target, "Correlations"))
+    mono = monotone_sentence(a.replicates.between if a.replicates is not None else a.target_corrs, a.target)
+    if mono:
+        out.append(mono)
     out.append(predictor_sentence(a))
     if len(a.role_scores) > 2:
         out.append(role_sentence(a))

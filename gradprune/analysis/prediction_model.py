@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gradprune.analysis.predictors import LinearFit
+from gradprune.analysis.predictors import IsotonicFit, LinearFit
 from gradprune.analysis.selection import Comparison, RoleScore
 from gradprune.errors import GradpruneError
 from gradprune.registry import format_validation_error
@@ -35,6 +35,16 @@ class Standardisation(_Strict):
 
     means: dict[str, float]
     scales: dict[str, float]
+
+
+class Isotonic(_Strict):
+    """A monotone piecewise-linear function of one feature: interpolation between (x, y) thresholds, constant
+    outside them."""
+
+    feature: str
+    x: list[float]
+    y: list[float]
+    increasing: bool
 
 
 class Metrics(_Strict):
@@ -76,6 +86,7 @@ class PredictionModel(_Strict):
     formula: str
     source: str = ""
     candidates: list[dict[str, Any]] = []
+    isotonic: Isotonic | None = None  # set for the isotonic predictor: then the coefficients are empty
 
     def linear_fit(self) -> LinearFit:
         """The model as a LinearFit (the standardised form, which is what was fitted)."""
@@ -86,6 +97,9 @@ class PredictionModel(_Strict):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Predicted target of each row of ``X`` (which must hold every feature)."""
+        if self.isotonic is not None:
+            iso = self.isotonic
+            return IsotonicFit((iso.feature,), tuple(iso.x), tuple(iso.y), iso.increasing).predict(X)
         return self.linear_fit().predict(X)
 
 
@@ -93,8 +107,12 @@ def _number(v: float) -> str:
     return f"{abs(v):.4g}"
 
 
-def formula(target: str, fit: LinearFit) -> str:
+def formula(target: str, fit: LinearFit | IsotonicFit) -> str:
     """Human-readable formula in original units, e.g. ``acc_mean ≈ 0.72 − 0.004 × grad_norm_ratio``."""
+    if isinstance(fit, IsotonicFit):
+        way = "increasing" if fit.increasing else "decreasing"
+        return (f"{target} ≈ {way} step-wise linear function of {fit.features[0]} ({len(fit.x)} thresholds, "
+                f"from {_number(fit.y[0])} at {fit.x[0]:.4g} to {_number(fit.y[-1])} at {fit.x[-1]:.4g})")
     b0 = fit.raw_intercept()
     text = f"{target} ≈ {'−' if b0 < 0 else ''}{_number(b0)}"
     for f, c in fit.raw_coefficients().items():
@@ -109,12 +127,17 @@ def build_model(target: str, comparison: Comparison, X: pd.DataFrame, n_configs:
     best = comparison.best
     fit = best.fit
     feats = list(fit.features)
+    iso = None
+    if isinstance(fit, IsotonicFit):  # no coefficients: the thresholds are the model
+        iso = Isotonic(feature=feats[0], x=list(fit.x), y=list(fit.y), increasing=fit.increasing)
+        fit = LinearFit((), (), float(np.mean(fit.y)), (), ())
     return PredictionModel(
         target=target, predictor=best.name, params=best.params, features=feats,
         coefficients=fit.raw_coefficients(), intercept=fit.raw_intercept(),
-        standardized_coefficients=dict(zip(feats, fit.coefs, strict=True)), standardized_intercept=fit.intercept,
-        standardisation=Standardisation(means=dict(zip(feats, fit.means, strict=True)),
-                                        scales=dict(zip(feats, fit.scales, strict=True))),
+        standardized_coefficients=dict(zip(fit.features, fit.coefs, strict=True)),
+        standardized_intercept=fit.intercept,
+        standardisation=Standardisation(means=dict(zip(fit.features, fit.means, strict=True)),
+                                        scales=dict(zip(fit.features, fit.scales, strict=True))),
         training_ranges={f: Range(min=float(X[f].min()), max=float(X[f].max())) for f in feats},
         n=len(X), n_configs=n_configs,
         metrics=Metrics(r2_in_sample=best.r2, mae_in_sample=best.mae, r2_cv=best.r2_cv, mae_cv=best.mae_cv,
@@ -123,7 +146,7 @@ def build_model(target: str, comparison: Comparison, X: pd.DataFrame, n_configs:
                             "r2_cv_nested": judged.r2_cv_nested, "mae_cv_nested": judged.mae_cv_nested,
                             "permutation_p": judged.p_value, "permutations": judged.permutations,
                             "feature_set": best.feature_set, "candidates_compared": len(comparison.scores)})),
-        formula=formula(target, fit), source=source,
+        formula=formula(target, best.fit), source=source, isotonic=iso,
         candidates=[{"predictor": s.label, "feature_set": s.feature_set, "features": list(s.fit.features),
                      "r2_in_sample": s.r2,
                      "r2_cv": s.r2_cv, "mae_cv": s.mae_cv} for s in comparison.scores],

@@ -136,10 +136,16 @@ def _predictor_section(a: Analysis) -> Section:
         f"reached R² ≥ {rs.best.r2_cv:.4f} in {rs.exceedances} of {rs.permutations} permutations: permutation "
         f"p = {rs.p_value:.2g}" + (" — no better than chance." if rs.p_value >= ALPHA else "."),
         f"Exported to prediction_model.json: {model.formula}",
-        Table(["feature", "coefficient", "standardised", "training min", "training max"],
-              [[f, fmt_num(model.coefficients[f]), fmt_num(model.standardized_coefficients[f]),
-                fmt_num(model.training_ranges[f].min), fmt_num(model.training_ranges[f].max)] for f in model.features]),
     ]
+    if model.isotonic is None:
+        blocks.append(Table(["feature", "coefficient", "standardised", "training min", "training max"],
+                            [[f, fmt_num(model.coefficients[f]), fmt_num(model.standardized_coefficients[f]),
+                              fmt_num(model.training_ranges[f].min), fmt_num(model.training_ranges[f].max)]
+                             for f in model.features]))
+    else:
+        iso = model.isotonic
+        blocks.append(Table([iso.feature, f"predicted {a.target}"],
+                            [[fmt_num(x), fmt_num(y)] for x, y in zip(iso.x, iso.y, strict=True)], "rr"))
     simpler = [s for s in cmp.scores[1:] if len(s.fit.features) < len(cmp.best.fit.features)
                and s.r2_cv >= cmp.best.r2_cv - 0.01]
     if simpler:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradprune.analysis.predictors import LinearFit, Predictor
+from gradprune.analysis.predictors import IsotonicFit, LinearFit, Predictor
 from gradprune.errors import PluginError
 
 MAX_LOO_FOLDS = 12
@@ -105,7 +105,7 @@ class CandidateScore:
 
     name: str
     params: dict[str, Any]
-    fit: LinearFit
+    fit: LinearFit | IsotonicFit
     r2: float
     mae: float
     r2_cv: float

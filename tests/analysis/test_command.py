@@ -59,8 +59,9 @@ def test_hypotheses_are_checked_with_numbers(planted_run):
     assert "(1) grad_norm_ratio is strongly negatively correlated with acc_mean: SUPPORTED" in hyp
     assert "(2) shorter taylor_seq_len gives higher acc_mean: NOT SUPPORTED" in hyp
     assert "(3) extreme_pruning_layers" in hyp and "(4) a predictor reaches R² > 0.7: SUPPORTED" in hyp
-    assert re.search(r"R² = 0\.\d{4} in sample, 0\.\d{4} cross-validated\s+\(10-fold\), nested cross-validated R²", hyp)
-    assert "permutation p = 0.01 (99 permutations" in hyp
+    assert re.search(r"R² = 0\.\d{4} in sample, 0\.\d{4} cross-validated \(10-fold\), nested cross-validated R²",
+                     " ".join(hyp.split()))
+    assert "permutation p = 0.01 (99 permutations" in " ".join(hyp.split())
 
 
 def test_correlations_csv_and_model(planted_run):

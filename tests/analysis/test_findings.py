@@ -11,6 +11,7 @@ from gradprune.analysis.findings import (
     claims_prediction,
     correlation_verdict,
     key_findings,
+    monotone_sentence,
     role_sentence,
     variance_sentence,
 )
@@ -113,3 +114,11 @@ def test_anova_sentence_defers_to_a_significant_trend():
     trend = Correlation("taylor_seq_len", "acc_mean", 15, -0.8, 0.001, -0.7, 0.003, 0.004, 0.01)
     text = variance_sentence(_vd(0.3, 0.2), "acc_mean", [trend])
     assert "no setting effect can be claimed" not in text and "a trend along a setting parameter does" in text
+
+
+def test_monotone_but_not_linear_is_said():
+    bent = Correlation("grad_norm_ratio", "acc_mean", 30, -0.92, 1e-4, -0.77, 1e-3, 1e-3, 2e-3)
+    straight = Correlation("grad_max_ratio", "acc_mean", 30, -0.80, 1e-4, -0.79, 1e-3, 1e-3, 2e-3)
+    text = monotone_sentence([bent, straight], "acc_mean")
+    assert text.startswith("Monotone but not linear: grad_norm_ratio: Spearman ρ = -0.9200, Pearson r = -0.7700")
+    assert "grad_max_ratio" not in text and monotone_sentence([straight], "acc_mean") is None

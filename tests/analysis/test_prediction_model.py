@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +19,25 @@ def fitted(planted):
     df = planted()
     X = df[["grad_norm_ratio", "ppl", "taylor_seq_len"]]
     cmp = compare_predictors(X, df["acc_mean"].to_numpy(), None, seed=0)
+    cmp = replace(cmp, scores=[s for s in cmp.scores if s.name != "isotonic"])  # the linear export
     return X, cmp, build_model("acc_mean", cmp, X, None, "search_results.csv")
+
+
+def test_isotonic_round_trip(planted, tmp_path):
+    from sklearn.isotonic import IsotonicRegression
+
+    df = planted()
+    X = df[["grad_norm_ratio", "taylor_seq_len"]]
+    y = df["acc_mean"].to_numpy()
+    cmp = compare_predictors(X, y, None, seed=0)
+    cmp = replace(cmp, scores=[s for s in cmp.scores if s.name == "isotonic"])
+    path = tmp_path / "prediction_model.json"
+    path.write_text(build_model("acc_mean", cmp, X, None, "s.csv").model_dump_json(indent=2))
+    loaded = load_model(path)
+    assert loaded.isotonic is not None and loaded.features == ["grad_norm_ratio"] and loaded.coefficients == {}
+    ref = IsotonicRegression(increasing=False, out_of_bounds="clip").fit(X["grad_norm_ratio"], y)
+    assert loaded.predict(X) == pytest.approx(ref.predict(X["grad_norm_ratio"]), abs=1e-12)
+    assert "decreasing step-wise linear function of grad_norm_ratio" in loaded.formula
 
 
 def test_round_trip_reproduces_training_predictions(fitted, tmp_path):

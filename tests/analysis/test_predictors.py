@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from gradprune.analysis.predictors import (
+    IsotonicFit,
+    IsotonicPredictor,
     LinearFit,
     OLSPredictor,
     Predictor,
@@ -19,7 +21,7 @@ from gradprune.plugins import PREDICTORS
 
 
 def test_registered_names_snapshot():
-    assert {"ols", "ridge", "single_feature"} <= set(PREDICTORS.names())
+    assert {"ols", "ridge", "single_feature", "isotonic"} <= set(PREDICTORS.names())
 
 
 @pytest.mark.parametrize("name", PREDICTORS.names())
@@ -30,7 +32,7 @@ def test_every_predictor_fits_within_the_feature_cap(name, planted):
     predictor = PREDICTORS.build(name)
     assert isinstance(predictor, Predictor)
     fit = predictor.fit(X, y, max_features=2)
-    assert isinstance(fit, LinearFit) and 1 <= len(fit.features) <= 2
+    assert isinstance(fit, LinearFit | IsotonicFit) and 1 <= len(fit.features) <= 2
     assert "grad_norm_ratio" in fit.features
     assert np.corrcoef(fit.predict(X), y)[0, 1] > 0.9
 
@@ -76,3 +78,17 @@ def test_constant_features_are_dropped_by_standardise():
     assert names == ["b"] and z.shape == (3, 1)
     flat = SingleFeaturePredictor(SingleFeaturePredictor.Params(feature="a")).fit(X, np.array([1.0, 2, 3]), 1)
     assert flat.features == () and flat.predict(X) == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_isotonic_equals_sklearn_on_the_most_monotone_feature():
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, 40)
+    X = pd.DataFrame({"noise": rng.normal(size=40), "g": x})
+    y = np.exp(-4 * x) + rng.normal(0, 0.01, 40)  # Spearman ≈ −1, Pearson clearly weaker
+    fit = IsotonicPredictor().fit(X, y, 3)
+    assert fit.features == ("g",) and not fit.increasing
+    ref = IsotonicRegression(increasing=False, out_of_bounds="clip").fit(x, y)
+    probe = pd.DataFrame({"noise": 0.0, "g": np.linspace(-0.2, 1.2, 50)})
+    assert fit.predict(probe) == pytest.approx(ref.predict(probe["g"].to_numpy()), abs=1e-12)
