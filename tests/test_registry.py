@@ -46,7 +46,7 @@ def test_registered_names_snapshot():
     assert plugins.IMPORTANCE.names() == sorted(
         ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation"])
     assert plugins.NORMALIZERS.names() == sorted(["none", "mean", "max", "sum", "l2", "zscore", "rank"])
-    assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_std"]
+    assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_snr", "grad_std", "grad_var"]
     assert plugins.DATA.names() == ["embedded", "hf", "text_file"]
 
 
