@@ -12,6 +12,9 @@ How the ranks start (Lightning 2.x):
 * ranks started by a launcher (``torchrun``, SLURM, or any tool that sets ``LOCAL_RANK``, ``RANK``,
   ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): Lightning joins them instead of starting any.
 
+``auto`` on several devices (or on ``devices: -1``, or ``"auto"`` on GPUs) is resolved to ``ddp`` when
+``resolve_strategy`` is given the devices: Lightning's own pick there wraps the model in
+DistributedDataParallel.
 Every other strategy name is refused when the recipe is validated (``REFUSED_STRATEGIES`` gives the
 reason per family), not after the model has loaded: the gradient hooks read each prunable weight's
 whole, local, un-averaged gradient, which sharding (FSDP, DeepSpeed ZeRO), gradient averaging (the
@@ -66,11 +69,49 @@ def strategy_refusal(name: str) -> str | None:
     return f"is not a strategy calibration supports; expected one of {', '.join(SUPPORTED_STRATEGIES)}"
 
 
-def resolve_strategy(name: str):
-    """Map a recipe's ``trainer.strategy`` to what ``L.Trainer`` gets."""
-    why = strategy_refusal(name)
+def device_count(devices: int | str | list[int], accelerator: str = "auto") -> int | None:
+    """How many devices ``trainer.devices`` asks for, or None when Lightning decides when it starts
+    (``-1`` / ``"-1"``: every CPU core or GPU; ``"auto"``: one CPU, or every GPU)."""
+    if isinstance(devices, list):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:  # Lightning's "0," / "0,1": device indices
+        return len([d for d in text.split(",") if d.strip()])
+    if text == "auto":
+        return 1 if accelerator == "cpu" else None
+    try:
+        n = int(text)
+    except ValueError:
+        return None
+    return None if n == -1 else n
+
+
+def check_strategy_devices(name: str, devices: int | str | list[int], accelerator: str = "auto") -> str | None:
+    """Why ``name`` cannot run on ``devices`` (None when it can): ``single_device`` needs exactly one."""
+    if name.lower() == "single_device" and device_count(devices, accelerator) != 1:
+        return (f"runs on one device but trainer.devices is {devices!r}; set devices: 1 (or one index, e.g. [0]), "
+                f"or use 'ddp' for several")
+    return None
+
+
+def settle_strategy(name: str, devices: int | str | list[int], accelerator: str = "auto") -> str:
+    """The strategy calibration runs under: ``auto`` on several (or possibly several) devices is ``ddp``.
+
+    Lightning's own choice there is its DDP with the DistributedDataParallel model wrapper, which
+    calibration does not use: it fails at setup ("DistributedDataParallel is not needed when a module
+    doesn't have any parameter that requires a gradient"). On one device ``auto`` stays ``auto``.
+    """
+    if name.lower() == "auto" and device_count(devices, accelerator) != 1:
+        return "ddp"
+    return name
+
+
+def resolve_strategy(name: str, devices: int | str | list[int] = 1, accelerator: str = "auto"):
+    """Map a recipe's ``trainer.strategy`` (on ``trainer.devices``) to what ``L.Trainer`` gets."""
+    why = strategy_refusal(name) or check_strategy_devices(name, devices, accelerator)
     if why is not None:
         raise RecipeError(f"trainer.strategy={name!r} {why}")
+    name = settle_strategy(name, devices, accelerator)
     key = name.lower()
     if key == "ddp":
         from lightning.pytorch.strategies import DDPStrategy

@@ -161,21 +161,15 @@ class TrainerSection(Section):
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, v: str, info: Any) -> str:  # info: pydantic ValidationInfo (devices is validated first)
-        from gradprune.parallel import strategy_refusal
+        from gradprune.parallel import check_strategy_devices, strategy_refusal
 
         why = strategy_refusal(v)  # checked here, not when calibration starts after the model has loaded
         if why is not None:
             raise ValueError(f"{v!r} {why}")
-        devices = info.data.get("devices", 1)
-        if isinstance(devices, list):
-            one = len(devices) == 1
-        elif isinstance(devices, str) and "," in devices:  # Lightning's "0," is the list [0]
-            one = len([d for d in devices.split(",") if d.strip()]) == 1
-        else:  # a count: 1 or "1" (-1 and "auto" take every device)
-            one = str(devices).strip() == "1"
-        if v.lower() == "single_device" and not one:
-            raise ValueError(f"'single_device' runs on one device but trainer.devices is {devices!r}; set devices: 1 "
-                             f"(or one index, e.g. [0]), or use 'ddp' for several")
+        devices, accelerator = info.data.get("devices", 1), str(info.data.get("accelerator", "auto"))
+        why = check_strategy_devices(v, devices, accelerator)
+        if why is not None:
+            raise ValueError(f"{v!r} {why}")
         return v
 
 

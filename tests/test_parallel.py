@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from gradprune.errors import RecipeError
-from gradprune.parallel import REFUSED_STRATEGIES, SUPPORTED_STRATEGIES, resolve_strategy, strategy_refusal
+from gradprune.parallel import (
+    REFUSED_STRATEGIES,
+    SUPPORTED_STRATEGIES,
+    device_count,
+    resolve_strategy,
+    settle_strategy,
+    strategy_refusal,
+)
 from gradprune.recipe import Recipe, validate_dict
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes/tiny.yaml")
@@ -70,9 +77,12 @@ def test_every_lightning_strategy_is_supported_or_refused_for_a_reason():
 def test_single_device_needs_one_device():
     for devices in (1, "1", [0], [3], "0,"):
         validate_dict(_trainer("single_device", devices=devices), "r.yaml")
-    for devices in (2, "2", -1, "auto", [0, 1], "0,1"):
+    validate_dict(_trainer("single_device", devices="auto"), "r.yaml")  # one CPU
+    for devices in (2, "2", -1, [0, 1], "0,1"):
         with pytest.raises(RecipeError, match="'single_device' runs on one device"):
             validate_dict(_trainer("single_device", devices=devices), "r.yaml")
+    with pytest.raises(RecipeError, match="'single_device' runs on one device"):  # every GPU
+        validate_dict({"trainer": {"accelerator": "gpu", "strategy": "single_device", "devices": "auto"}}, "r.yaml")
 
 
 def test_resolve_strategy():
@@ -80,6 +90,27 @@ def test_resolve_strategy():
     assert resolve_strategy("single_device") == "auto"
     assert resolve_strategy("auto") == "auto"
     assert type(resolve_strategy("ddp")).__name__ == "ShardedCalibrationStrategy"
+    with pytest.raises(RecipeError, match="runs on one device"):
+        resolve_strategy("single_device", devices=2)
+
+
+@pytest.mark.parametrize(
+    ("devices", "accelerator", "expected"),
+    [(1, "cpu", 1), ("1", "gpu", 1), ([0], "gpu", 1), ("0,", "gpu", 1), ("0,1", "gpu", 2), (4, "cpu", 4),
+     ("auto", "cpu", 1), ("auto", "gpu", None), ("auto", "auto", None), (-1, "cpu", None), ("-1", "gpu", None)],
+)
+def test_device_count(devices, accelerator, expected):
+    assert device_count(devices, accelerator) == expected
+
+
+@pytest.mark.parametrize(("devices", "accelerator"), [(2, "cpu"), ([0, 1], "gpu"), (-1, "cpu"), ("auto", "gpu")])
+def test_auto_on_several_devices_is_calibrations_ddp(devices, accelerator):
+    # Lightning's own pick there is DDP with the DistributedDataParallel wrapper, which fails at setup
+    # ("DistributedDataParallel is not needed when a module doesn't have any parameter that requires a gradient")
+    assert settle_strategy("auto", devices, accelerator) == "ddp"
+    assert type(resolve_strategy("auto", devices, accelerator)).__name__ == "ShardedCalibrationStrategy"
+    assert settle_strategy("auto", 1, accelerator) == "auto"
+    assert settle_strategy("ddp", 1, accelerator) == "ddp"
 
 
 def test_single_device_trainer_uses_the_accelerator_device():
