@@ -232,6 +232,14 @@ REFUSED_MODEL_TYPES: dict[str, str] = {
         "(separate q, k, v, gate, up weights) cannot see apart; and Phi3Attention splits qkv at the "
         "model-wide config.num_attention_heads * head_dim, which removing KV groups in some layers breaks"
     ),
+    **{
+        t: (
+            "mixture-of-experts layers hold a router and every expert's MLP in fused 3-d parameters "
+            "(experts.gate_up_proj [experts, 2*intermediate, hidden], experts.down_proj), not one gate/up/down_proj "
+            "per layer, so MLP channel groups are not defined for them"
+        )
+        for t in ("mixtral", "qwen2_moe", "qwen3_moe")
+    },
     "gemma3": (
         "this is the multimodal Gemma3ForConditionalGeneration (vision tower and projector); prune the "
         "text-only Gemma3ForCausalLM (model_type gemma3_text) instead"

@@ -155,7 +155,8 @@ def test_get_adapter_accepts_model_config_and_dict(make_model):
 
 @pytest.mark.parametrize(
     ("model_type", "reason"),
-    [("phi3", "fuses q/k/v into one qkv_proj"), ("gemma3", "model_type gemma3_text")],
+    [("phi3", "fuses q/k/v into one qkv_proj"), ("gemma3", "model_type gemma3_text"),
+     ("mixtral", "mixture-of-experts"), ("qwen2_moe", "mixture-of-experts"), ("qwen3_moe", "mixture-of-experts")],
 )
 def test_refused_model_types_name_their_reason(model_type, reason):
     from transformers import CONFIG_MAPPING
@@ -180,6 +181,18 @@ def test_phi3_refusal_reason_is_the_transformers_layout():
     assert hasattr(layer.self_attn, "qkv_proj") and not hasattr(layer.self_attn, "q_proj")
     assert hasattr(layer.mlp, "gate_up_proj") and not hasattr(layer.mlp, "gate_proj")
     assert "self.config.num_attention_heads * self.head_dim" in inspect.getsource(modeling_phi3.Phi3Attention.forward)
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen3_moe"])
+def test_moe_refusal_reason_is_the_transformers_layout(model_type):
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    config = CONFIG_MAPPING[model_type](vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=2,
+                                        num_experts=2, moe_intermediate_size=16, pad_token_id=0, bos_token_id=1,
+                                        eos_token_id=2)
+    mlp = AutoModelForCausalLM.from_config(config).model.layers[0].mlp
+    assert mlp.experts.gate_up_proj.dim() == 3 and not hasattr(mlp, "gate_proj")
 
 
 def test_unsupported_model_type_is_a_model_error():
