@@ -20,7 +20,8 @@ import torch
 
 from gradprune.cli import main
 from gradprune.errors import GradpruneError
-from gradprune.preflight import PreflightError, Reach, accelerator_problems, model_shape, preflight, reach
+from gradprune.preflight import PreflightError, accelerator_problems, preflight
+from gradprune.pruning.reach import Reach, model_shape, reach
 from gradprune.recipe import PruningSection, TrainerSection, load_recipe
 from tests.conftest import make_model
 

@@ -204,7 +204,7 @@ def test_local_without_mlp_names_the_ratios_it_can_reach(shapes):
 
 
 def test_a_round_to_beyond_the_widths_removes_what_it_can_and_names_the_reachable_ratio(shapes):
-    from gradprune.preflight import model_shape, reach
+    from gradprune.pruning.reach import model_shape, reach
 
     layers, total = shapes("embedded")
     pruning = PruningSection(ratio=0.2, round_to=100_000)  # no width can become a multiple: MLP stays whole
