@@ -47,8 +47,9 @@ def test_save_load_bitwise_identical(arch, tie, make_model, make_plan, tokens, t
     assert torch.equal(again(tokens).logits, model(tokens).logits)
 
 
-def test_load_in_another_dtype(make_model, make_plan, tokens, tmp_path):
-    model, plan = _pruned(make_model, make_plan, "qwen2", seed=1)
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "gemma2", "gemma3_text"])
+def test_load_in_another_dtype(arch, make_model, make_plan, tokens, tmp_path):
+    model, plan = _pruned(make_model, make_plan, arch, seed=1)
     save_pruned(model, None, plan, tmp_path / "m")
     loaded, _, _ = load_pruned(tmp_path / "m", dtype=torch.bfloat16)
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
@@ -58,8 +59,9 @@ def test_load_in_another_dtype(make_model, make_plan, tokens, tmp_path):
     assert torch.equal(loaded(tokens).logits, ref(tokens).logits)
 
 
-def test_bf16_model_round_trips(make_model, make_plan, tokens, tmp_path):
-    model, plan = _pruned(make_model, make_plan, "llama", seed=2)
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma2", "gemma3_text"])
+def test_bf16_model_round_trips(arch, make_model, make_plan, tokens, tmp_path):
+    model, plan = _pruned(make_model, make_plan, arch, seed=2)
     model.to(torch.bfloat16)
     save_pruned(model, None, plan, tmp_path / "m")
     loaded, _, _ = load_pruned(tmp_path / "m")
