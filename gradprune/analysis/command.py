@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 MAX_SHOWN_FEATURES = 4  # feature columns printed by predict (all of them go to --output)
 OUTPUTS = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
-           "prediction_model.json", "correlations.csv", "per_config.csv")
+           "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv")
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
@@ -53,6 +53,8 @@ def analysis_files(a: Analysis) -> dict[str, bytes | str]:
         frames += [correlations_frame("config_means", a.replicates.between),
                    correlations_frame("within_config", a.replicates.within)]
         files["per_config.csv"] = a.replicates.per_config.to_csv(index=False)
+        if a.best_settings is not None:
+            files["best_settings.csv"] = a.best_settings.table.to_csv(index=False)
     files["correlations.csv"] = pd.concat(frames, ignore_index=True).to_csv(index=False)
     return files
 

@@ -218,6 +218,30 @@ def role_sentence(a: Analysis) -> str:
                       for other, o in judged.items() if other != name) + ".")
 
 
+def best_setting_sentence(a: Analysis) -> str | None:
+    """With replicates: the best setting by its mean over seeds, and whether it beats the runner-up."""
+    b = a.best_settings
+    if b is None or len(b.table) < 2:
+        return None
+    settings = [c for c in b.table.columns if c not in ("rank", "config_id", "n", "mean", "sd", "ci_low", "ci_high")]
+
+    def desc(r) -> str:
+        values = ", ".join(f"{s} = {r[s]:g}" for s in settings)
+        return (f"config {r['config_id']}{f' ({values})' if values else ''}: mean {a.target} = {r['mean']:.4f}, "
+                f"sd {r['sd']:.4f}, 95% CI {fmt_ci((r['ci_low'], r['ci_high']))}, n = {int(r['n'])}")
+
+    top, second = b.table.iloc[0], b.table.iloc[1]
+    text = f"Best setting by the mean over seeds (best_settings.csv): {desc(top)}; runner-up {desc(second)}."
+    if not math.isfinite(b.p):
+        return text + " Too few replicates to tell them apart."
+    test = f"Welch t-test {p_is('p', b.p)}"
+    if b.p < ALPHA:
+        return text + (f" The best is distinguishable from the runner-up ({test}; the two were picked as the top "
+                       "two after looking at the data, so this p is optimistic).")
+    return text + (f" The best is not distinguishable from the runner-up ({test}): their order is within "
+                   "calibration noise, so the top settings are equally good on this evidence.")
+
+
 MONOTONE_GAP = 0.1  # |Spearman| above |Pearson| by this much: monotone, but not a straight line
 
 
@@ -242,6 +266,8 @@ def key_findings(a: Analysis) -> list[str]:
                                                                f"n = {rep.target.groups} configs)"))
         out.append(correlation_summary(rep.within, a.target, "Within settings (each replicate against its "
                                                               "config's mean: seed-to-seed differences)"))
+        if (best := best_setting_sentence(a)) is not None:
+            out.append(best)
     else:
         out.append(correlation_summary(a.target_corrs, a.target, "Correlations"))
     mono = monotone_sentence(a.replicates.between if a.replicates is not None else a.target_corrs, a.target)

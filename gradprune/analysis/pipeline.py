@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradprune.analysis.columns import PROXY, SETTING, STATISTIC, ColumnRoles, assign_roles
+from gradprune.analysis.columns import PROXY, SETTING, STATISTIC, ColumnRoles, assign_roles, target_family
 from gradprune.analysis.correlations import (
     Correlation,
     all_pairs,
@@ -23,7 +23,14 @@ from gradprune.analysis.correlations import (
 )
 from gradprune.analysis.loading import MIN_ROWS, SearchRows, load_search_rows
 from gradprune.analysis.prediction_model import PredictionModel, build_model
-from gradprune.analysis.replicates import ReplicateAnalysis, analyze_replicates, config_labels, has_replicates
+from gradprune.analysis.replicates import (
+    BestSettings,
+    ReplicateAnalysis,
+    analyze_replicates,
+    best_settings,
+    config_labels,
+    has_replicates,
+)
 from gradprune.analysis.selection import Comparison, FeatureSet, RoleScore, compare_predictors, judge_roles
 from gradprune.errors import GradpruneError
 
@@ -52,6 +59,7 @@ class Analysis:
     groups: pd.Series | None  # config of each used row, when the CSV has replicates
     replicates: ReplicateAnalysis | None
     notes: list[str] = field(default_factory=list)
+    best_settings: BestSettings | None = None  # with replicates: configs ranked by their mean target
 
     @property
     def n(self) -> int:
@@ -129,10 +137,12 @@ def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
     fams = correlate_families(data, {"target": target_pairs(target, roles.features),
                                      "pairs": all_pairs([*heat_features, target])}, seed)
     target_corrs = by_strength(fams["target"]) + _constant_entries(loaded.rows, roles.constant, target)
-    groups = replicates = None
+    groups = replicates = ranked = None
     if has_replicates(loaded.rows):
         groups = config_labels(loaded.rows)
         replicates = analyze_replicates(data, groups, target, seed)
+        settings = [v.column for v in replicates.features if v.msw == 0]
+        ranked = best_settings(data, groups, target, settings, higher_is_better=target_family(target) != "ppl")
     X, y, mask, notes = model_inputs(roles, source)
     notes = [*_cell_notes(loaded, roles), *_near_duplicate_notes(roles), *notes]
     g = None if groups is None else groups.to_numpy()[mask]
@@ -144,4 +154,4 @@ def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
     n_configs = None if groups is None else int(groups[mask].nunique())
     model = build_model(target, comparison, X, n_configs, source, role_scores[EXPORTED])
     return Analysis(loaded.path, target, seed, loaded, roles, target_corrs, [target, *heat_features],
-                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes])
+                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes], ranked)

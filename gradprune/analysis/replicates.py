@@ -168,3 +168,53 @@ def analyze_replicates(data: pd.DataFrame, groups: pd.Series, target: str, seed:
     within = [replace(c, spearman_p_adj=float(a), pearson_p_adj=float(b))
               for c, a, b in zip(within, sp_adj, pe_adj, strict=True)]
     return ReplicateAnalysis(target_vd, feature_vds, per_config_table(data, groups), means, sds, between, within)
+
+
+@dataclass(frozen=True)
+class BestSettings:
+    """Configs ranked by their mean target over replicates, and whether the best is distinguishable from
+    the runner-up (Welch's t-test on their replicates, scipy)."""
+
+    table: pd.DataFrame  # rank, config_id, n, mean, sd, ci_low, ci_high, then the setting values
+    t: float
+    p: float
+
+    @property
+    def best(self) -> pd.Series:
+        """The first-ranked config's row."""
+        return self.table.iloc[0]
+
+
+def best_settings(data: pd.DataFrame, groups: pd.Series, target: str, settings: list[str],
+                  higher_is_better: bool) -> BestSettings:
+    """Per config: mean, sd, n and the 95 % t-interval of the mean target (scipy), ranked best first."""
+    from scipy import stats
+
+    g = groups.to_numpy()
+    grouped = data.groupby(g, sort=False)
+    y = grouped[target]
+    table = pd.DataFrame({"n": y.count(), "mean": y.mean(), "sd": y.std(ddof=1)})
+    lo, hi = [], []
+    for n, mean, sd in table[["n", "mean", "sd"]].itertuples(index=False):
+        if n >= 2 and np.isfinite(sd):
+            a, b = stats.t.interval(0.95, n - 1, loc=mean, scale=sd / math.sqrt(n)) if sd > 0 else (mean, mean)
+        else:
+            a = b = float("nan")
+        lo.append(float(a))
+        hi.append(float(b))
+    table["ci_low"], table["ci_high"] = lo, hi
+    for s in settings:
+        table[s] = grouped[s].first()
+    table = table.sort_values("mean", ascending=not higher_is_better, kind="stable")
+    table.index.name = CONFIG
+    table = table.reset_index()
+    table.insert(0, "rank", range(1, len(table) + 1))
+    t = p = float("nan")
+    if len(table) >= 2:
+        first, second = (data[target].to_numpy(float)[g == table[CONFIG].iloc[k]] for k in (0, 1))
+        if len(first) >= 2 and len(second) >= 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = stats.ttest_ind(first, second, equal_var=False)
+            t, p = float(res.statistic), float(res.pvalue)
+    return BestSettings(table, t, p)

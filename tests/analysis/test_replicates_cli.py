@@ -57,3 +57,24 @@ def test_pure_noise_makes_no_setting_claim(runs):
 def test_scatter_has_config_means(runs):
     png = (runs["planted"] / "scatter_matrix.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+
+def test_best_settings_csv(runs, replicates):
+    from scipy import stats
+
+    df = replicates(0.05)
+    table = pd.read_csv(runs["planted"] / "best_settings.csv")
+    assert len(table) == 15 and list(table["rank"]) == list(range(1, 16))
+    assert table["mean"].is_monotonic_decreasing
+    means = df.groupby("config_id").acc_mean.agg(["mean", "std", "count"])
+    top = table.iloc[0]
+    ref = means.loc[int(top.config_id)]
+    assert (top["mean"], top["sd"], top["n"]) == pytest.approx((ref["mean"], ref["std"], ref["count"]))
+    lo, hi = stats.t.interval(0.95, 2, loc=ref["mean"], scale=ref["std"] / 3 ** 0.5)
+    assert (top.ci_low, top.ci_high) == pytest.approx((lo, hi))
+    assert means["mean"].idxmax() == int(top.config_id)
+    welch = stats.ttest_ind(df.acc_mean[df.config_id == top.config_id],
+                            df.acc_mean[df.config_id == table.iloc[1].config_id], equal_var=False).pvalue
+    findings = " ".join((runs["planted"] / "correlation_report.txt").read_text().split())
+    assert f"Welch t-test p = {welch:.4f}" in findings
+    assert "not distinguishable from the runner-up" in findings  # the three 16-token configs tie
