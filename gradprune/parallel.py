@@ -39,8 +39,9 @@ REFUSED_STRATEGIES: dict[str, str] = {
     "ddp_fork": _WORKERS,
     "ddp_notebook": _WORKERS,
     "ddp_find_unused_parameters": (
-        "configures the DistributedDataParallel wrapper, which calibration does not use (it would average "
-        "the gradients across ranks before the hooks read them); use 'ddp'"),
+        "wraps the model in DistributedDataParallel, which calibration does not use (it fails at setup on a "
+        "model without trainable parameters, and would average the gradients across ranks before the hooks "
+        "read them); use 'ddp'"),
     "fsdp": (
         "shards and flattens the parameters (FSDP flat parameters), so the gradient hooks would see "
         "flattened shards instead of the q/k/v/o and gate/up/down weights and the scores would come back "
@@ -53,10 +54,6 @@ REFUSED_STRATEGIES: dict[str, str] = {
     "single_xla": "XLA (TPU) devices are not supported by calibration; use a CPU or GPU accelerator",
     "single_tpu": "XLA (TPU) devices are not supported by calibration; use a CPU or GPU accelerator",
 }
-
-#: kept for callers of the earlier name: the worker-launched DDP variants
-WORKER_LAUNCHED = ("ddp_spawn", "ddp_fork", "ddp_notebook")
-
 
 def strategy_refusal(name: str) -> str | None:
     """Why calibration cannot run under strategy ``name``, or None when it can."""
