@@ -129,9 +129,26 @@ def _draw_panel(ax, p: Panel, target: str, ylabel: bool) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(levels, [f"{v:g}" for v in levels])
         ax.minorticks_off()
+    else:
+        finite = p.x[np.isfinite(p.x)]
+        _readable_ticks(ax.xaxis, integer=bool(finite.size) and bool(np.all(finite == np.round(finite))))
+    _readable_ticks(ax.yaxis)
     if ylabel:
         ax.set_ylabel(target, fontsize=9)
     ax.tick_params(labelsize=8)
+
+
+def _readable_ticks(axis, integer: bool = False) -> None:
+    """At most 4 ticks, with as many significant digits as the range needs and no offset text: a column that
+    varies in its 4th decimal gets labels such as 2.9183, 2.9186, not "+2.918" and 0.0003."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=4, integer=integer))
+    lo, hi = axis.get_view_interval()
+    span = abs(hi - lo) or abs(hi) or 1.0
+    scale = max(abs(lo), abs(hi)) or 1.0
+    digits = min(10, max(2, int(math.ceil(math.log10(scale / span))) + 2))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.{digits}g}".replace("-", "\u2212")))
 
 
 def scatter_png(panels: Sequence[Panel], target: str, subtitle: str) -> bytes:
@@ -160,6 +177,15 @@ def scatter_png(panels: Sequence[Panel], target: str, subtitle: str) -> bytes:
 SCATTER_MAX = 24  # panels in the scatter matrix (strongest |ρ| first); the report lists every feature
 
 
+def scatter_correlations(a: Analysis) -> list[Correlation]:
+    """The panels of the scatter matrix: the SCATTER_MAX strongest defined features (per-config means with
+    replicates; their table is in column order, so it is sorted here)."""
+    from gradprune.analysis.correlations import by_strength
+
+    corrs = by_strength(a.replicates.between) if a.replicates is not None else a.target_corrs
+    return [c for c in corrs if c.defined][:SCATTER_MAX]
+
+
 def render_figures(a: Analysis) -> dict[str, bytes]:
     """correlation_heatmap.png and scatter_matrix.png of an analysis, as PNG bytes."""
     from gradprune.analysis.correlations import spearman_matrix
@@ -168,8 +194,7 @@ def render_figures(a: Analysis) -> dict[str, bytes]:
                        f"Spearman correlation, n = {a.n} rows (target: {a.target})")
     data, t = a.roles.data, a.target
     rep = a.replicates
-    corrs = rep.between if rep is not None else a.target_corrs
-    chosen = [c for c in corrs if c.defined][:SCATTER_MAX]
+    chosen = scatter_correlations(a)
     panels = []
     for c in chosen:
         extra = {}

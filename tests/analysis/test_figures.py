@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pandas as pd
 
+from gradprune.analysis import figures
 from gradprune.analysis.correlations import Correlation
 from gradprune.analysis.figures import Panel, heatmap_png, scatter_png
 
@@ -39,3 +40,35 @@ def test_scatter_panels_with_and_without_replicates():
     sds = (np.array([0.1, np.nan]), np.array([0.01, 0.02]))
     rep = scatter_png([Panel("x", x, y, c, means, sds)], "acc_mean", "2 configs")
     assert flat[:4] == rep[:4] == b"\x89PNG"
+
+
+def test_scatter_with_replicates_shows_the_strongest_first(replicates, tmp_path, monkeypatch):
+    from scipy import stats
+
+    from gradprune.analysis.pipeline import run_analysis
+
+    df = replicates(0.05)
+    df = df[[c for c in df.columns if c != "taylor_seq_len"] + ["taylor_seq_len"]]  # the planted one last
+    df.to_csv(tmp_path / "r.csv", index=False)
+    monkeypatch.setattr(figures, "SCATTER_MAX", 2)
+    shown = [c.x for c in figures.scatter_correlations(run_analysis(tmp_path / "r.csv", "acc_mean", 0))]
+    means = df.groupby("config_id").mean()
+    ref = sorted((c for c in means.columns if c not in ("acc_mean", "seed", "ppl") and means[c].nunique() > 1),
+                 key=lambda c: -abs(stats.spearmanr(means[c], means.acc_mean).statistic))
+    assert shown == ref[:2] and shown[0] == "taylor_seq_len"
+
+
+def test_ticks_of_a_column_varying_in_the_4th_decimal_are_distinct():
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([2.91877, 2.91881, 2.91912], [0.6, 0.61, 0.62], "o")
+    figures._readable_ticks(ax.xaxis)
+    labels = [figures_label(ax, t) for t in ax.get_xticks()]
+    assert len(set(labels)) == len(labels) and all(lbl.startswith("2.91") for lbl in labels)
+    assert ax.xaxis.get_offset_text().get_text() == ""
+
+
+def figures_label(ax, value):
+    return ax.xaxis.get_major_formatter()(value, 0)
