@@ -193,8 +193,17 @@ def objective_names(recipe: Recipe) -> set[str]:
     return names
 
 
+LOWER_IS_BETTER = ("ppl", "acc_drop", "acc_norm_drop")
+
+
 def _check_objective(spec: SearchSpec) -> None:
-    """The objective is a metric every trial can report: a typo would tell Optuna 0.0 for every trial."""
+    """The objective is a metric every trial can report: a typo would tell Optuna 0.0 for every trial.
+    A sampler that steers (random/tpe stop at n_trials) needs one that is better when higher: the study
+    maximizes it."""
+    if spec.sampler != "grid" and spec.objective.startswith(LOWER_IS_BETTER):
+        raise RecipeError(f"{spec.source}: objective {spec.objective!r} is better when lower, but the study "
+                          f"maximizes its objective (sampler {spec.sampler!r} would look for the worst settings); "
+                          f"use an accuracy (acc_mean, acc_<task>) or sampler: grid")
     for point in spec.points():
         names = objective_names(recipe_for(spec, point))
         if spec.objective not in names:
