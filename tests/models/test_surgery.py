@@ -82,11 +82,15 @@ def test_dtype_device_requires_grad_and_identity_kept(make_model):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("cache", ["dynamic", "static", "none"])
 def test_generate_matches_masked(arch, cache, make_model, make_plan, tokens):
     model, reference, _ = _pair(make_model, make_plan, arch, 3)
     mask = torch.ones_like(tokens)
-    kwargs = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, cache_implementation=cache)
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, do_sample=False)
+    if cache == "none":
+        kwargs["use_cache"] = False
+    else:
+        kwargs["cache_implementation"] = cache
     out = model.generate(tokens, **kwargs)
     assert out.shape == (2, 18)
     assert torch.equal(out, reference.generate(tokens, **kwargs))
