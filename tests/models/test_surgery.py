@@ -33,7 +33,8 @@ def _pair(make_model, make_plan, arch, seed, **kw):
 def test_cut_matches_masked_forward_and_backward(arch, seed, n_kv, make_model, make_plan, tokens):
     model, reference, plan = _pair(make_model, make_plan, arch, seed, n_kv=n_kv)
     out, ref = model(tokens, labels=tokens), reference(tokens, labels=tokens)
-    assert torch.allclose(out.logits, ref.logits, atol=1e-5)
+    # fp32 on CPU: at most 6.4e-7 apart over these archs, seeds and plans (gemma3_text the largest)
+    assert (out.logits - ref.logits).abs().max() <= 2e-6
     out.loss.backward()
     ref.loss.backward()
     # gradients of the kept weights equal the reference's gradients at the kept positions
