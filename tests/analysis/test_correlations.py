@@ -147,3 +147,16 @@ def test_p_values_never_below_what_a_permutation_test_resolves():
     assert stats.spearmanr(x, -(x ** 2)).pvalue < 1e-16
     assert c.spearman == -1.0 and c.spearman_p >= 2 / 12 / 11 / 10 / 9 / 8 / 7 / 6 / 5 / 4 / 3 / 2
     assert c.spearman_p == pytest.approx(2 / 2000) and fmt_p(c.spearman_p) != "< 1e-16"
+
+
+def test_near_duplicates_are_one_test_in_the_bh_correction(planted, make_csv):
+    from gradprune.analysis.pipeline import run_analysis
+
+    df = planted(n=30)
+    df["grad_std_ratio"] = df["grad_norm_ratio"] + 1e-7  # 2.9187727 against 2.9187728: the same ordering
+    a = run_analysis(make_csv(df), "acc_mean", 0)
+    tested = [c for c in a.target_corrs if c.defined]
+    assert "grad_std_ratio" not in {c.x for c in tested} and "grad_norm_ratio" in {c.x for c in tested}
+    assert [c.spearman_p_adj for c in tested] == pytest.approx(
+        stats.false_discovery_control([c.spearman_p for c in tested], method="bh"))
+    assert any("grad_norm_ratio and grad_std_ratio order the rows the same way" in n for n in a.notes)
