@@ -257,7 +257,8 @@ def _judge_roles(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, comp
     # inner cross-validated R² of every candidate inside every outer training fold
     inner_r2 = np.empty((len(scheme.splits), len(scores)))
     for j, (train, _) in enumerate(scheme.splits):
-        inner = cv_scheme(len(train), None if groups is None else groups[train], seed + 1 + j)
+        inner_groups = None if groups is None or len(np.unique(groups[train])) < 2 else groups[train]
+        inner = cv_scheme(len(train), inner_groups, seed + 1 + j)  # one config left: its rows are the units
         sub = {name: _sliced(f.iloc[train], inner.splits) for name, f in frames.items()}
         pred = _cv_matrix(predictors, [sub[s.feature_set] for s in scores], inner.splits, y[train], cap)
         inner_r2[j] = [r2(y[train], p) for p in pred]
