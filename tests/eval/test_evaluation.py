@@ -39,7 +39,9 @@ def test_all_on_a_non_terminal_prints_one_line_per_row(eval_model, eval_tokenize
     res = evaluate(eval_model, eval_tokenizer, cfg, console=console)
     assert list(res.metrics)[:3] == ["ppl", "acc_mean", "acc_norm_mean"]
     lines = buf.getvalue().splitlines()
-    assert [ln.split(":")[0] for ln in lines] == ["ppl held_out @32", "task boolq", "task piqa"]
+    # headed: outside dense_metrics the evaluated model is the pruned one
+    assert [ln.split(":")[0] for ln in lines] == ["pruned model evaluation", "ppl held_out @32", "task boolq",
+                                                  "task piqa"]
     assert "\x1b[" not in buf.getvalue()  # no cursor movement or colour codes in a log
 
 
