@@ -210,10 +210,12 @@ class IsotonicPredictor(Predictor):
     for relations such as ρ = −0.92 with Pearson r = −0.77, which a line understates."""
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, max_features: int) -> LinearFit | IsotonicFit:
-        """sklearn's IsotonicRegression on the feature ranked most monotonically with ``y``; its direction
-        is the sign of that Spearman coefficient."""
+        """Isotonic regression (scipy's pool-adjacent-violators) on the feature ranked most monotonically
+        with ``y``, its direction the sign of that Spearman coefficient; tied values of the feature are
+        pooled first (their mean, weighted by their count), as sklearn's IsotonicRegression does, so the
+        fit equals sklearn's (a test checks it) without its input checks in every refit."""
+        from scipy.optimize import isotonic_regression
         from scipy.stats import rankdata
-        from sklearn.isotonic import IsotonicRegression
 
         z, names, _, _ = standardise(X)
         if not names:
@@ -224,6 +226,8 @@ class IsotonicPredictor(Predictor):
         rho = ranks.T @ (ry - ry.mean()) / (len(y) * ry.std()) if ry.std() > 0 else np.zeros(len(names))
         j = int(np.argmax(np.abs(rho)))
         x = X[names[j]].to_numpy(float)
-        model = IsotonicRegression(increasing=bool(rho[j] >= 0), out_of_bounds="clip").fit(x, y)
-        return IsotonicFit((names[j],), tuple(map(float, model.X_thresholds_)), tuple(map(float, model.y_thresholds_)),
-                           bool(rho[j] >= 0))
+        increasing = bool(rho[j] >= 0)
+        levels, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        means = np.bincount(inverse, weights=y) / counts
+        fitted = isotonic_regression(means, weights=counts.astype(float), increasing=increasing).x
+        return IsotonicFit((names[j],), tuple(map(float, levels)), tuple(map(float, fitted)), increasing)
