@@ -43,3 +43,13 @@ def test_recipe_errors_come_before_any_heavy_import(argv, fragment):
     assert fragment in proc.stderr
     assert res["heavy"] == [], f"imported before the error: {res['heavy']}"
     assert res["s"] < 3.0  # < 0.5 s on an idle machine; generous for shared CI cores
+
+
+def test_analyze_target_error_comes_before_any_heavy_import(tmp_path):
+    csv = tmp_path / "search_results.csv"
+    csv.write_text("trial,success,acc_mean,grad_norm_ratio\n" + "".join(f"{i},True,0.{i},1.{i}\n" for i in range(5)))
+    proc = subprocess.run([sys.executable, "-c", PROBE, "analyze", str(csv), "--target", "nope"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 2 and "no target column 'nope'" in proc.stderr
+    assert res["heavy"] == [] and res["s"] < 3.0
