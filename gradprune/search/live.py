@@ -25,7 +25,7 @@ from rich.text import Text
 
 from gradprune.progress import watching_stages
 
-# a trial row stays "running" in the study; these are the statuses the display gives it at the end
+# what a trial shown as running becomes when Ctrl-C stops the search (the worker re-enqueues its point)
 INTERRUPTED = "interrupted"
 
 
@@ -124,7 +124,6 @@ class SearchDisplay:
         self.task = self.progress.add_task("trials", total=total, completed=done, eta=format_eta(None))
         self.live: Live | None = None
         self._stages = ExitStack()
-        self.t0 = time.time()
 
     # -- lifetime ---------------------------------------------------------------------------------
     def __enter__(self) -> SearchDisplay:
