@@ -133,8 +133,8 @@ def test_evaluation_blocks_are_headed_dense_and_pruned(monkeypatch, tmp_path):
     console, buf = plain_console()
     seen = []
 
-    def fake_evaluate(model, tokenizer, cfg, console=None):
-        with EvalProgress(console) as p:
+    def fake_evaluate(model, tokenizer, cfg, console=None, title="pruned"):
+        with EvalProgress(console, title=title) as p:
             seen.append(p.title)
             p.add_row("r", "ppl x @128", total=2)
             p.finish("r", "ppl 2.0")

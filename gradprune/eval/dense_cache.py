@@ -166,7 +166,7 @@ def dense_metrics(model: Any, tokenizer: Any, cfg: Any, identity: str, console: 
         path = cache_dir() / f"{stem}.json"
         entry = _read_entry(path)
         if entry is None:
-            res = evaluate(model, tokenizer, sub, console=console)
+            res = evaluate(model, tokenizer, sub, console=console, title="dense")
             entry = {"key": key_parts, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "metrics": res.metrics, "info": res.info}
             atomic_write_json(path, entry)

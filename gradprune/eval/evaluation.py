@@ -30,8 +30,10 @@ def _ordered(metrics: dict[str, float]) -> dict[str, float]:
     return {**{k: metrics[k] for k in head}, **{k: v for k, v in metrics.items() if k not in head}}
 
 
-def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None) -> EvalResult:
+def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None, title: str = "pruned") -> EvalResult:
     """Evaluate ``model`` as ``cfg`` (the recipe's EvalSection) asks; EvalError on any task/data failure.
+
+    ``title`` heads the progress block (``dense`` for the unpruned baseline) so logs tell the two apart.
 
     The model is evaluated as it is (device, dtype); its train/eval mode is restored afterwards.
     """
@@ -50,7 +52,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: Any, console: Any = None) -> EvalR
     want_zs = cfg.run in ("all", "zeroshot") and bool(cfg.tasks)
     hub_ppl = want_ppl and any(name in HUB_TEXTS for name in cfg.ppl_datasets)
     quiet = quiet_libraries(lm_eval=want_zs, datasets=want_zs or hub_ppl)
-    with quiet, model_state_kept(model), EvalProgress(console) as progress:
+    with quiet, model_state_kept(model), EvalProgress(console, title=title) as progress:
         if want_ppl:
             start = time.perf_counter()
             ppl_metrics, result.info["ppl"] = evaluate_ppl(model, tokenizer, cfg, progress)

@@ -9,39 +9,24 @@ step is also reported as the run's stage (``dense eval`` / ``pruned eval``, see
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 from gradprune.progress import report_stage
 
 
-def evaluated_model() -> str:
-    """``dense`` when called (at any depth) from :func:`gradprune.eval.dense_cache.dense_metrics` — the one
-    place the unpruned model is evaluated — else ``pruned``."""
-    from gradprune.eval.dense_cache import dense_metrics
-
-    code = dense_metrics.__code__
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is code:
-            return "dense"
-        frame = frame.f_back
-    return "pruned"
-
-
 class EvalProgress:
     """A context manager holding the progress rows of one evaluation.
 
-    ``title``: the header (``dense``/``pruned``); by default :func:`evaluated_model` decides.
+    ``title``: the header (``dense`` or ``pruned``), given by the caller.
     """
 
-    def __init__(self, console: Any = None, enabled: bool = True, title: str | None = None) -> None:
+    def __init__(self, console: Any = None, enabled: bool = True, title: str = "pruned") -> None:
         from rich.console import Console
 
         self.console = console if console is not None else Console(stderr=True)
         self.enabled = enabled
-        self.title = title or evaluated_model()
+        self.title = title
         self.live = enabled and self.console.is_terminal
         self._rows: dict[str, Any] = {}
         self._labels: dict[str, str] = {}
