@@ -18,9 +18,9 @@ def counted(monkeypatch):
     calls: list[str] = []
     real = evaluate_module.evaluate
 
-    def spy(model, tokenizer, cfg, console=None):
+    def spy(model, tokenizer, cfg, console=None, title="pruned"):
         calls.append(cfg.run)
-        return real(model, tokenizer, cfg, console=console)
+        return real(model, tokenizer, cfg, console=console, title=title)
 
     monkeypatch.setattr(evaluate_module, "evaluate", spy)
     return calls
