@@ -207,4 +207,5 @@ def test_docs_snippets_work(fresh_registries, recipe_args, corpus_file, tmp_path
     _planted().to_csv(csv, index=False)
     assert main(["analyze", str(csv), "--output_dir", str(tmp_path / "analysis")]) == 0
     model = json.loads((tmp_path / "analysis/prediction_model.json").read_text())
-    assert "first_column" in {c["predictor"].split("(")[0] for c in model["candidates"]}
+    # candidates are named "<predictor> on <feature role>"
+    assert "first_column" in {c["predictor"].split("(")[0].split(" on ")[0] for c in model["candidates"]}
