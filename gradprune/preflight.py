@@ -177,14 +177,14 @@ class Preflight:
         if self.data:
             ds_key = ("calibration", json.dumps(recipe.calibration.dataset.model_dump(), sort_keys=True))
             found += self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
-            self.checked["calibration data"] = None
+            self.checked["data sets"] = None
         from gradprune.eval.checks import eval_problems
 
         found += eval_problems(recipe.eval, config, task_names=self.data, load_data=self.data, memo=self.memo)
         if self.data and recipe.eval.run in ("all", "ppl") and recipe.eval.ppl_datasets:
-            self.checked["perplexity data"] = None
+            self.checked["data sets"] = None
         if self.data and recipe.eval.run in ("all", "zeroshot") and recipe.eval.tasks:
-            self.checked["task data"] = None
+            self.checked["data sets"] = None
         if self.hardware:
             trainer_key = ("trainer", recipe.trainer.accelerator, str(recipe.trainer.devices))
             found += self._once(trainer_key, lambda: accelerator_problems(recipe.trainer))
@@ -247,7 +247,7 @@ class Preflight:
             return found
         r = reach(shape, p)
         if r.allows(p.ratio):
-            self.checked[f"pruning.ratio within the reachable {r.max_ratio:.4f}"] = None
+            self.checked[f"ratio <= {r.max_ratio:.4f}"] = None
         else:
             found.append(unreachable_message(r, p, recipe.model.name_or_path, len(shape.layers)))
         return found

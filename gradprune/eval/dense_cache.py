@@ -170,6 +170,11 @@ def dense_metrics(model: Any, tokenizer: Any, cfg: Any, identity: str, console: 
             entry = {"key": key_parts, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "metrics": res.metrics, "info": res.info}
             atomic_write_json(path, entry)
+        elif console is not None:
+            shown = {k: v for k, v in entry["metrics"].items() if k in ("ppl", "acc_mean")}
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            console.print(f"dense model evaluation ({part}): from the cache, {path} ({summary})",
+                          markup=False, highlight=False, soft_wrap=True)
         out.update(entry["metrics"])
     return out
 
