@@ -66,6 +66,14 @@ class StatsSection(Section):
                                                            "grad_var", "grad_snr"])
     extreme_threshold: float = Field(0.8, gt=0, le=1)
 
+    @field_validator("collectors")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dupes = sorted({c for c in v if v.count(c) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} listed more than once (the second would overwrite the first)")
+        return v
+
 
 class PruningSection(Section):
     """Target ratio (fraction of all model params), scope and where pruning may happen."""

@@ -109,3 +109,11 @@ def test_apply_overrides_does_not_touch_input():
     data = {"pruning": {"ratio": 0.2}}
     out = apply_overrides(data, ["pruning.ratio=0.4"])
     assert data["pruning"]["ratio"] == 0.2 and out["pruning"]["ratio"] == 0.4
+
+
+def test_a_collector_listed_twice_is_refused():
+    from gradprune.errors import RecipeError
+    from gradprune.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match="grad_norm listed more than once"):
+        load_recipe(Path(__file__).resolve().parents[1] / "recipes/tiny.yaml", ["stats.collectors=[grad_norm,grad_norm]"])
