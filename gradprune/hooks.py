@@ -1,0 +1,128 @@
+"""Calibration's hooks: where each prunable weight's gradient and each o/down input goes.
+
+A post-accumulate gradient hook on every prunable weight hands the gradient to every importance
+estimator, the shared mean-gradient buffer and every streaming collector, then frees it, so no
+parameter-sized gradient outlives its hook. Forward pre-hooks on o_proj/down_proj feed activation
+estimators during the forward pass only (not checkpointing's recomputation). Every hook is registered
+on an ``ExitStack`` and removed with it, also when calibration raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from gradprune.errors import CalibrationError
+from gradprune.importance.base import ImportanceEstimator
+from gradprune.models.adapters import LayerModules
+from gradprune.stats.gradient import MeanGradient, Moments, StatCollector
+
+
+class HookDispatcher:
+    """Routes gradients and activations from the hooks to estimators and collectors; checks finiteness."""
+
+    def __init__(self, layers: list[LayerModules], estimators: list[ImportanceEstimator],
+                 collectors: list[StatCollector], n_layers: int) -> None:
+        self.layers = layers
+        self.estimators = estimators
+        self.collectors = collectors
+        self.n_layers = n_layers
+        self.check: torch.Tensor | None = None
+        # one shared mean-gradient buffer for every collector defined on it
+        self.mean_grad = MeanGradient(n_layers) if any(c.uses_mean_gradient for c in collectors) else None
+        self.streaming = [c for c in collectors if not c.uses_mean_gradient]
+        # activation hooks count only the forward pass: checkpointing re-runs each layer's forward in backward
+        self.in_forward = False
+
+    @contextlib.contextmanager
+    def forward_pass(self):
+        """Marks the forward pass (activations seen outside it are checkpointing's recomputation)."""
+        self.in_forward = True
+        try:
+            yield
+        finally:
+            self.in_forward = False
+
+    def begin_batch(self, n_samples: int) -> None:
+        """Before a micro-batch's forward: its gradients will be the mean over ``n_samples`` samples."""
+        for est in self.estimators:
+            est.begin_batch(n_samples)
+        if self.mean_grad is not None:
+            self.mean_grad.begin_batch(n_samples)
+
+    def on_grad(self, layer: LayerModules, role: str, param: torch.Tensor) -> None:
+        """Post-accumulate hook body: feed the gradient everywhere, then free it (also if a consumer raises)."""
+        g = param.grad
+        if g is None:
+            return
+        try:
+            m = Moments(g)
+            if self.check is None:
+                self.check = torch.zeros(self.n_layers, dtype=torch.float32, device=g.device)
+            # NaN/Inf anywhere in g makes this sum non-finite; checked once per micro-batch
+            self.check[layer.index] += m.sum + m.sumsq
+            for est in self.estimators:
+                if est.needs_gradients:
+                    est.observe_grad(layer, role, param, g)
+            if self.mean_grad is not None:
+                self.mean_grad.observe(layer.index, role, g, m)
+            for col in self.streaming:
+                col.observe(layer.index, role, g, m)
+        finally:
+            param.grad = None
+
+    def on_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
+        """Forward pre-hook body for o_proj / down_proj inputs."""
+        if not self.in_forward:
+            return  # a recomputation under gradient checkpointing: this batch was already seen
+        for est in self.estimators:
+            if est.needs_activations:
+                est.observe_input(layer, role, x)
+
+    def end_batch(self, loss: torch.Tensor | None) -> None:
+        """After one micro-batch: fail on non-finite loss/gradients, then let everyone fold the batch."""
+        if loss is not None and not torch.isfinite(loss.detach()).item():
+            raise CalibrationError(f"calibration loss is {loss.item()} (non-finite): check model.dtype / precision")
+        if self.check is not None:
+            bad = ~torch.isfinite(self.check)
+            if bool(bad.any()):
+                first = int(bad.nonzero()[0].item())
+                raise CalibrationError(
+                    f"non-finite (NaN/Inf) gradient first seen in layer {first}; try model.dtype=float32 or "
+                    f"trainer.precision=32-true (fp16 overflows easily)")
+            self.check.zero_()
+        for est in self.estimators:
+            est.end_batch()
+        if self.mean_grad is not None:
+            self.mean_grad.end_batch()
+        for col in self.streaming:
+            col.end_batch()
+
+    def summarize(self) -> None:
+        """After calibration (and the cross-process reduction): mean-gradient collectors take their values."""
+        if self.mean_grad is None:
+            return
+        summary = self.mean_grad.summary()
+        for col in self.collectors:
+            if col.uses_mean_gradient:
+                col.summarize(summary)
+
+
+def register_hooks(stack: contextlib.ExitStack, model: torch.nn.Module, layers: list[LayerModules],
+                    dispatcher: HookDispatcher, grads: bool, acts: bool) -> None:
+    """Register every hook on ``stack``; grads only for prunable weights (restored afterwards)."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    stack.callback(lambda: [p.requires_grad_(f) for p, f in flags.items()])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for lm in layers:
+        if grads:
+            for role, p in lm.weights().items():
+                p.requires_grad_(True)
+                hook = (lambda lm_, r_: lambda param: dispatcher.on_grad(lm_, r_, param))(lm, role)
+                stack.enter_context(p.register_post_accumulate_grad_hook(hook))
+        if acts:
+            for role, mod in (("o", lm.o), ("down", lm.down)):
+                pre = (lambda lm_, r_: lambda _m, args: dispatcher.on_input(lm_, r_, args[0]))(lm, role)
+                stack.enter_context(mod.register_forward_pre_hook(pre))
