@@ -36,14 +36,15 @@ def abandoned_temp(path: str | Path, max_age_s: float = TEMP_MAX_AGE_S) -> bool:
     if at > 0:
         pid = p.name[at + len(mark):-len(".tmp")].partition(".")[0]
         if pid.isdigit():
-            return int(pid) != os.getpid() and not _pid_alive(int(pid))
+            return int(pid) != os.getpid() and not pid_alive(int(pid))
     try:
         return time.time() - p.lstat().st_mtime > max_age_s
     except OSError:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

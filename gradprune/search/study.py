@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.errors import GradpruneError
+from gradprune.io import pid_alive
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0  # a heartbeat older than this from another host means the worker is gone
@@ -324,16 +325,6 @@ def owner_record() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_stale(trial, now: float | None = None) -> bool:
     """A RUNNING trial whose worker is gone."""
     now = now or time.time()
@@ -342,7 +333,7 @@ def is_stale(trial, now: float | None = None) -> bool:
         start = trial.datetime_start.timestamp() if trial.datetime_start else now
         return now - start > 60
     if owner["host"] == socket.gethostname():
-        return owner["pid"] != os.getpid() and not _pid_alive(owner["pid"])
+        return owner["pid"] != os.getpid() and not pid_alive(owner["pid"])
     return now - owner["heartbeat"] > STALE_AFTER_S
 
 
