@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.io import atomic_write_json
+from gradprune.search.optuna_store import set_study_system_attr, study_system_attrs
 from gradprune.search.rungs import PerExample, clearly_worse, promoted, survivors_cut
 from gradprune.search.study import claim_waiting, file_lock, point_key, trial_params, wait_until_idle
 
@@ -69,7 +70,7 @@ class SyncHalving:
 
     def decisions(self) -> dict[str, Any]:
         """rung (as text) → {cut, promoted, values, stderrs} for every rung decided so far."""
-        return self.study._storage.get_study_system_attrs(self.study._study_id).get(DECISIONS_ATTR) or {}
+        return study_system_attrs(self.study).get(DECISIONS_ATTR) or {}
 
     def added_trials(self) -> int:
         """Trials enqueued beyond the grid: one per promotion."""
@@ -100,7 +101,7 @@ class SyncHalving:
             decisions = self.decisions()
             changed = self.decide(decisions)
             if changed:
-                self.study._storage.set_study_system_attr(self.study._study_id, DECISIONS_ATTR, decisions)
+                set_study_system_attr(self.study, DECISIONS_ATTR, decisions)
             # after the decision is stored: a search killed in between enqueues what is missing next time
             enqueued = self.enqueue_missing(decisions)
         if changed:
@@ -161,7 +162,7 @@ def sync_rows(study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """CSV rows of a synchronous halving search, one per point: its latest trial's. A paused trial's
     row says ``pruned`` when its point was not promoted, ``promoted`` when it was (its next rung has not
     finished yet), ``paused`` while its rung awaits the decision."""
-    decisions = study._storage.get_study_system_attrs(study._study_id).get(DECISIONS_ATTR) or {}
+    decisions = study_system_attrs(study).get(DECISIONS_ATTR) or {}
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     latest: dict[str, dict[str, Any]] = {}
     for r in sorted(rows, key=lambda r: r["trial"]):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.search.coverage import farthest_first, grid_points, initial_design, standardised
+from gradprune.search.optuna_store import set_study_system_attr, study_system_attrs
 from gradprune.search.study import claim_waiting, file_lock, point_key, trial_params, wait_until_idle
 
 SELECTION_ATTR = "gradprune_screen"
@@ -49,7 +50,7 @@ class Screening:
 
     def selection(self) -> dict[str, Any] | None:
         """The stored selection, or None before phase 2."""
-        attrs = self.study._storage.get_study_system_attrs(self.study._study_id)
+        attrs = study_system_attrs(self.study)
         return attrs.get(SELECTION_ATTR)
 
     def added_trials(self) -> int:
@@ -80,7 +81,7 @@ class Screening:
             if self.selection() is not None:
                 return False
             sel = self.select()
-            self.study._storage.set_study_system_attr(self.study._study_id, SELECTION_ATTR, sel)
+            set_study_system_attr(self.study, SELECTION_ATTR, sel)
             for key in sel["selected"]:
                 self.study.enqueue_trial(json.loads(key))
         from gradprune.io import atomic_write_json
@@ -138,7 +139,7 @@ def screen_rows(study, spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     """CSV rows of a screening search: ``<objective>_predicted`` on every predicted trial, and the
     screened row of a point that was evaluated in phase 2 dropped (its evaluated row carries the
     prediction), so each trial unit has one row."""
-    sel = study._storage.get_study_system_attrs(study._study_id).get(SELECTION_ATTR) or {}
+    sel = study_system_attrs(study).get(SELECTION_ATTR) or {}
     predicted, selected = sel.get("predicted", {}), sel.get("selected", {})
     keys = {t.number: _stored_key(t) for t in study.get_trials(deepcopy=False)}
     evaluated_again = {keys[r["trial"]] for r in rows if r.get("screen_role") in EVALUATED_ROLES}

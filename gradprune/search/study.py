@@ -23,6 +23,14 @@ from typing import Any
 
 from gradprune.errors import GradpruneError
 from gradprune.io import pid_alive
+from gradprune.search.optuna_store import (
+    journal_lock,
+    set_trial_state,
+    set_trial_system_attr,
+    set_trial_user_attr,
+    trial_id_of,
+    whole_records_backend,
+)
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0  # a heartbeat older than this from another host means the worker is gone
@@ -60,16 +68,13 @@ def repair_journal(path: Path) -> int:
     it held never happened, as for the killed process's reader. Anything else that is not a record
     (a bad line inside the file, bytes that no append writes) is a GradpruneError naming the line.
     """
-    from optuna.storages.journal import JournalFileOpenLock
-    from optuna.storages.journal._file import get_lock_file
-
     from gradprune.io import atomic_write_bytes
 
     if not path.exists():
         return 0
     if not path.is_file():
         raise GradpruneError(f"study storage {str(path)!r} is not a file; remove it or {START_OVER}")
-    with get_lock_file(JournalFileOpenLock(str(path))):
+    with journal_lock(path):
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -83,50 +88,6 @@ def repair_journal(path: Path) -> int:
         if tail:
             atomic_write_bytes(path, whole)
         return len(tail)
-
-
-def cut_partial_record(path: str | Path) -> int:
-    """Truncate a partial last line off the journal (call under its lock); returns the bytes cut."""
-    with open(path, "r+b") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        if end == 0:
-            return 0
-        fh.seek(end - 1)
-        if fh.read(1) == b"\n":
-            return 0
-        cut, pos = 0, end
-        while pos > 0:  # back to the last newline, a chunk at a time (a record can be large)
-            start = max(0, pos - 65536)
-            fh.seek(start)
-            at = fh.read(pos - start).rfind(b"\n")
-            if at >= 0:
-                cut = start + at + 1
-                break
-            pos = start
-        fh.truncate(cut)
-        fh.flush()
-        os.fsync(fh.fileno())
-        return end - cut
-
-
-def whole_records_backend(path: str):
-    """Optuna's JournalFileBackend whose every append first cuts off a partial last record, under the
-    journal's lock: a worker killed mid-append while others go on would otherwise have the next append
-    continue its line and merge two records (every later read of the file would fail)."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-    from optuna.storages.journal._file import get_lock_file
-
-    class WholeRecordsBackend(JournalFileBackend):
-        def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            with get_lock_file(self._lock):
-                cut_partial_record(self._file_path)
-                text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-                with open(self._file_path, "ab") as fh:
-                    fh.write(text.encode("utf-8"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-
-    return WholeRecordsBackend(path, lock_obj=JournalFileOpenLock(path))
 
 
 def _check_record(path: Path, number: int, line: bytes) -> None:
@@ -152,11 +113,11 @@ def stored_trial_numbers(storage, study_name: str) -> set[int]:
     if it has no such study). A trial with results on disk is one of them, unless the storage lost it."""
     from optuna.trial import TrialState
 
-    for study in storage.get_all_studies():
-        if study.study_name == study_name:
-            return {t.number for t in storage.get_all_trials(study._study_id, deepcopy=False)
-                    if t.state != TrialState.WAITING}
-    return set()
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return set()
+    return {t.number for t in storage.get_all_trials(study_id, deepcopy=False) if t.state != TrialState.WAITING}
 
 
 def open_storage(url: str | None, out_dir: Path):
@@ -307,14 +268,13 @@ def claim_waiting(study, order=None) -> int | None:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
-    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     for t in sorted(waiting, key=order) if order is not None else waiting:
         try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+            if set_trial_state(study, trial_id_of(t), TrialState.RUNNING):
                 # at once, so a kill right after the claim is recognised as a dead worker's trial
-                storage.set_trial_system_attr(t._trial_id, "gradprune_owner", owner_record())
-                return t._trial_id
+                set_trial_system_attr(study, trial_id_of(t), "gradprune_owner", owner_record())
+                return trial_id_of(t)
         except UpdateFinishedTrialError:
             continue
     return None
@@ -342,16 +302,15 @@ def recover_stale(study) -> list[int]:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not is_stale(t):
             continue
         try:
             # attributes first: a finished trial cannot be updated (two recovering workers write the same)
-            storage.set_trial_user_attr(t._trial_id, "status", "stale")
-            storage.set_trial_user_attr(t._trial_id, "retried", True)
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            set_trial_user_attr(study, trial_id_of(t), "status", "stale")
+            set_trial_user_attr(study, trial_id_of(t), "retried", True)
+            set_trial_state(study, trial_id_of(t), TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # another worker recovered it first
         requeue(study, t)
@@ -383,14 +342,14 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self.study._storage.set_trial_system_attr(self.trial_id, "gradprune_owner", owner_record())
+        set_trial_system_attr(self.study, self.trial_id, "gradprune_owner", owner_record())
         self._thread.start()
         return self
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             with contextlib.suppress(Exception):  # a missed beat only delays nothing; never kill the trial
-                self.study._storage.set_trial_system_attr(self.trial_id, "gradprune_owner", owner_record())
+                set_trial_system_attr(self.study, self.trial_id, "gradprune_owner", owner_record())
 
     def __exit__(self, *exc) -> None:
         self._stop.set()

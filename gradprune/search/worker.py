@@ -10,6 +10,12 @@ from rich.console import Console
 from gradprune.errors import GradpruneError
 from gradprune.search.cache import CalibrationStore
 from gradprune.search.live import SearchDisplay
+from gradprune.search.optuna_store import (
+    set_trial_system_attr,
+    set_trial_user_attr,
+    stored_trial,
+    trial_id_of,
+)
 from gradprune.search.spec import SEED_KEY, SearchSpec, recipe_for
 from gradprune.search.study import (
     AttemptsView,
@@ -81,8 +87,8 @@ class Worker:
         if live >= int(self.spec.n_trials or 0):
             return None
         trial = self.study.ask()
-        self.study._storage.set_trial_system_attr(trial._trial_id, "gradprune_owner", owner_record())
-        return trial._trial_id
+        set_trial_system_attr(self.study, trial_id_of(trial), "gradprune_owner", owner_record())
+        return trial_id_of(trial)
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until the study has none left (or ``max_trials`` ran here); returns how many ran."""
@@ -110,7 +116,6 @@ class Worker:
 
         trial = optuna.trial.Trial(self.study, trial_id)
         point = {k: decode(trial.suggest_categorical(k, [encode(v) for v in vals])) for k, vals in self.space.items()}
-        storage = self.study._storage
         with Heartbeat(self.study, trial_id):
             display.started(trial.number, point)
             try:
@@ -118,10 +123,10 @@ class Worker:
             except GradpruneError as exc:
                 res = {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": 0.0}
             except KeyboardInterrupt:
-                storage.set_trial_user_attr(trial_id, "status", "interrupted")
-                storage.set_trial_user_attr(trial_id, "retried", True)
+                set_trial_user_attr(self.study, trial_id, "status", "interrupted")
+                set_trial_user_attr(self.study, trial_id, "retried", True)
                 self.study.tell(trial, state=TrialState.FAIL)
-                requeue(self.study, self.study._storage.get_trial(trial_id))
+                requeue(self.study, stored_trial(self.study, trial_id))
                 self.write_csv()
                 raise
         seed = point.get(SEED_KEY)
@@ -136,7 +141,7 @@ class Worker:
         elif "calibration_seed" in res["metrics"]:
             attrs["seed"] = res["metrics"]["calibration_seed"]
         for k, v in attrs.items():
-            storage.set_trial_user_attr(trial_id, k, v)
+            set_trial_user_attr(self.study, trial_id, k, v)
         value = res["metrics"].get(self.spec.objective)
         if attrs["status"] in ("pruned", "paused", "screened"):  # stopped before a full evaluation
             self.study.tell(trial, state=TrialState.PRUNED)
