@@ -126,8 +126,7 @@ def test_display_counts_every_workers_trials_from_the_study():
 
 
 def test_evaluation_blocks_are_headed_dense_and_pruned(monkeypatch, tmp_path):
-    from gradprune.eval import dense_cache, evaluation
-    from gradprune.eval.result import EvalResult
+    from gradprune.eval import EvalResult, dense_cache, evaluation
     from gradprune.recipe import EvalSection
 
     console, buf = plain_console()

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from gradprune.eval.checks import check_eval_config
 from gradprune.eval.dense_cache import add_dense_comparison, dense_metrics, model_identity
-from gradprune.eval.evaluation import evaluate
-from gradprune.eval.result import EvalResult
-from gradprune.eval.table import print_results_table
+from gradprune.eval.evaluation import EvalResult, evaluate
 
 __all__ = [
     "EvalResult",
@@ -19,5 +17,4 @@ __all__ = [
     "dense_metrics",
     "evaluate",
     "model_identity",
-    "print_results_table",
 ]

@@ -1,14 +1,33 @@
-"""One evaluation of an in-memory model: perplexity and/or lm-eval zero-shot, as eval.run asks."""
+"""One evaluation of an in-memory model: perplexity and/or lm-eval zero-shot, as eval.run asks, and
+what it returns (:class:`EvalResult`: flat metrics, the run.json / search CSV columns, and the details
+behind them)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from gradprune.eval.checks import check_eval_config
-from gradprune.eval.result import EvalResult
+
+
+@dataclass
+class EvalResult:
+    """``metrics``: flat name → number (``ppl``, ``ppl_wikitext2``, ``acc_piqa``, ``acc_mean``, ...).
+
+    ``info``: how they were obtained: ``ppl`` (protocol, seq_lens, windows and tokens per text),
+    ``zeroshot`` (lm-eval and task versions, n per task, few-shot, limit, timings per task) and
+    ``seconds`` (wall time of each part).
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"metrics": dict(self.metrics), "info": self.info}
 
 
 @contextmanager

@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradprune.data.sources import is_offline_error, offline_hint
 from gradprune.errors import EvalError
-from gradprune.eval.hints import is_offline_error, offline_hint
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
+from gradprune.data.sources import offline_hint
 from gradprune.errors import EvalError
-from gradprune.eval.hints import offline_hint
 from gradprune.eval.request_tracker import RequestTracker
 from gradprune.eval.tasks import dataset_label, task_manager_for
 

@@ -1,4 +1,4 @@
-"""evaluate(): eval.run, model state kept, progress and the results table off a terminal."""
+"""evaluate(): eval.run, model state kept, progress off a terminal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import torch
 from rich.console import Console
 
-from gradprune.eval import evaluate, print_results_table
+from gradprune.eval import evaluate
 
 
 def _console(terminal: bool = False) -> tuple[Console, io.StringIO]:
@@ -49,19 +49,3 @@ def test_live_progress_on_a_terminal(eval_model, eval_tokenizer, eval_cfg):
     console, buf = _console(terminal=True)
     evaluate(eval_model, eval_tokenizer, eval_cfg(run="zeroshot", tasks=["boolq"]), console=console)
     assert "task boolq" in buf.getvalue() and "24/24" in buf.getvalue()
-
-
-def test_results_table_with_and_without_dense():
-    pruned = {"ppl": 20.0, "acc_mean": 0.5, "ppl_wikitext2": 20.0, "acc_piqa": 0.5, "acc_piqa_stderr": 0.1,
-              "dense_ppl": 10.0, "acc_drop": 0.1}
-    dense = {"ppl": 10.0, "acc_mean": 0.6, "ppl_wikitext2": 10.0, "acc_piqa": 0.6, "acc_piqa_stderr": 0.1}
-    console, buf = _console()
-    print_results_table(pruned, console=console)
-    text = buf.getvalue()
-    assert "0.5000 ± 0.1000" in text and "acc_piqa_stderr" not in text and "dense_ppl" not in text
-    console, buf = _console()
-    print_results_table(pruned, dense=dense, console=console)
-    text = buf.getvalue()
-    assert "dense" in text and "×2.000" in text and "-0.1000" in text
-    rows = [ln.split("│")[1].strip() for ln in text.splitlines() if ln.startswith("│")]
-    assert rows == ["ppl", "acc_mean", "ppl_wikitext2", "acc_piqa"]

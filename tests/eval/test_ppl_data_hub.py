@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+from gradprune.data.sources import is_offline_error
 from gradprune.errors import EvalError
-from gradprune.eval.hints import is_offline_error
 from gradprune.eval.perplexity import evaluate_ppl
 from gradprune.eval.ppl_data import HUB_TEXTS, check_ppl_data, load_ppl_text
 

@@ -334,7 +334,7 @@ def test_two_workers_share_a_synchronous_halving_search(halving_search, tmp_path
 
 def test_sync_halving_computes_perplexity_once_per_point(halving_search, tmp_path, by_size, monkeypatch):
     import gradprune.eval as geval
-    from gradprune.eval.result import EvalResult
+    from gradprune.eval import EvalResult
 
     ppl_calls = []
 
