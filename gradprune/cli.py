@@ -78,13 +78,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from gradprune.inspect import validate_command
+    from gradprune.inspection import validate_command
 
     return validate_command(args.recipe, args.overrides, data=args.data)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from gradprune.inspect import ls_command
+    from gradprune.inspection import ls_command
 
     return ls_command(args.family)
 

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gradprune.io import atomic_write_json, atomic_write_text
+from gradprune.files import atomic_write_json, atomic_write_text
 
 LAYER_COLUMNS = [
     "layer", "params_before", "params_after", "prunable_before", "prunable_removed", "pruning_rate",

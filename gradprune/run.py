@@ -202,7 +202,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU).
     Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
     """
-    from gradprune.models.surgery import apply_plan
+    from gradprune.cut.surgery import apply_plan
     from gradprune.pruning.planner import normalize_scores, plan_pruning
     from gradprune.summary import layer_rows, run_metrics
     from gradprune.trainer import device_of
@@ -310,8 +310,8 @@ def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
     """Write the run's files (and the pruned model when asked) into ``out_dir``."""
     from safetensors.torch import save as safetensors_bytes
 
-    from gradprune.io import atomic_write_bytes
-    from gradprune.models.checkpoint import MANIFEST, save_pruned
+    from gradprune.cut.checkpoint import MANIFEST, save_pruned
+    from gradprune.files import atomic_write_bytes
     from gradprune.record import write_run
 
     d = Path(out_dir)

@@ -205,7 +205,7 @@ def test_overwrite_drops_the_previous_runs_saved_model(recipe_args, tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-    from gradprune.io import atomic_write_text
+    from gradprune.files import atomic_write_text
 
     target = atomic_write_text(tmp_path / "search_results.csv", "old\n")
 
@@ -220,19 +220,19 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
 
 
 def test_every_result_writer_is_atomic():
-    """Writers of results go through gradprune.io (temp file + rename) or build a temp dir and rename it."""
+    """Writers of results go through gradprune.files (temp file + rename) or build a temp dir and rename it."""
     import re
 
     direct = re.compile(r"\.write_text\(|\.write_bytes\(|open\([^)]*['\"][wa]b?['\"]|\.to_csv\([^)]*[\w'\"/]+\.csv|"
                         r"savefig\(\s*(?!buf\b)|save_file\(|torch\.save\(")
     allowed = {
-        "gradprune/io.py",  # the atomic writer itself
+        "gradprune/files.py",  # the atomic writer itself
         "gradprune/pruning/plan.py",  # Plan.save: mkstemp + os.replace
-        "gradprune/models/checkpoint.py",  # writes inside a temp dir, then renames the dir
+        "gradprune/cut/checkpoint.py",  # writes inside a temp dir, then renames the dir
         "gradprune/search/cache.py",  # writes inside a temp dir, then renames the dir
         "gradprune/search/study.py",  # the lock file (no content)
         "gradprune/eval/tasks.py",  # renders task YAMLs into a private temp dir
-        "gradprune/eval/dense_cache.py",  # reads only (writes through gradprune.io)
+        "gradprune/eval/dense_cache.py",  # reads only (writes through gradprune.files)
     }
     found = []
     for path in sorted((ROOT / "gradprune").rglob("*.py")):

@@ -15,7 +15,7 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path):
-    from gradprune.inspect import validate_command
+    from gradprune.inspection import validate_command
 
     assert validate_command(str(path), []) == 0
 

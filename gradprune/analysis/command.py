@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from gradprune.errors import GradpruneError
-from gradprune.io import atomic_write_bytes, atomic_write_text
+from gradprune.files import atomic_write_bytes, atomic_write_text
 from gradprune.outputs import check_writable_dir
 
 if TYPE_CHECKING:

@@ -153,7 +153,7 @@ def dense_metrics(model: Any, tokenizer: Any, cfg: Any, identity: str, console: 
     eval.run is none.
     """
     from gradprune.eval.evaluation import evaluate
-    from gradprune.io import atomic_write_json
+    from gradprune.files import atomic_write_json
 
     if cfg.run == "none" or not cfg.dense:
         return {}

@@ -1,1 +1,1 @@
-"""Models: loading, architecture adapters (llama, mistral, qwen2), surgery, save/load of pruned models."""
+"""Models: loading and architecture adapters (llama, mistral, qwen2, ...); cutting and saving a pruned model is gradprune.cut."""

@@ -94,7 +94,7 @@ def _check_not_pruned_checkpoint(path: str) -> None:
 
     (When every layer keeps the same counts ``save_pruned`` rewrites config.json and loading works.)
     """
-    from gradprune.models.checkpoint import MANIFEST
+    from gradprune.models.pruned_files import MANIFEST
 
     manifest = Path(path) / MANIFEST
     if not manifest.is_file():

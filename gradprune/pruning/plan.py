@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.errors import PlanError
-from gradprune.io import atomic_write_text
+from gradprune.files import atomic_write_text
 
 FORMAT_VERSION = 1
 _PLAN_KEYS = {"model_type", "layers", "meta", "format_version"}

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gradprune.io import temp_prefix
+from gradprune.files import temp_prefix
 
 if TYPE_CHECKING:  # importing calibration pulls in Lightning; only a trial needs it
     from gradprune.calibration import CalibrationResult

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from gradprune.errors import GradpruneError, RecipeError
-from gradprune.io import atomic_write_json
+from gradprune.files import atomic_write_json
 from gradprune.outputs import check_writable_dir
 from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec, recipe_for
 from gradprune.search.study import (
@@ -136,7 +136,7 @@ def _previous_files(out: Path) -> list[Path]:
 def clean_abandoned(out: Path) -> int:
     """Remove the temp files that killed writes left in ``out`` (and its cache); returns how many.
     Those of live writers (another worker's, right now) stay."""
-    from gradprune.io import abandoned_temp
+    from gradprune.files import abandoned_temp
 
     cache = out / "cache"
     temps = _temp_files(out) + (sorted(cache.rglob(".*.tmp")) if cache.is_dir() else [])

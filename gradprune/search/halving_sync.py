@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gradprune.io import atomic_write_json
+from gradprune.files import atomic_write_json
 from gradprune.search.optuna_store import set_study_system_attr, study_system_attrs
 from gradprune.search.rungs import PerExample, clearly_worse, promoted, survivors_cut
 from gradprune.search.study import claim_waiting, file_lock, point_key, trial_params, wait_until_idle

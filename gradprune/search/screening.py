@@ -84,7 +84,7 @@ class Screening:
             set_study_system_attr(self.study, SELECTION_ATTR, sel)
             for key in sel["selected"]:
                 self.study.enqueue_trial(json.loads(key))
-        from gradprune.io import atomic_write_json
+        from gradprune.files import atomic_write_json
 
         atomic_write_json(self.out / "screen_selection.json", sel)
         return True

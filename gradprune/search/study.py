@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.errors import GradpruneError
-from gradprune.io import pid_alive
+from gradprune.files import pid_alive
 from gradprune.search.optuna_store import (
     journal_lock,
     set_trial_state,
@@ -68,7 +68,7 @@ def repair_journal(path: Path) -> int:
     it held never happened, as for the killed process's reader. Anything else that is not a record
     (a bad line inside the file, bytes that no append writes) is a GradpruneError naming the line.
     """
-    from gradprune.io import atomic_write_bytes
+    from gradprune.files import atomic_write_bytes
 
     if not path.exists():
         return 0

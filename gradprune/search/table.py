@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gradprune.io import atomic_write_text
+from gradprune.files import atomic_write_text
 from gradprune.search.study import decode
 
 FIRST = ["trial", "config_id", "seed", "status", "success", "error", "evaluated", "duration_s",

@@ -86,7 +86,7 @@ def test_add_dense_comparison():
 
 
 def test_atomic_json_write_replaces_whole_files(tmp_path):
-    from gradprune.io import atomic_write_json
+    from gradprune.files import atomic_write_json
 
     path = atomic_write_json(tmp_path / "sub" / "entry.json", {"metrics": {"ppl": float("inf")}})
     atomic_write_json(path, {"metrics": {"ppl": 2.5}})

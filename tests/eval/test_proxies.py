@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gradprune.cut.surgery import apply_plan
 from gradprune.eval.proxies import dense_reference, proxy_metrics, proxy_text_name
-from gradprune.models.surgery import apply_plan
 from gradprune.pruning.plan import LayerPlan, Plan
 from gradprune.recipe import EvalSection
 from tests.conftest import make_model, make_tokenizer

@@ -1,4 +1,4 @@
-"""Tiny models of every supported architecture built offline from configs, and random plans for them."""
+"""Tiny models of every supported architecture built offline from configs, and random plans for them (also used by tests/cut)."""
 
 from __future__ import annotations
 

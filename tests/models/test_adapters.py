@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from gradprune.cut.surgery import apply_plan
 from gradprune.errors import ModelError
 from gradprune.models.adapters import (
     ROLES_ATTN,
@@ -19,7 +20,6 @@ from gradprune.models.adapters import (
     group_view,
     group_view3,
 )
-from gradprune.models.surgery import apply_plan
 
 ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 

@@ -37,7 +37,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("gradprune.io.os.replace", boom)
+    monkeypatch.setattr("gradprune.files.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         Plan("llama", [], {}).save(path)
     assert path.read_text() == before

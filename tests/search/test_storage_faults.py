@@ -327,7 +327,7 @@ def test_temp_files_of_killed_writes_are_removed_on_the_next_start(copy_of, fake
 def test_atomic_writes_name_their_writer(tmp_path):
     import socket
 
-    from gradprune.io import abandoned_temp, atomic_write_text, temp_prefix
+    from gradprune.files import abandoned_temp, atomic_write_text, temp_prefix
 
     assert temp_prefix("a.csv") == f".a.csv.{socket.gethostname()}.{os.getpid()}."
     assert not abandoned_temp(tmp_path / f".a.csv.{socket.gethostname()}.{os.getpid()}.r.tmp")

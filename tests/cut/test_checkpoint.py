@@ -8,9 +8,9 @@ import warnings
 import pytest
 import torch
 
+from gradprune.cut.checkpoint import MANIFEST, load_pruned, save_pruned
+from gradprune.cut.surgery import apply_plan
 from gradprune.errors import ModelError, PlanError
-from gradprune.models.checkpoint import MANIFEST, load_pruned, save_pruned
-from gradprune.models.surgery import apply_plan
 from gradprune.pruning.plan import LayerPlan, Plan
 
 ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
@@ -230,4 +230,4 @@ def test_load_pruned_is_exported_lazily():
 
     code = "import sys, gradprune; assert 'torch' not in sys.modules; f = gradprune.load_pruned; print(f.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "gradprune.models.checkpoint"
+    assert out.stdout.strip() == "gradprune.cut.checkpoint"

@@ -8,9 +8,9 @@ import warnings
 import pytest
 import torch
 
+from gradprune.cut.surgery import apply_plan, mask_plan
 from gradprune.errors import PlanError
 from gradprune.models.adapters import get_adapter
-from gradprune.models.surgery import apply_plan, mask_plan
 from gradprune.pruning.plan import LayerPlan, Plan
 
 ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradprune.cut.surgery import apply_plan, check_block
 from gradprune.errors import ModelError, PlanError
 from gradprune.models.adapters import get_adapter
-from gradprune.models.surgery import apply_plan, check_block
+from gradprune.models.pruned_files import MANIFEST
 from gradprune.pruning.plan import Plan
 
-MANIFEST = "gradprune_checkpoint.json"
 PLAN_FILE = "plan.json"
 FORMAT_VERSION = 1
 
@@ -115,7 +115,7 @@ def _check_target(out_dir: Path) -> None:
 
 def _fsync_tree(folder: Path) -> None:
     """Flush every file (and the folder) to disk, so that after the rename a power loss cannot leave a
-    checkpoint whose names are in place but whose contents are not (gradprune.io does the same per file)."""
+    checkpoint whose names are in place but whose contents are not (gradprune.files does the same per file)."""
     for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
