@@ -3,7 +3,7 @@
 One halving search is one draw of the nested example subsets (they are seeded by the search's
 ``seed``); whether it finds the best setting, and what it costs, varies from draw to draw. This module
 scores every grid point once on every example (``gather``), then replays the halving decisions — the
-same functions the search uses (:func:`gradprune.search.rungs.rung_subsets`, ``decision_stderr``,
+same functions the search uses (:func:`gradprune.search.halving.rung_subsets`, ``decision_stderr``,
 ``promoted``) — for subset seeds 0..S−1 and several rule settings, without evaluating again.
 ``benchmarks/search.py`` checks that the replay of the search's own seed reproduces the real search.
 """
@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from gradprune.search.rungs import PerExample, decision_stderr, promoted, rung_fractions, rung_subsets
+from gradprune.search.halving import PerExample, decision_stderr, promoted, rung_fractions, rung_subsets
 
 
 def gather(spec_path: Path, overrides: list[str], cache: Path, out_file: Path) -> dict[str, PerExample]:
@@ -23,8 +23,7 @@ def gather(spec_path: Path, overrides: list[str], cache: Path, out_file: Path) -
     from the pruned model of that point (calibrations from the ``cache`` dir); written to ``out_file``."""
     from rich.console import Console
 
-    from gradprune.eval.evaluation import evaluate_examples
-    from gradprune.eval.zeroshot import task_sizes
+    from gradprune.eval import evaluate_examples, zeroshot_task_sizes
     from gradprune.run import run_experiment
     from gradprune.search.cache import CalibrationStore
     from gradprune.search.spec import load_search_spec, recipe_for
@@ -36,7 +35,7 @@ def gather(spec_path: Path, overrides: list[str], cache: Path, out_file: Path) -
         name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(point.items()))
 
         def stage(recipe, loaded, console, dense, name=name):
-            sizes = task_sizes(recipe.eval)
+            sizes = zeroshot_task_sizes(recipe.eval)
             results[name] = evaluate_examples(loaded.model, loaded.tokenizer, recipe.eval,
                                               {t: list(range(n)) for t, n in sizes.items()})
             return {}, {}

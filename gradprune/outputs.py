@@ -11,6 +11,9 @@ from pathlib import Path
 from gradprune.errors import GradpruneError
 
 RESULT_FILES = ("run.json", "layers.csv", "plan.json", "scores.safetensors", "model")
+# what ``gradprune analyze`` writes in its output dir (a search's --overwrite removes them too)
+ANALYSIS_FILES = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
+                  "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv")
 
 
 def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir") -> Path:

@@ -52,7 +52,7 @@ COLLECTORS: Registry = Registry(
     },
 )
 
-_PRED = "gradprune.analysis.predictors"
+_PRED = "gradprune.prediction.predictors"
 PREDICTORS: Registry = Registry(
     "predictors",
     base_cls=f"{_PRED}:Predictor",

@@ -14,14 +14,13 @@ import pandas as pd
 
 from gradprune.errors import GradpruneError
 from gradprune.files import atomic_write_bytes, atomic_write_text
-from gradprune.outputs import check_writable_dir
+from gradprune.outputs import ANALYSIS_FILES, check_writable_dir
 
 if TYPE_CHECKING:
     from gradprune.analysis.pipeline import Analysis
 
 MAX_SHOWN_FEATURES = 4  # feature columns printed by predict (all of them go to --output)
-OUTPUTS = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
-           "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv")
+OUTPUTS = ANALYSIS_FILES
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
@@ -117,7 +116,7 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     from rich.text import Text
 
     from gradprune.analysis.predict import fmt_cell, predict_runs, read_inputs
-    from gradprune.analysis.prediction_model import load_model
+    from gradprune.prediction.model import load_model
 
     if output is not None:
         _check_predict_output(Path(output), [Path(model_json), *map(Path, inputs)])

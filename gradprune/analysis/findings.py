@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gradprune.analysis.columns import ROLE_TITLES, target_family
 from gradprune.analysis.correlations import ALPHA, Correlation, strength
 from gradprune.analysis.document import fmt_ci, fmt_r, p_is
 from gradprune.analysis.loading import describe_exclusions
 from gradprune.analysis.pipeline import EXPORTED, Analysis
 from gradprune.analysis.replicates import VarianceDecomposition
-from gradprune.analysis.selection import RoleScore
+from gradprune.prediction.columns import ROLE_TITLES, target_family
+from gradprune.prediction.selection import RoleScore
 
 SMALL_N = 20  # below this many independent units, say that the evidence is weak
 R2_CLAIM = 0.7  # the original tool's claim: some predictor reaches R² > 0.7

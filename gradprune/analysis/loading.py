@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from gradprune.errors import GradpruneError
+from gradprune.prediction.columns import MIN_ROWS
 
-MIN_ROWS = 4
 _TRUE = {"true", "1", "1.0", "yes", "y", "t"}
 _FALSE = {"false", "0", "0.0", "no", "n", "f", ""}
 TRIAL_IDS = ("trial", "trial_id", "number")  # a trial's identity, when the CSV has one

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from gradprune.analysis.columns import PROXY, SETTING, STATISTIC, ColumnRoles, assign_roles, target_family
 from gradprune.analysis.correlations import (
     Correlation,
     all_pairs,
@@ -21,8 +19,7 @@ from gradprune.analysis.correlations import (
     correlate_families,
     target_pairs,
 )
-from gradprune.analysis.loading import MIN_ROWS, SearchRows, load_search_rows
-from gradprune.analysis.prediction_model import PredictionModel, build_model
+from gradprune.analysis.loading import SearchRows, load_search_rows
 from gradprune.analysis.replicates import (
     BestSettings,
     ReplicateAnalysis,
@@ -31,11 +28,19 @@ from gradprune.analysis.replicates import (
     config_labels,
     has_replicates,
 )
-from gradprune.analysis.selection import Comparison, FeatureSet, RoleScore, compare_predictors, judge_roles
-from gradprune.errors import GradpruneError
+from gradprune.prediction.columns import (
+    PROXY,
+    SETTING,
+    STATISTIC,
+    ColumnRoles,
+    assign_roles,
+    model_inputs,
+    target_family,
+)
+from gradprune.prediction.model import PredictionModel, build_model
+from gradprune.prediction.selection import Comparison, FeatureSet, RoleScore, compare_predictors, judge_roles
 
 HEATMAP_MAX = 15  # features shown in the heatmap (strongest |ρ| with the target): beyond that, unreadable
-MIN_COVERAGE = 0.9  # a feature missing in more rows than this is not offered to the predictors
 EXPORTED = "exported"  # the role entry of the exported model's choice: settings and statistics
 BOTH = f"{STATISTIC} + {SETTING}"
 
@@ -79,24 +84,6 @@ def _heatmap_features(data: pd.DataFrame, target: str, features: list[str]) -> l
     y = data[target].to_numpy(float)
     quick = [correlate(f, target, data[f].to_numpy(float), y) for f in features]
     return [c.x for c in by_strength(quick) if c.defined][:HEATMAP_MAX]
-
-
-def model_inputs(roles: ColumnRoles, source: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
-    """Features and rows offered to the predictors: features with few gaps, rows without gaps in them."""
-    data = roles.data
-    coverage = data[roles.features].notna().mean()
-    usable = [f for f in roles.features if coverage[f] >= MIN_COVERAGE]
-    notes = [f"{f} is missing in {1 - coverage[f]:.0%} of the rows and is not offered to the predictors"
-             for f in roles.features if f not in usable]
-    if not usable:
-        raise GradpruneError(f"{source}: every varying feature is missing in more than "
-                             f"{1 - MIN_COVERAGE:.0%} of the rows: no predictor can be fitted")
-    mask = data[usable].notna().all(axis=1).to_numpy()
-    if mask.sum() < MIN_ROWS:
-        raise GradpruneError(f"{source}: only {mask.sum()} rows have every feature: the predictors need {MIN_ROWS}")
-    if not mask.all():
-        notes.append(f"{(~mask).sum()} row(s) with a missing feature value are left out of the predictor fitting")
-    return data.loc[mask, usable].reset_index(drop=True), data.loc[mask, roles.target].to_numpy(float), mask, notes
 
 
 def _cell_notes(loaded: SearchRows, roles: ColumnRoles) -> list[str]:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from gradprune.analysis.loading import read_table
-from gradprune.analysis.prediction_model import PredictionModel
 from gradprune.errors import GradpruneError
+from gradprune.prediction.model import PredictionModel
 
 INPUT = "input"
 

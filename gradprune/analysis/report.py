@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 from gradprune.analysis.bootstrap import N_RESAMPLES
-from gradprune.analysis.columns import NEAR_DUPLICATE, ROLE_TITLES
 from gradprune.analysis.correlations import ALPHA, EXACT_MAX_N, PERMUTATION_MAX_N, Correlation, stars
 from gradprune.analysis.correlations import N_PERMUTATIONS as MC_PERMUTATIONS
 from gradprune.analysis.document import (
@@ -28,8 +27,9 @@ from gradprune.analysis.findings import (
     variance_sentence,
 )
 from gradprune.analysis.pipeline import EXPORTED, HEATMAP_MAX, Analysis
-from gradprune.analysis.selection import N_PERMUTATIONS as N_MODEL_PERMUTATIONS
-from gradprune.analysis.selection import STOP_AFTER
+from gradprune.prediction.columns import NEAR_DUPLICATE, ROLE_TITLES
+from gradprune.prediction.selection import N_PERMUTATIONS as N_MODEL_PERMUTATIONS
+from gradprune.prediction.selection import STOP_AFTER
 
 ILL_CONDITIONED = ("grad_mean_ratio is ill-conditioned when the |mean gradient| of a layer is near 0 (gradients that "
                    "average out): a small change, even a sign flip, of a near-zero mean moves the ratio a lot "

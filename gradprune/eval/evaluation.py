@@ -95,3 +95,14 @@ def evaluate_examples(model: Any, tokenizer: Any, cfg: Any,
 
     with quiet_libraries(lm_eval=True, datasets=True), model_state_kept(model):
         return evaluate_zeroshot_examples(model, tokenizer, cfg, indices)
+
+
+def zeroshot_task_sizes(cfg: Any) -> dict[str, int]:
+    """How many examples each task of ``cfg.tasks`` evaluates (after ``cfg.limit``), with lm-eval and
+    datasets kept quiet while the tasks load: what a caller needs to evaluate subsets of them
+    (:func:`evaluate_examples`)."""
+    from gradprune.eval.quiet import quiet_libraries
+    from gradprune.eval.zeroshot import task_sizes
+
+    with quiet_libraries(lm_eval=True, datasets=True):
+        return task_sizes(cfg)

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from gradprune.errors import GradpruneError, RecipeError
 from gradprune.files import atomic_write_json
-from gradprune.outputs import check_writable_dir
+from gradprune.outputs import ANALYSIS_FILES, check_writable_dir
 from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec, recipe_for
 from gradprune.search.study import (
     JOURNAL,
@@ -115,10 +115,8 @@ def study_name(spec: SearchSpec) -> str:
 
 def _search_files() -> list[str]:
     """The names of everything a search and its analysis write in the output dir."""
-    from gradprune.analysis.command import OUTPUTS
-
     return [MARKER, JOURNAL, JOURNAL + ".lock", ".search.lock", "search_results.csv", "trials", "cache",
-            "halving_decisions.json", "screen_selection.json", *OUTPUTS]
+            "halving_decisions.json", "screen_selection.json", *ANALYSIS_FILES]
 
 
 def _temp_files(out: Path) -> list[Path]:

@@ -5,7 +5,7 @@ grad_*_ratio, extreme_pruning_layers, pruning_ratio) plus every grid key, the re
 ``config_id`` shared by the replicates of one grid point, per-stage timings and stability columns.
 A trial stopped by successive halving has ``status = pruned``, ``evaluated = False``, ``eval_fraction``
 and ``acc_mean_at_fraction`` (no ``acc_mean``); a screened trial has ``status = screened``,
-``evaluated = False`` and ``acc_mean_predicted`` (see ``search/halving.py``, ``search/screening.py``).
+``evaluated = False`` and ``acc_mean_predicted`` (see ``search/halving/``, ``search/screening.py``).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def write_results(study, spec, out_dir: Path) -> Path:
 
         rows = screen_rows(study, spec, rows)
     elif spec.evaluation == "halving" and spec.halving_schedule() == "sync":
-        from gradprune.search.halving_sync import sync_rows
+        from gradprune.search.halving import sync_rows
 
         rows = sync_rows(study, rows)
     add_stability(rows, out_dir / "trials")

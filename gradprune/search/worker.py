@@ -48,8 +48,7 @@ class Worker:
 
             self.phases = Screening(spec, study, space, out)
         elif spec.evaluation == "halving" and spec.halving_schedule() == "sync":
-            from gradprune.search.halving_sync import SyncHalving
-            from gradprune.search.rungs import rung_fractions
+            from gradprune.search.halving import SyncHalving, rung_fractions
 
             n_rungs = len(rung_fractions(spec.halving.min_fraction, spec.halving.reduction_factor))
             self.phases = SyncHalving(spec, study, out, n_rungs)
@@ -157,8 +156,7 @@ class Worker:
         """Run one trial as the search's ``evaluation`` mode asks (full, in rungs, or by screening role)."""
         trial_dir = self.out / "trials" / f"trial_{trial.number}"
         if self.spec.evaluation == "halving":
-            from gradprune.search.halving import TrialReporter, run_halving_trial
-            from gradprune.search.halving_sync import SyncHalving, trial_rung
+            from gradprune.search.halving import SyncHalving, TrialReporter, run_halving_trial, trial_rung
 
             sync = isinstance(self.phases, SyncHalving)
             resume = (self.phases.examples, point_key(point), trial_rung(trial)) if sync else None

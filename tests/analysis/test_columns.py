@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradprune.analysis.columns import assign_roles, feature_role, is_bookkeeping, is_target_part
 from gradprune.errors import GradpruneError
+from gradprune.prediction.columns import assign_roles, feature_role, is_bookkeeping, is_target_part
 
 
 @pytest.mark.parametrize("name", ["acc_boolq", "acc_norm_hellaswag", "acc_piqa_stderr", "acc_norm_mean", "dense_acc_mean",

@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gradprune.analysis.prediction_model import FORMAT_VERSION, build_model, formula, load_model
-from gradprune.analysis.predictors import LinearFit
-from gradprune.analysis.selection import compare_predictors
 from gradprune.errors import GradpruneError
+from gradprune.prediction.model import FORMAT_VERSION, build_model, formula, load_model
+from gradprune.prediction.predictors import LinearFit
+from gradprune.prediction.selection import compare_predictors
 
 
 @pytest.fixture

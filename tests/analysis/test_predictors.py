@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradprune.analysis.predictors import (
+from gradprune.errors import GradpruneError, PluginError
+from gradprune.plugins import PREDICTORS
+from gradprune.prediction.predictors import (
     IsotonicFit,
     IsotonicPredictor,
     LinearFit,
@@ -16,8 +18,6 @@ from gradprune.analysis.predictors import (
     forward_selection,
     standardise,
 )
-from gradprune.errors import GradpruneError, PluginError
-from gradprune.plugins import PREDICTORS
 
 
 def test_registered_names_snapshot():

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from gradprune.analysis.columns import assign_roles
 from gradprune.analysis.replicates import (
     analyze_replicates,
     config_labels,
@@ -17,6 +16,7 @@ from gradprune.analysis.replicates import (
     pooled_within,
     within_deviations,
 )
+from gradprune.prediction.columns import assign_roles
 
 
 def _analyze(df: pd.DataFrame):

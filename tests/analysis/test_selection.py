@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import r2_score
 
-from gradprune.analysis import selection
-from gradprune.analysis.predictors import SingleFeaturePredictor
-from gradprune.analysis.selection import (
+from gradprune.prediction import selection
+from gradprune.prediction.predictors import SingleFeaturePredictor
+from gradprune.prediction.selection import (
     compare_predictors,
     cv_predictions,
     cv_scheme,

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from gradprune.cli import main
-from gradprune.search.halving import RUNGS_ATTR, StderrHalvingPruner
-from gradprune.search.rungs import (
+from gradprune.search.halving import (
+    RUNGS_ATTR,
+    StderrHalvingPruner,
     acc_mean_stderr,
     decision_stderr,
     evaluate_in_rungs,
@@ -53,7 +54,7 @@ def test_rung_subsets_are_identical_across_processes():
     import subprocess
     import sys
 
-    code = "from gradprune.search.rungs import example_order; print(example_order('tiny_arc', 50, 3))"
+    code = "from gradprune.search.halving import example_order; print(example_order('tiny_arc', 50, 3))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(s), "PATH": ""}).stdout for s in (1, 2)}
     assert len(outs) == 1 and outs.pop().strip() == str(example_order("tiny_arc", 50, 3))
@@ -239,7 +240,7 @@ def by_size(monkeypatch, model_dir):
     parameters kept), wrong otherwise; returns the list of the index sets it was asked for."""
     from transformers import AutoModelForCausalLM
 
-    import gradprune.eval.evaluation as evaluation
+    import gradprune.eval as geval
 
     dense = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
     calls: list[dict[str, list[int]]] = []
@@ -249,7 +250,7 @@ def by_size(monkeypatch, model_dir):
         right = sum(p.numel() for p in model.parameters()) / dense > 0.85
         return {t: {i: {"acc": float(right)} for i in ix} for t, ix in indices.items()}
 
-    monkeypatch.setattr(evaluation, "evaluate_examples", evaluate)
+    monkeypatch.setattr(geval, "evaluate_examples", evaluate)
     return calls
 
 
@@ -405,7 +406,7 @@ def _sync_setup(tmp_path, values: dict[float, float], eta=2, k=0.0):
 
     import optuna
 
-    from gradprune.search.halving_sync import SyncHalving
+    from gradprune.search.halving import SyncHalving
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
@@ -435,7 +436,7 @@ def _finish(study, sync, x: float, rung: int, value: float) -> None:
 def _waiting(study):
     from optuna.trial import TrialState
 
-    from gradprune.search.halving_sync import trial_rung
+    from gradprune.search.halving import trial_rung
 
     return sorted((t.system_attrs["fixed_params"]["x"], trial_rung(t))
                   for t in study.get_trials(states=(TrialState.WAITING,)))
@@ -462,7 +463,7 @@ def test_a_rung_is_decided_once_and_a_late_point_against_its_stored_cut(tmp_path
 
 
 def test_promotions_lost_between_decision_and_enqueue_are_enqueued_next_time(tmp_path):
-    from gradprune.search.halving_sync import DECISIONS_ATTR
+    from gradprune.search.halving import DECISIONS_ATTR
 
     study, sync = _sync_setup(tmp_path, {1.0: 0.9, 2.0: 0.5})
     decided = {"0": {"cut": 0.9, "promoted": ['{"x": 1.0}'], "values": {'{"x": 1.0}': 0.9, '{"x": 2.0}': 0.5},
@@ -474,7 +475,7 @@ def test_promotions_lost_between_decision_and_enqueue_are_enqueued_next_time(tmp
 
 
 def test_sync_rows_keep_one_row_per_point_while_a_promoted_point_waits(tmp_path):
-    from gradprune.search.halving_sync import sync_rows
+    from gradprune.search.halving import sync_rows
 
     study, sync = _sync_setup(tmp_path, {1.0: 0.9, 2.0: 0.5})
     rows = [{"trial": t.number, "status": "paused"} for t in study.get_trials()]

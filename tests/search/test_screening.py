@@ -10,8 +10,15 @@ import pytest
 import yaml
 
 from gradprune.cli import main
-from gradprune.search.coverage import farthest_first, grid_points, initial_design
-from gradprune.search.screening import SELECTION_ATTR, Screening, point_key, screen_rows
+from gradprune.search.screening import (
+    SELECTION_ATTR,
+    Screening,
+    farthest_first,
+    grid_points,
+    initial_design,
+    point_key,
+    screen_rows,
+)
 from tests.eval.conftest import FIXTURE_TASKS
 
 SPACE = {"calibration.seq_len": [8, 16, 32], "calibration.num_samples": [4, 8, 12]}

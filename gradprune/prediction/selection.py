@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradprune.analysis.predictors import IsotonicFit, LinearFit, Predictor
 from gradprune.errors import PluginError
+from gradprune.prediction.predictors import IsotonicFit, LinearFit, Predictor
 
 MAX_LOO_FOLDS = 12
 K_FOLDS = 10

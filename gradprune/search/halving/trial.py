@@ -1,18 +1,6 @@
-"""Successive halving over evaluation budget (``evaluation: halving``): a trial's evaluation in rungs.
-
-Each trial is calibrated and pruned as usual, then evaluated in rungs (:mod:`gradprune.search.rungs`):
-1/8 → 1/4 → 1/2 → all of every task's examples by default. The rule that stops a point
-(:func:`gradprune.search.rungs.promoted`: the best ⌊n/η⌋ of a rung and every point within ``k_stderr``
-decision stderrs of them go on) is applied in one of two schedules:
-
-* ``sync`` (:mod:`gradprune.search.halving_sync`, the default for grid searches): a trial evaluates
-  its point up to one rung and pauses; the rule is applied to every point of a rung at once.
-* ``async`` (here): a trial runs all its rungs in one go, reporting each to Optuna and asking
-  :class:`StderrHalvingPruner` — asynchronous successive halving (ASHA, as Optuna's
-  ``SuccessiveHalvingPruner``) with the noise margin, which Optuna's pruner lacks. It decides against
-  the trials that have reported the rung so far (nothing is pruned while fewer than η have), so the
-  first trials of a search are never pruned for lack of comparison, a trial is never revisited when
-  better ones arrive later, and the claim order changes the cost.
+"""One halving trial: the pruned model's evaluation in rungs inside ``run_experiment``, each rung
+reported to the study, and (``async`` schedule) :class:`StderrHalvingPruner`, which decides whether
+the trial goes on. See :mod:`gradprune.search.halving` for both schedules.
 """
 
 from __future__ import annotations
@@ -25,7 +13,7 @@ from typing import Any
 from optuna.pruners import BasePruner  # ~0.2 s; this module is imported only when a search runs
 from rich.console import Console
 
-from gradprune.search.rungs import (
+from gradprune.search.halving.rungs import (
     clearly_worse,
     evaluate_in_rungs,
     rung_fractions,
@@ -70,7 +58,7 @@ def stderr_at(trial, step: int) -> float:
 
 class TrialReporter:
     """Reports a running trial's rungs to the study and (asynchronous halving) asks the pruner
-    (the Reporter of rungs.py). Records hold the decision stderr, which the pruner reads."""
+    (the Reporter of :mod:`.rungs`). Records hold the decision stderr, which the pruner reads."""
 
     def __init__(self, study, trial, ask_pruner: bool = True) -> None:
         self.study, self.trial, self.ask_pruner = study, trial, ask_pruner
@@ -94,16 +82,13 @@ def rung_eval_stage(spec, reporter, resume=None):
     computed in the point's first trial and carried over from the store after that."""
 
     def stage(recipe, loaded, console, dense):
-        from gradprune.eval import add_dense_comparison
-        from gradprune.eval.quiet import quiet_libraries
-        from gradprune.eval.zeroshot import task_sizes
+        from gradprune.eval import add_dense_comparison, zeroshot_task_sizes
 
         cfg = recipe.eval
         stored = resume[0].load(resume[1]) if resume else ({}, [], {})
         metrics, info = _perplexity(loaded, cfg, console, stored[2])
         start = time.perf_counter()
-        with quiet_libraries(lm_eval=True, datasets=True):
-            sizes = task_sizes(cfg)
+        sizes = zeroshot_task_sizes(cfg)
         fractions = rung_fractions(spec.halving.min_fraction, spec.halving.reduction_factor)
         outcome = evaluate_in_rungs(loaded.model, loaded.tokenizer, cfg, rung_subsets(sizes, fractions, spec.seed),
                                     fractions, reporter, scored=stored[0], rungs=stored[1],

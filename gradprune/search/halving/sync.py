@@ -4,9 +4,9 @@ Every grid point is enqueued at rung 0. A trial evaluates its point up to one ru
 is rebuilt from the calibration cache, the point's per-example results of earlier rungs are read back
 (:class:`PointExamples`), only the rung's new examples are scored — and ends ``paused`` (Optuna state
 PRUNED). When no trial is waiting or running, one worker (under the search's file lock) decides the
-lowest undecided rung over every point that finished it (:func:`gradprune.search.rungs.promoted`: the
-best ⌊n/η⌋ and every point within ``k_stderr`` standard errors of them) and enqueues the promoted
-points at the next rung. The decision depends on the points' values only, never on the order the
+lowest undecided rung over every point that finished it (:func:`.rungs.promoted`: the best ⌊n/η⌋
+and every point within ``k_stderr`` standard errors of them) and enqueues the promoted points at the
+next rung. The decision depends on the points' values only, never on the order the
 trials ran in (asynchronous halving decides each trial against those seen so far). Decisions are
 stored in the study (``gradprune_halving``), so a resumed search or another worker sees the same ones.
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.files import atomic_write_json
+from gradprune.search.halving.rungs import PerExample, clearly_worse, promoted, survivors_cut
 from gradprune.search.optuna_store import set_study_system_attr, study_system_attrs
-from gradprune.search.rungs import PerExample, clearly_worse, promoted, survivors_cut
 from gradprune.search.study import claim_waiting, file_lock, point_key, trial_params, wait_until_idle
 
 RUNG_ATTR = "halving_rung"  # user attr given at enqueue: the rung a trial evaluates up to

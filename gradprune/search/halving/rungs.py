@@ -118,10 +118,10 @@ def evaluate_in_rungs(model: Any, tokenizer: Any, cfg: Any, subsets: list[dict[s
     halving resumes a point in a new trial): rungs already recorded are not evaluated or reported
     again. ``last`` stops after that rung (default: the final one). ``report`` gets the
     :func:`decision_stderr`; each record holds it and lm-eval's stderr."""
-    from gradprune.eval.zeroshot import aggregate_examples
+    from gradprune.eval import aggregate_examples
 
     if evaluate is None:
-        from gradprune.eval.evaluation import evaluate_examples as evaluate
+        from gradprune.eval import evaluate_examples as evaluate
     tasks = list(subsets[-1])
     sizes = {t: len(ix) for t, ix in subsets[-1].items()}
     scored = {t: dict((scored or {}).get(t, {})) for t in tasks}

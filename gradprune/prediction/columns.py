@@ -21,6 +21,8 @@ _BOOKKEEPING = {"trial", "trial_id", "number", "config_id", "seed", "success", "
                 "evaluated", "state", "duration", "calibration_reused", "replicates_n", "tokens_per_s"}
 _FAMILIES = ("acc", "ppl")
 NEAR_DUPLICATE = 0.999  # |Spearman| at or above which two features are the same ordering, counted once
+MIN_ROWS = 4  # rows a predictor fit needs at least (and so does an analysis)
+MIN_COVERAGE = 0.9  # a feature missing in more rows than this is not offered to the predictors
 MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is numeric; other cells are missing
 
 SETTING, STATISTIC, PROXY = "settings", "statistics", "proxies"
@@ -190,3 +192,21 @@ def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
     data = pd.DataFrame({target: y, **{f: varying[f] for f in features}})
     return ColumnRoles(target, features, data, duplicates=duplicates, near_duplicates=near, bad_cells=bad_cells,
                        **buckets)
+
+
+def model_inputs(roles: ColumnRoles, source: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
+    """Features and rows offered to the predictors: features with few gaps, rows without gaps in them."""
+    data = roles.data
+    coverage = data[roles.features].notna().mean()
+    usable = [f for f in roles.features if coverage[f] >= MIN_COVERAGE]
+    notes = [f"{f} is missing in {1 - coverage[f]:.0%} of the rows and is not offered to the predictors"
+             for f in roles.features if f not in usable]
+    if not usable:
+        raise GradpruneError(f"{source}: every varying feature is missing in more than "
+                             f"{1 - MIN_COVERAGE:.0%} of the rows: no predictor can be fitted")
+    mask = data[usable].notna().all(axis=1).to_numpy()
+    if mask.sum() < MIN_ROWS:
+        raise GradpruneError(f"{source}: only {mask.sum()} rows have every feature: the predictors need {MIN_ROWS}")
+    if not mask.all():
+        notes.append(f"{(~mask).sum()} row(s) with a missing feature value are left out of the predictor fitting")
+    return data.loc[mask, usable].reset_index(drop=True), data.loc[mask, roles.target].to_numpy(float), mask, notes

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gradprune.analysis.predictors import IsotonicFit, LinearFit
-from gradprune.analysis.selection import Comparison, RoleScore
 from gradprune.errors import GradpruneError
+from gradprune.prediction.predictors import IsotonicFit, LinearFit
+from gradprune.prediction.selection import Comparison, RoleScore
 from gradprune.registry import format_validation_error
 
 FORMAT = "gradprune.prediction_model"
