@@ -9,7 +9,6 @@ decoder layer is recomputed in the backward pass. Accumulators are combined acro
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +36,9 @@ class CalibrationResult:
     info: dict = field(default_factory=dict)
     #: this process's global rank (every rank holds the same reduced results; rank 0 should write them)
     rank: int = 0
+    #: FSDP: the plain, full model rank 0 gathered after calibration, which the later stages use instead of
+    #: the (now sharded) one calibrated; None otherwise and on the other ranks, whose ``scores`` are empty
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def tokens_per_s(self) -> float:
@@ -53,9 +55,12 @@ class CalibrationModule(L.LightningModule):
     """
 
     def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], dispatcher: HookDispatcher,
-                 backward: bool, per_sample: bool, checkpointing: bool = False) -> None:
+                 backward: bool, per_sample: bool, checkpointing: bool = False,
+                 shard_layers: list[LayerModules] | None = None) -> None:
         super().__init__()
         self._held = (model,)
+        #: FSDP: the prunable layers whose decoder layers ``configure_model`` shards (None: not sharded)
+        self.shard_layers = shard_layers
         self.checkpointing = checkpointing
         self.batches = batches
         self.dispatcher = dispatcher
@@ -73,6 +78,13 @@ class CalibrationModule(L.LightningModule):
     def configure_optimizers(self):  # noqa: D102 - calibration updates no weights
         return None
 
+    def configure_model(self) -> None:
+        """Under FSDP (Lightning's model-parallel strategy): shard the held model over the device mesh."""
+        if self.shard_layers is not None:
+            from gradprune.sharding import shard
+
+            shard(self.model, self.shard_layers, self.device_mesh["data_parallel"])
+
     def train_dataloader(self):
         """This rank's share of the micro-batches (batch-level sharding keeps DDP sums exact)."""
         rank, world = self.trainer.global_rank, self.trainer.world_size
@@ -81,15 +93,30 @@ class CalibrationModule(L.LightningModule):
                                    f"processes: use at least {world} (num_samples / batch_size) or fewer devices")
         shard = self.batches[rank::world]
         # Lightning broadcasts a SIGTERM flag at every step, so all ranks must take the same number of
-        # steps: a shorter shard is padded with empty batches, which training_step skips
+        # steps: a shorter shard is padded with empty batches, which training_step skips (DDP) or runs
+        # as padding passes (FSDP, whose every forward and backward is a collective)
         steps = -(-len(self.batches) // world)
         shard += [self.batches[0][:0]] * (steps - len(shard))
         return torch.utils.data.DataLoader(shard, batch_size=None, shuffle=False)
 
+    def _passes(self, batch: torch.Tensor) -> int:
+        return batch.shape[0] if self.per_sample else int(batch.numel() > 0)
+
+    def _padding_passes(self, batch: torch.Tensor, batch_idx: int) -> int:
+        """FSDP: how many passes this rank adds to this step so that every rank runs as many as the most."""
+        if self.shard_layers is None:
+            return 0
+        world = self.trainer.world_size
+        step = self.batches[batch_idx * world:(batch_idx + 1) * world]
+        return max(self._passes(b) for b in step) - self._passes(batch)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        if batch.numel() == 0:
-            return  # padding of a shorter DDP shard
         calibration_mode(self.model, self.checkpointing)
+        for _ in range(self._padding_passes(batch, batch_idx)):
+            with self.dispatcher.padding_pass():
+                self._pass(self.batches[0][:1].to(self.trainer.strategy.root_device))
+        if batch.numel() == 0:
+            return  # padding of a shorter shard
         chunks = batch.split(1) if self.per_sample else (batch,)
         for ids in chunks:
             self.dispatcher.begin_batch(ids.shape[0])
@@ -107,6 +134,14 @@ class CalibrationModule(L.LightningModule):
             del loss
         self.log("loss", self.losses[-1], prog_bar=False, logger=False, batch_size=batch.shape[0])
 
+    def _pass(self, ids: torch.Tensor) -> None:
+        """One uncounted forward (and backward) pass."""
+        if self.do_backward:
+            self.manual_backward(self.model(input_ids=ids, labels=ids, use_cache=False).loss)
+        else:
+            with torch.no_grad():
+                self.model(input_ids=ids, labels=ids, use_cache=False)
+
 
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
@@ -116,18 +151,24 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
     it is neither moved nor converted, and stays there afterwards.
     """
+    from gradprune.parallel import settle_strategy
     from gradprune.trainer import build_trainer
 
     ests = list(estimators.values())
     grads = bool(collectors) or any(e.needs_gradients for e in ests)
     acts = any(e.needs_activations for e in ests)
     n_layers = max(lm.index for lm in layers) + 1
+    sharded = settle_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator).lower() == "fsdp"
+    if sharded:
+        _check_group_level(estimators)
     for e in ests:
         e.setup(layers)
     device = next(model.parameters()).device
     for c in collectors:
         c.setup(n_layers, device)
-    dispatcher = HookDispatcher(layers, ests, collectors, n_layers)
+    trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if grads or acts else None
+    dispatcher = HookDispatcher(layers, ests, collectors, n_layers,
+                                sharded_over=trainer.world_size if sharded and trainer is not None else 0)
     if dispatcher.mean_grad is not None:
         for e in ests:  # element-level Taylor reads the collectors' mean-gradient buffer: one copy, not two
             if hasattr(e, "share_mean_gradient"):
@@ -136,14 +177,13 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     per_sample = any(e.per_sample for e in ests)
     checkpointing = gradient_checkpointing and grads
     module = CalibrationModule(model, batches, dispatcher, backward=grads, per_sample=per_sample,
-                               checkpointing=checkpointing)
-    callbacks = [progress] if progress is not None else []
+                               checkpointing=checkpointing, shard_layers=layers if sharded else None)
     t0 = time.perf_counter()
-    if grads or acts:
+    gathered = None
+    if trainer is not None:
         with contextlib.ExitStack() as stack:
-            trainer = build_trainer(trainer_cfg, callbacks)
             _check_device(device, trainer.strategy.root_device)
-            register_hooks(stack, model, layers, dispatcher, grads, acts)
+            register_hooks(stack, model, layers, dispatcher, grads, acts, sharded=sharded)
             if checkpointing:
                 stack.enter_context(activation_checkpointing(model))
             stack.callback(model.eval)
@@ -157,10 +197,13 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
             loss_sum, n_done = _all_reduce(trainer, ests, collectors, dispatcher, module.losses, module.sizes)
             dispatcher.summarize()
             world, rank = trainer.world_size, trainer.global_rank
+        if sharded:
+            gathered = _gather_for_scoring(model, ests)
     else:
         loss_sum, n_done, world, rank = 0.0, 0, 1, 0
     seconds = time.perf_counter() - t0
-    scores = {name: _checked(name, e.scores()) for name, e in estimators.items()}
+    scoring = not sharded or gathered is not None  # FSDP: rank 0 alone holds the full weights scores read
+    scores = {name: _checked(name, e.scores()) for name, e in estimators.items()} if scoring else {}
     stats = {c.name: c.per_layer() for c in collectors}
     return CalibrationResult(
         scores=scores, layer_stats=stats, batches=len(batches) if (grads or acts) else 0,
@@ -168,9 +211,31 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
         mean_loss=loss_sum / n_done if n_done else None,
         info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
               1 if per_sample else batch_size, "world_size": world, "device": str(device),
-              "gradient_checkpointing": checkpointing},
-        rank=rank,
+              "gradient_checkpointing": checkpointing, "strategy": "fsdp" if sharded else
+              ("ddp" if world > 1 else "single")},
+        rank=rank, model=gathered,
     )
+
+
+def _check_group_level(estimators: dict[str, ImportanceEstimator]) -> None:
+    from gradprune.sharding import ELEMENT_LEVEL_REFUSAL
+
+    for name, e in estimators.items():
+        if e.element_state:
+            raise CalibrationError(f"importance {name!r} {ELEMENT_LEVEL_REFUSAL}")
+
+
+def _gather_for_scoring(model: torch.nn.Module, ests: list[ImportanceEstimator]) -> torch.nn.Module | None:
+    """FSDP: the full model on rank 0, whose layers the estimators then read their weights from."""
+    from gradprune.models.adapters import get_adapter
+    from gradprune.sharding import gather_full_model
+
+    plain = gather_full_model(model)
+    if plain is not None:
+        layers = get_adapter(plain).layers(plain)
+        for e in ests:
+            e.rebind(layers)
+    return plain
 
 
 def _check_device(model_device: torch.device, root: torch.device) -> None:
@@ -258,9 +323,3 @@ def _checked(name: str, scores: Scores) -> Scores:
         if not bool(torch.isfinite(s).all()):
             raise CalibrationError(f"importance {name!r}: non-finite score in layer {layer} ({kind})")
     return scores
-
-
-def describe_throughput(res: CalibrationResult) -> str:
-    """One line for logs: batches, tokens, tokens/s."""
-    tps = res.tokens_per_s
-    return f"{res.batches} batches, {res.tokens:,} tokens, {tps:,.0f} tokens/s" if tps and math.isfinite(tps) else "no calibration pass"

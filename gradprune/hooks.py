@@ -23,17 +23,29 @@ class HookDispatcher:
     """Routes gradients and activations from the hooks to estimators and collectors; checks finiteness."""
 
     def __init__(self, layers: list[LayerModules], estimators: list[ImportanceEstimator],
-                 collectors: list[StatCollector], n_layers: int) -> None:
+                 collectors: list[StatCollector], n_layers: int, sharded_over: int = 0) -> None:
         self.layers = layers
         self.estimators = estimators
         self.collectors = collectors
         self.n_layers = n_layers
         self.check: torch.Tensor | None = None
-        # one shared mean-gradient buffer for every collector defined on it
-        self.mean_grad = MeanGradient(n_layers) if any(c.uses_mean_gradient for c in collectors) else None
+        # one shared mean-gradient buffer for every collector defined on it (under FSDP: one owner per layer)
+        wanted = any(c.uses_mean_gradient for c in collectors)
+        self.mean_grad = MeanGradient(n_layers, sharded_over) if wanted else None
         self.streaming = [c for c in collectors if not c.uses_mean_gradient]
         # activation hooks count only the forward pass: checkpointing re-runs each layer's forward in backward
         self.in_forward = False
+        # a padding pass (FSDP: every rank runs as many passes as the others) is computed but not counted
+        self.padding = False
+
+    @contextlib.contextmanager
+    def padding_pass(self):
+        """A forward/backward that only keeps this rank in step with the others: nothing is observed."""
+        self.padding = True
+        try:
+            yield
+        finally:
+            self.padding = False
 
     @contextlib.contextmanager
     def forward_pass(self):
@@ -56,6 +68,13 @@ class HookDispatcher:
         g = param.grad
         if g is None:
             return
+        if self.padding:
+            param.grad = None
+            if self.mean_grad is not None and self.mean_grad.sharded_over:
+                # the owner rank waits for every rank's part of this weight: send zeros
+                self.mean_grad.begin_batch(0)
+                self.mean_grad.observe(layer.index, role, torch.zeros_like(g), Moments(torch.zeros_like(g)))
+            return
         try:
             m = Moments(g)
             if self.check is None:
@@ -74,8 +93,8 @@ class HookDispatcher:
 
     def on_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
         """Forward pre-hook body for o_proj / down_proj inputs."""
-        if not self.in_forward:
-            return  # a recomputation under gradient checkpointing: this batch was already seen
+        if not self.in_forward or self.padding:
+            return  # a recomputation under gradient checkpointing (this batch was already seen), or padding
         for est in self.estimators:
             if est.needs_activations:
                 est.observe_input(layer, role, x)
@@ -110,14 +129,25 @@ class HookDispatcher:
 
 
 def register_hooks(stack: contextlib.ExitStack, model: torch.nn.Module, layers: list[LayerModules],
-                    dispatcher: HookDispatcher, grads: bool, acts: bool) -> None:
-    """Register every hook on ``stack``; grads only for prunable weights (restored afterwards)."""
+                    dispatcher: HookDispatcher, grads: bool, acts: bool, sharded: bool = False) -> None:
+    """Register every hook on ``stack``; grads only for prunable weights (restored afterwards).
+
+    ``sharded``: the model is about to be sharded by FSDP, which replaces the parameters; the gradient
+    hooks then go on the unsharded parameters FSDP swaps in (:func:`gradprune.sharding.register_unsharded_hooks`).
+    """
     flags = {p: p.requires_grad for p in model.parameters()}
     stack.callback(lambda: [p.requires_grad_(f) for p, f in flags.items()])
     for p in model.parameters():
         p.requires_grad_(False)
+    if grads and sharded:
+        from gradprune.sharding import register_unsharded_hooks
+
+        for lm in layers:
+            for p in lm.weights().values():
+                p.requires_grad_(True)  # fully_shard keeps the flag on the shards and the unsharded parameters
+        register_unsharded_hooks(stack, layers, dispatcher.on_grad)
     for lm in layers:
-        if grads:
+        if grads and not sharded:
             for role, p in lm.weights().items():
                 p.requires_grad_(True)
                 hook = (lambda lm_, r_: lambda param: dispatcher.on_grad(lm_, r_, param))(lm, role)

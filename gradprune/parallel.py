@@ -15,9 +15,11 @@ How the ranks start (Lightning 2.x):
 ``auto`` on several devices (or on ``devices: -1``, or ``"auto"`` on GPUs) is resolved to ``ddp`` when
 ``resolve_strategy`` is given the devices: Lightning's own pick there wraps the model in
 DistributedDataParallel.
+``fsdp`` shards each decoder layer over the ranks (FSDP2, :mod:`gradprune.sharding`), started the same
+two ways.
 Every other strategy name is refused when the recipe is validated (``REFUSED_STRATEGIES`` gives the
 reason per family), not after the model has loaded: the gradient hooks read each prunable weight's
-whole, local, un-averaged gradient, which sharding (FSDP, DeepSpeed ZeRO), gradient averaging (the
+whole, local, un-averaged gradient, which flat-parameter sharding (FSDP1, DeepSpeed ZeRO), gradient averaging (the
 DDP wrapper) or worker processes (spawn/fork/notebook launchers) take away.
 """
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 from gradprune.errors import RecipeError
 
 #: strategy names calibration runs under (``single_device`` is resolved to ``auto`` on one device)
-SUPPORTED_STRATEGIES = ("auto", "single_device", "ddp")
+SUPPORTED_STRATEGIES = ("auto", "single_device", "ddp", "fsdp")
 
 _USE_DDP = "use 'ddp' (Lightning re-runs the command on every rank) or start the ranks with torchrun"
 _WORKERS = f"runs calibration in worker processes whose accumulators never come back; {_USE_DDP}"
@@ -43,9 +45,8 @@ REFUSED_STRATEGIES: dict[str, str] = {
         "model without trainable parameters, and would average the gradients across ranks before the hooks "
         "read them); use 'ddp'"),
     "fsdp": (
-        "shards and flattens the parameters (FSDP flat parameters), so the gradient hooks would see "
-        "flattened shards instead of the q/k/v/o and gate/up/down weights and the scores would come back "
-        f"wrong or empty; {_USE_DDP}"),
+        "is Lightning's FSDP1 variant, whose flat parameters hide the q/k/v/o and gate/up/down weights from "
+        "the gradient hooks; use 'fsdp' (FSDP2 per decoder layer, see docs/running.md) or 'ddp'"),
     "deepspeed": (
         "hands backward to the DeepSpeed engine, which averages gradients across ranks and (ZeRO stage 2/3) "
         "partitions gradients and parameters, so the gradient hooks would see averaged, partial or empty "
@@ -84,10 +85,13 @@ def device_count(devices: int | str | list[int], accelerator: str = "auto") -> i
 
 
 def check_strategy_devices(name: str, devices: int | str | list[int], accelerator: str = "auto") -> str | None:
-    """Why ``name`` cannot run on ``devices`` (None when it can): ``single_device`` needs exactly one."""
+    """Why ``name`` cannot run on ``devices`` (None when it can): ``single_device`` needs exactly one,
+    ``fsdp`` a device count known before it starts (the mesh it shards over)."""
     if name.lower() == "single_device" and device_count(devices, accelerator) != 1:
         return (f"runs on one device but trainer.devices is {devices!r}; set devices: 1 (or one index, e.g. [0]), "
                 f"or use 'ddp' for several")
+    if name.lower() == "fsdp" and device_count(devices, accelerator) is None:
+        return f"shards over a fixed number of processes but trainer.devices is {devices!r}; give a count, e.g. 8"
     return None
 
 
@@ -103,13 +107,17 @@ def settle_strategy(name: str, devices: int | str | list[int], accelerator: str 
     return name
 
 
-def resolve_strategy(name: str, devices: int | str | list[int] = 1, accelerator: str = "auto"):
-    """Map a recipe's ``trainer.strategy`` (on ``trainer.devices``) to what ``L.Trainer`` gets."""
+def resolve_strategy(name: str, devices: int | str | list[int] = 1, accelerator: str = "auto", num_nodes: int = 1):
+    """Map a recipe's ``trainer.strategy`` (on ``trainer.devices`` × ``num_nodes``) to what ``L.Trainer`` gets."""
     why = strategy_refusal(name) or check_strategy_devices(name, devices, accelerator)
     if why is not None:
         raise RecipeError(f"trainer.strategy={name!r} {why}")
     name = settle_strategy(name, devices, accelerator)
     key = name.lower()
+    if key == "fsdp":
+        from gradprune.sharding import make_strategy
+
+        return make_strategy(device_count(devices, accelerator) * num_nodes)
     if key == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 

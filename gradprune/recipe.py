@@ -208,6 +208,21 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _fsdp_group_level(self) -> Recipe:
+        from gradprune.parallel import settle_strategy
+
+        t = self.trainer
+        if settle_strategy(t.strategy, t.devices, t.accelerator).lower() != "fsdp":
+            return self
+        from gradprune import plugins
+        from gradprune.sharding import ELEMENT_LEVEL_REFUSAL
+
+        est = plugins.IMPORTANCE.build(self.importance.name, self.importance.params, "importance.params")
+        if est.element_state:
+            raise ValueError(f"importance {self.importance.name!r} {ELEMENT_LEVEL_REFUSAL}")
+        return self
+
+    @model_validator(mode="after")
     def _one_dtype(self) -> Recipe:
         # A '-true' precision whose dtype differs from model.dtype would convert the model during
         # calibration: the dense baseline would be scored in one dtype and the pruned model in another.

@@ -120,7 +120,7 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
         where = where_non_finite(loaded.model, loaded.layers, windows.input_ids[: c.batch_size])
         raise CalibrationError(f"{exc}; {where}" if where else str(exc)) from None
     res.info["windows"] = windows.provenance
-    if store is not None:
+    if store is not None and res.rank == 0:
         store.put(key, res)
     return res
 
@@ -225,8 +225,14 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     calib = calibration_stage(recipe, loaded, console, store)
     devices["calibration"] = calib.info.get("device", devices["load"])
     if getattr(calib, "rank", 0) != 0:
-        # DDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
+        # DDP / FSDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
         raise SystemExit(0)
+    if calib.model is not None:  # FSDP: the full model rank 0 gathered replaces the sharded one
+        from gradprune.models.adapters import get_adapter
+
+        loaded = Loaded(calib.model, loaded.tokenizer, get_adapter(calib.model).layers(calib.model),
+                        loaded.total_params, loaded.model_type, loaded.identity)
+        calib.model = None
     t["time_calibration"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     _, normalizer, collectors = build_plugins(recipe)

@@ -26,7 +26,8 @@ def build_trainer(trainer_cfg: Any, callbacks: list | None = None):
     try:
         return L.Trainer(
             accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
-            strategy=resolve_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator),
+            strategy=resolve_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator,
+                                      trainer_cfg.num_nodes),
             precision=trainer_cfg.precision,
             max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,

@@ -21,9 +21,8 @@ TINY = str(Path(__file__).resolve().parents[1] / "recipes/tiny.yaml")
 
 # name -> a fragment of its reason
 REFUSED = {
-    "fsdp": "flattened shards",
-    "fsdp_cpu_offload": "flattened shards",
-    "FSDP": "flattened shards",
+    "fsdp_cpu_offload": "FSDP1",
+    "fsdp_full_shard": "FSDP1",
     "deepspeed": "DeepSpeed engine",
     "deepspeed_stage_1": "DeepSpeed engine",
     "deepspeed_stage_2": "DeepSpeed engine",
@@ -120,7 +119,7 @@ def test_single_device_trainer_uses_the_accelerator_device():
     assert run_device(cfg).type == "cpu"
 
 
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed_stage_2"])
+@pytest.mark.parametrize("name", ["fsdp_cpu_offload", "deepspeed_stage_2"])
 def test_validate_command_refuses(name, capfd):
     from gradprune.cli import main
 

@@ -37,6 +37,8 @@ class ImportanceEstimator:
     needs_activations: ClassVar[bool] = False
     #: wants micro-batches of one sample (exact per-sample second-order term)
     per_sample: bool = False
+    #: keeps an fp32 accumulator per prunable weight (refused under FSDP, where it would be a full copy per rank)
+    element_state: bool = False
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -49,6 +51,11 @@ class ImportanceEstimator:
 
     def setup(self, layers: list[LayerModules]) -> None:
         """Called once before calibration with the model's prunable layers."""
+        self.layers = layers
+
+    def rebind(self, layers: list[LayerModules]) -> None:
+        """After calibration, the same layers in another model object (FSDP: the full model rank 0 gathered);
+        :meth:`scores` reads weights from these. Accumulators are kept."""
         self.layers = layers
 
     def begin_batch(self, n_samples: int) -> None:

@@ -106,6 +106,7 @@ class TaylorImportance(ImportanceEstimator):
         self.granularity = p.resolved_granularity
         # element-level state: one fp32 tensor per prunable weight (two for mix)
         self._element = self.granularity == "element" and (p.order in ("first", "mix") or p.reduction == "max")
+        self.element_state = self._element
         self.grad_sum: dict[str, torch.Tensor] = {}
         self.sq_sum: dict[str, torch.Tensor] = {}
         self.group_sum: dict[tuple[int, str], torch.Tensor] = {}
@@ -128,6 +129,12 @@ class TaylorImportance(ImportanceEstimator):
         """Remember the layers; accumulators are created lazily on the gradient's device."""
         super().setup(layers)
         self._by_index = {lm.index: lm for lm in layers}
+
+    def rebind(self, layers: list[LayerModules]) -> None:
+        """Scores read weights from ``layers`` (same indices and shapes, another model object)."""
+        super().rebind(layers)
+        self._by_index = {lm.index: lm for lm in layers}
+        self._weights = {name: (self._by_index[lm.index], role) for name, (lm, role) in self._weights.items()}
 
     def _acc(self, store: dict, key, like: torch.Tensor) -> torch.Tensor:
         if key not in store:

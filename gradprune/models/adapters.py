@@ -91,11 +91,16 @@ class LayerModules:
 
     def weights(self) -> dict[str, nn.Parameter]:
         """Role -> parameter for every present weight and bias (roles in ROLES_ATTN + ROLES_MLP)."""
-        out: dict[str, nn.Parameter] = {}
+        return {role: getattr(module, attr) for role, (module, attr) in self.sources().items()}
+
+    def sources(self) -> dict[str, tuple[nn.Module, str]]:
+        """Role -> (module, attribute) holding it, for every present weight and bias: where a sharded
+        model (FSDP) swaps in the unsharded parameter during forward and backward."""
+        out: dict[str, tuple[nn.Module, str]] = {}
         for role, (field, attr) in _ROLE_SOURCE.items():
-            p = getattr(getattr(self, field), attr)
-            if p is not None:
-                out[role] = p
+            module = getattr(self, field)
+            if getattr(module, attr) is not None:
+                out[role] = (module, attr)
         return out
 
     def n_groups(self, role: str) -> int:

@@ -20,7 +20,8 @@ The noise around it, from the same pass, with B the number of micro-batch gradie
               independent samples); NaN with fewer than 2 micro-batches.
 * grad_snr  = ‖G_l‖² / τ̂_l: per-sample signal-to-noise ratio; the mean gradient's own SNR is N × grad_snr.
 
-A :class:`MeanGradient` holds one fp32 sum per prunable weight (4 bytes per parameter) plus O(layers)
+A :class:`MeanGradient` holds one fp32 sum per prunable weight (4 bytes per parameter; under FSDP on one
+owner rank per layer) plus O(layers)
 sums, shared by every collector that reads it; per-layer reductions are fp64.
 """
 
@@ -51,11 +52,14 @@ class MeanGradient:
     """Σ_b n_b·g_b per prunable weight (fp32) and Σ_b n_b·‖g_b‖² per layer, allocated on the gradients'
     device at first use; :meth:`summary` turns them into the per-layer statistics of the module docstring."""
 
-    def __init__(self, n_layers: int) -> None:
+    def __init__(self, n_layers: int, sharded_over: int = 0) -> None:
         self.n_layers = n_layers
         self.sums: dict[tuple[int, str], torch.Tensor] = {}
         self._scalars: dict[str, torch.Tensor] = {}
         self._n = 1
+        # under FSDP (``sharded_over`` = world size): each layer's sums live on its owner rank only
+        # (gradprune.sharding.owner), reduced to it per micro-batch; the per-layer scalars stay everywhere
+        self.sharded_over = sharded_over
 
     def _vec(self, key: str, like: torch.Tensor, shape: tuple | None = None) -> torch.Tensor:
         if key not in self._scalars:
@@ -69,12 +73,29 @@ class MeanGradient:
     def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
         """Fold one micro-batch's gradient of one prunable weight."""
         key = (layer, role)
-        if key not in self.sums:
-            self.sums[key] = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)
-        self.sums[key].add_(grad, alpha=float(self._n))
+        if self.sharded_over:
+            self._reduce_to_owner(key, grad)
+        else:
+            if key not in self.sums:
+                self.sums[key] = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)
+            self.sums[key].add_(grad, alpha=float(self._n))
         self._vec("sample_sq", grad)[layer] += moments.sumsq.double() * self._n
         # Σ of G's elements is linear: streamed in fp64, since it cancels (mean ≈ 0) and fp32 sums would not
         self._vec("elem_sum", grad)[layer] += moments.sum.double() * self._n
+
+    def _reduce_to_owner(self, key: tuple[int, str], grad: torch.Tensor) -> None:
+        import torch.distributed as dist
+
+        from gradprune.sharding import owner
+
+        dst = owner(key[0], self.sharded_over)
+        part = grad.float() * float(self._n)
+        dist.reduce(part, dst=dst, op=dist.ReduceOp.SUM)
+        if dist.get_rank() == dst:
+            if key in self.sums:
+                self.sums[key].add_(part)
+            else:
+                self.sums[key] = part
 
     def end_batch(self) -> None:
         """Count the micro-batch and its samples."""
@@ -86,7 +107,7 @@ class MeanGradient:
 
     def state(self) -> dict[str, tuple[torch.Tensor, str]]:
         """Every accumulator (sums: a SUM all-reduce combines processes exactly)."""
-        out = {f"g:{k[0]}.{k[1]}": (v, "sum") for k, v in sorted(self.sums.items())}
+        out = {} if self.sharded_over else {f"g:{k[0]}.{k[1]}": (v, "sum") for k, v in sorted(self.sums.items())}
         out.update({k: (v, "sum") for k, v in sorted(self._scalars.items())})
         return out
 
@@ -104,6 +125,12 @@ class MeanGradient:
             tot[1, layer] += mean.square().sum()
             tot[2, layer] = torch.maximum(tot[2, layer], mean.abs().max() if mean.numel() else tot[2, layer])
             tot[3, layer] += mean.numel()
+        if self.sharded_over:  # every layer's sums are on its owner: combine the per-layer reductions
+            import torch.distributed as dist
+
+            dist.all_reduce(tot[1], op=dist.ReduceOp.SUM)
+            dist.all_reduce(tot[2], op=dist.ReduceOp.MAX)
+            dist.all_reduce(tot[3], op=dist.ReduceOp.SUM)
         tot[0] = self._scalars["elem_sum"] / n_samples
         s, ss, mx, count = tot.cpu().tolist()
         spread = (self._scalars["sample_sq"].cpu() - n_samples * torch.tensor(ss, dtype=torch.float64)).tolist()

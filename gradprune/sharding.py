@@ -1,0 +1,146 @@
+"""FSDP calibration: every rank holds 1/N of each decoder layer's weights and calibrates its micro-batches.
+
+``trainer.strategy: fsdp`` runs FSDP2 (``torch.distributed.fsdp.fully_shard``) through Lightning's
+``ModelParallelStrategy`` on a 1-D mesh of all ranks (data parallel, no tensor parallelism):
+
+* ``shard`` (called from the calibration module's ``configure_model``) applies ``fully_shard`` to every
+  decoder layer, then to the root (embeddings, final norm, head; tied weights stay tied);
+* FSDP all-gathers a layer's weights for its forward and again for its backward, and swaps the
+  *unsharded* parameters into the modules meanwhile (the same parameter objects every step). The
+  gradient hooks sit on those (``register_unsharded_hooks``), so they see this rank's whole, local,
+  un-averaged gradient of each weight, exactly what one process sees for the same micro-batch, and
+  free it: FSDP then has nothing to reduce-scatter and no sharded gradient exists;
+* group-level accumulators are small: all-reduced once at the end, as under DDP. The parameter-sized
+  mean-gradient buffer of the gradient statistics is kept per layer by one owner rank (``owner``:
+  layer l on rank l mod N) and reduced to it each micro-batch, so it costs about 1/N per rank;
+* after calibration ``gather_full_model`` collects the full weights on rank 0's host (the public
+  ``torch.distributed.checkpoint`` full state dict) into a plain model on rank 0's device, for scoring,
+  planning, surgery, evaluation and saving; the other ranks stop there.
+
+Element-level estimators keep one fp32 accumulator per weight on every rank and are refused under
+FSDP (``ELEMENT_LEVEL_REFUSAL``). Each rank still loads the full checkpoint before sharding (the peak
+host memory per process is one model); see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+#: why element-level importance is refused under FSDP
+ELEMENT_LEVEL_REFUSAL = (
+    "keeps one fp32 accumulator per prunable weight on every rank (a full model-sized buffer per GPU, which "
+    "FSDP is there to avoid); under trainer.strategy=fsdp use a group-level variant (taylor granularity "
+    "vector or joint, fisher / taylor_second with reduction sum or mean, activation)")
+
+
+def make_strategy(n_processes: int):
+    """Lightning's ``ModelParallelStrategy`` as FSDP over ``n_processes`` ranks (ranks started by re-running
+    the command, as for ``ddp``, or joined from torchrun / SLURM)."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return ModelParallelStrategy(data_parallel_size=n_processes, tensor_parallel_size=1)
+
+
+def decoder_layers(model: nn.Module, layers: list) -> list[nn.Module]:
+    """The decoder-layer modules holding each prunable layer's attention and MLP (what gets sharded)."""
+    parents: dict[int, nn.Module] = {}
+    for module in model.modules():
+        for child in module.children():
+            parents[id(child)] = module
+    found = []
+    for lm in layers:
+        layer = parents.get(id(lm.attn))
+        if layer is None or parents.get(id(lm.mlp)) is not layer:
+            raise ValueError(f"layer {lm.index}: attention and MLP do not share one decoder-layer module")
+        found.append(layer)
+    return found
+
+
+def shard(model: nn.Module, layers: list, mesh) -> None:
+    """``fully_shard`` every decoder layer, then the root, over ``mesh`` (in place)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in decoder_layers(model, layers):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` is an FSDP2 module (its parameters are DTensor shards)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def register_unsharded_hooks(stack: contextlib.ExitStack, layers: list, on_grad) -> None:
+    """Route the gradient of every prunable weight to ``on_grad(layer, role, param)``.
+
+    FSDP swaps each module's unsharded parameter in before its forward: a forward pre-hook registers the
+    post-accumulate gradient hook on it the first time it is seen (the same object on every later step).
+    """
+    seen: set[int] = set()
+
+    def pre_hook(lm, module, roles):
+        def hook(_module, _args):
+            for role, attr in roles:
+                p = getattr(module, attr)
+                if id(p) in seen or not p.requires_grad:
+                    continue
+                seen.add(id(p))
+                stack.enter_context(p.register_post_accumulate_grad_hook(
+                    lambda param, lm_=lm, r_=role: on_grad(lm_, r_, param)))
+        return hook
+
+    for lm in layers:
+        by_module: dict[int, tuple[nn.Module, list[tuple[str, str]]]] = {}
+        for role, (module, attr) in lm.sources().items():
+            by_module.setdefault(id(module), (module, []))[1].append((role, attr))
+        for module, roles in by_module.values():
+            stack.enter_context(module.register_forward_pre_hook(pre_hook(lm, module, roles)))
+
+
+def owner(layer: int, world_size: int) -> int:
+    """The rank that keeps layer ``layer``'s parameter-sized accumulators."""
+    return layer % world_size
+
+
+def gather_full_model(model: nn.Module) -> nn.Module | None:
+    """The full weights of a sharded ``model`` as a plain model on rank 0 (None on the other ranks).
+
+    Every rank takes part (the gather is a collective). Rank 0 receives one full tensor at a time into
+    host memory, builds the model's own class from its config on the meta device and assigns the
+    weights, copies the buffers (RoPE frequencies are not in the state dict), and moves it to its device.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    device = _local_device(model)
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() != 0:
+        del state
+        return None
+    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    with torch.device("meta"):
+        plain = cls(model.config)
+    plain.load_state_dict(state, strict=False, assign=True)
+    for name, buf in model.named_buffers():
+        owner_module, _, attr = name.rpartition(".")
+        target = plain.get_submodule(owner_module) if owner_module else plain
+        persistent = attr not in getattr(target, "_non_persistent_buffers_set", set())
+        target.register_buffer(attr, buf.detach().clone(), persistent=persistent)
+    if getattr(plain.config, "tie_word_embeddings", False):
+        plain.tie_weights()
+    missing = [n for n, p in plain.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"FSDP gather: parameters missing from the gathered state dict: {missing[:5]}")
+    plain.generation_config = model.generation_config
+    return plain.to(device).eval()
+
+
+def _local_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters())
+    return p.to_local().device if hasattr(p, "to_local") else p.device
