@@ -16,12 +16,12 @@ PKG = Path(__file__).resolve().parents[1] / "gradprune"
 # The ranks follow the real imports, which differ from the data flow in three places:
 #  - importance/ and stats/ come before the calibration modules: the calibration pass (hooks.py,
 #    calibration.py) feeds the estimators and collectors those packages define.
-#  - analysis/ comes before the drivers: it only reads CSV rows, while search/ uses its prediction
-#    model to screen trials and runs it when a search ends.
-#  - run.py and search/ are drivers (one run, many runs): they sit after the stages they drive.
+#  - prediction/ (the prediction model: feature columns, predictors, model selection) comes before
+#    the drivers: search/ screens trials with it and analysis/ reports it.
+#  - run.py and search/ are drivers (one run, many runs): they sit after the stages they drive;
+#    analysis/ reads the search's CSV and comes after it.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    # sharding: FSDP's per-rank ownership, used by parallel.py, hooks.py and stats/ (a module another change adds;
-    # a name listed here before its file exists is harmless)
+    # sharding: FSDP's per-rank ownership and gather, used by parallel.py, hooks.py, calibration.py and stats/
     ("foundation", ("errors", "registry", "plugins", "files", "progress", "outputs", "sharding", "parallel",
                     "assets")),
     ("recipe", ("recipe",)),
@@ -33,9 +33,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("cut", ("cut",)),
     ("eval", ("eval",)),
     ("record", ("record", "summary")),
-    ("analyze", ("analysis",)),
+    ("prediction model", ("prediction",)),
     ("run (driver of one run)", ("preflight", "run")),
     ("search (driver of many runs)", ("search",)),
+    ("analyze", ("analysis",)),
     ("commands and public API", ("inspection", "cli", "__init__")),
 ]
 RANK = {unit: i for i, (_, units) in enumerate(STAGES) for unit in units}
