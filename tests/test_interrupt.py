@@ -231,6 +231,7 @@ def test_every_result_writer_is_atomic():
         "gradprune/cut/checkpoint.py",  # writes inside a temp dir, then renames the dir
         "gradprune/search/cache.py",  # writes inside a temp dir, then renames the dir
         "gradprune/search/study.py",  # the lock file (no content)
+        "gradprune/search/optuna_store.py",  # appends whole journal records under Optuna's journal lock
         "gradprune/eval/tasks.py",  # renders task YAMLs into a private temp dir
         "gradprune/eval/dense_cache.py",  # reads only (writes through gradprune.files)
     }

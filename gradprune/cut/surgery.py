@@ -8,8 +8,6 @@ whole KV groups are removed, and transformers 5 reshapes attention with ``-1`` h
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -127,8 +125,3 @@ def mask_plan(model: nn.Module, plan: Plan) -> None:
                     if removed and role in weights and role not in UNGROUPED_ROLES:
                         group_view3(weights[role].data, role, lm)[removed] = 0
 
-
-def plan_summary(model: nn.Module) -> dict[str, Any]:
-    """Current KV groups and MLP channels per layer (for logs and checks)."""
-    layers = get_adapter(model).layers(model)
-    return {"n_kv": [lm.n_kv for lm in layers], "n_channels": [lm.n_channels for lm in layers]}

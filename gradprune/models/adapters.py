@@ -160,7 +160,7 @@ def group_view(t: Tensor, role: str, layer: LayerModules) -> Tensor:
 
     A view for every role except ``o`` with ``n_rep * head_dim > 1`` columns per group, where the
     groups' columns are not evenly strided in memory and ``reshape`` copies once (an o_proj-sized
-    tensor). Use :func:`group_sum` when only per-group sums are needed: it never copies.
+    tensor); ``group_view3(...).sum((1, 2))`` gives per-group sums without that copy.
     """
     g3 = group_view3(t, role, layer)
     return g3.reshape(g3.shape[0], -1)

@@ -129,7 +129,6 @@ def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
     host copy of the weights is made.
     """
     import torch
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gradprune.models.adapters import get_adapter

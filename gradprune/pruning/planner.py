@@ -35,7 +35,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from gradprune.errors import PlanError
 from gradprune.importance.base import Scores
@@ -312,7 +311,3 @@ def removed_params(plan: Plan, layers: list[LayerModules]) -> dict[int, dict[str
         out[lp.layer] = {"prunable_before": before, "removed": rem}
     return out
 
-
-def score_tensor(scores: Scores) -> torch.Tensor:
-    """All scores concatenated in (layer, kind) order (for rank correlations across replicates)."""
-    return torch.cat([scores[k].flatten().float() for k in sorted(scores)])

@@ -161,8 +161,6 @@ class StatCollector:
 
     Params = NoParams
     name: ClassVar[str] = "stat"
-    #: how the cross-layer ratio treats signed values
-    ratio_of_abs: ClassVar[bool] = True
     #: computed from the calibration set's mean gradient (shared buffer) rather than streamed
     uses_mean_gradient: ClassVar[bool] = False
     #: one line saying what the statistic is, recorded in run.json
