@@ -70,10 +70,8 @@ class HookDispatcher:
             return
         if self.padding:
             param.grad = None
-            if self.mean_grad is not None and self.mean_grad.sharded_over:
-                # the owner rank waits for every rank's part of this weight: send zeros
-                self.mean_grad.begin_batch(0)
-                self.mean_grad.observe(layer.index, role, torch.zeros_like(g), Moments(torch.zeros_like(g)))
+            if self.mean_grad is not None:
+                self.mean_grad.observe_padding(layer.index, role, g)
             return
         try:
             m = Moments(g)

@@ -68,13 +68,6 @@ def shard(model: nn.Module, layers: list, mesh) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def is_sharded(model: nn.Module) -> bool:
-    """Whether ``model`` is an FSDP2 module (its parameters are DTensor shards)."""
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 def register_unsharded_hooks(stack: contextlib.ExitStack, layers: list, on_grad) -> None:
     """Route the gradient of every prunable weight to ``on_grad(layer, role, param)``.
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_ddp import _env
+
 ROOT = Path(__file__).resolve().parents[1]
 ESTIMATORS = {
     "taylor": ("taylor", {}),
@@ -68,22 +70,12 @@ def _plan(arch: str, scores):
 
 def _worker(arch: str, checkpointing: str, out_dir: str) -> None:
     res = _calibrate(arch, "fsdp", 2, checkpointing == "1")
-    sharded_rank = res.rank
     if res.rank != 0:
         assert res.scores == {} and res.model is None
         return
     torch.save({"scores": res.scores, "stats": res.layer_stats, "mean_loss": res.mean_loss, "info": res.info,
-                "state": {k: v.clone() for k, v in res.model.state_dict().items()}, "rank": sharded_rank},
+                "state": {k: v.clone() for k, v in res.model.state_dict().items()}, "rank": res.rank},
                Path(out_dir) / "rank0.pt")
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE",
-                        "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
-    return env
 
 
 def _launch(arch: str, checkpointing: bool, out_dir: Path) -> None:

@@ -83,13 +83,18 @@ class MeanGradient:
         # Σ of G's elements is linear: streamed in fp64, since it cancels (mean ≈ 0) and fp32 sums would not
         self._vec("elem_sum", grad)[layer] += moments.sum.double() * self._n
 
-    def _reduce_to_owner(self, key: tuple[int, str], grad: torch.Tensor) -> None:
+    def observe_padding(self, layer: int, role: str, like: torch.Tensor) -> None:
+        """A padding pass (FSDP): nothing is counted, but the owner rank waits for every rank's part."""
+        if self.sharded_over:
+            self._reduce_to_owner((layer, role), torch.zeros_like(like), scale=0.0)
+
+    def _reduce_to_owner(self, key: tuple[int, str], grad: torch.Tensor, scale: float | None = None) -> None:
         import torch.distributed as dist
 
         from gradprune.sharding import owner
 
         dst = owner(key[0], self.sharded_over)
-        part = grad.float() * float(self._n)
+        part = grad.float() * (float(self._n) if scale is None else scale)
         dist.reduce(part, dst=dst, op=dist.ReduceOp.SUM)
         if dist.get_rank() == dst:
             if key in self.sums:
