@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from gradprune.importance.base import ImportanceEstimator, Scores
-from gradprune.models.adapters import LayerModules, group_view
+from gradprune.models.adapters import LayerModules, group_sum
 
 
 class ActivationImportance(ImportanceEstimator):
@@ -42,5 +42,5 @@ class ActivationImportance(ImportanceEstimator):
             for role, kind in (("o", "attn"), ("down", "mlp")):
                 w = dict(layer.weights())[role].detach().float()
                 norm = self.sq[(layer.index, role)].sqrt()
-                out[(layer.index, kind)] = group_view(w.abs() * norm, role, layer).sum(1).cpu()
+                out[(layer.index, kind)] = group_sum(w.abs() * norm, role, layer).cpu()
         return out

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
+from gradprune.models.adapters import group_sum
 
 
 class MagnitudeParams(BaseModel):
@@ -24,13 +25,11 @@ class MagnitudeImportance(ImportanceEstimator):
 
     def scores(self) -> Scores:
         """Per-group norms computed from the current weights."""
-        from gradprune.models.adapters import group_view
-
         acc: Scores = {}
         for layer in self.layers:
             for role, w in layer.weights().items():
-                v = group_view(w.detach().float(), role, layer)
-                part = v.abs().sum(1) if self.params.norm == "l1" else v.square().sum(1)
+                v = w.detach().float()
+                part = group_sum(v.abs() if self.params.norm == "l1" else v.square(), role, layer)
                 key = (layer.index, kind_of(role))
                 acc[key] = acc[key] + part if key in acc else part
         if self.params.norm == "l2":

@@ -13,25 +13,87 @@ channel) over its modules m and their rows or columns r (a row of q/k/v/gate/up,
 * second:          reduce_{i∈group} ½·w_i²·F_i     (element-level; streamed to per-group sums for sum/mean)
 * mix:             reduce_{i∈group} |w_i·G_i − ½·w_i²·F_i|  (two fp32 accumulators per prunable weight)
 
-``reduce`` is sum, mean or max over the group's elements. Only what the chosen variant needs is kept:
-vector/joint and second-order sum/mean reduce each micro-batch's gradient inside the hook (linear in
-the weighted sum), so no parameter-sized buffer exists.
+``reduce`` is sum, mean or max over the group's elements. Each formula is one class below: a ``term``
+linear in the moments (G, F) and whether its score is the term's absolute value. The accumulator
+(:class:`gradprune.importance.gradient_sums.GradientSums`) keeps only what the chosen variant needs:
+vector/joint and second-order sum/mean sum the term of each micro-batch inside the hook (linearity), so
+no parameter-sized buffer exists.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
-from gradprune.models.adapters import UNGROUPED_ROLES, LayerModules, group_view, group_view3
+from gradprune.importance.gradient_sums import GradientSums
 
-#: roles whose groups are columns of the weight (the group's inputs); the others' groups are rows
-COLUMN_ROLES = ("o", "down")
+
+class TaylorFormula:
+    """One Taylor formula: ``term(w, G, F)``, linear in the moments, and its score (``|term|`` or ``term``).
+
+    Linearity lets the accumulator apply ``term`` to one micro-batch's (g_b, g_b²) and sum the results, or
+    to the summed moments; a formula without the absolute value also commutes with sums over a group.
+    """
+
+    #: reads G (the mean gradient) / F (the Fisher diagonal)
+    uses_grad: ClassVar[bool] = False
+    uses_sq: ClassVar[bool] = False
+    #: the score is |term| (so only sums inside the absolute value may be streamed)
+    absolute: ClassVar[bool] = True
+    #: the granularity when the recipe names none
+    natural_granularity: ClassVar[str] = "element"
+
+    @staticmethod
+    def term(w: torch.Tensor, grad: torch.Tensor | None, sq: torch.Tensor | None) -> torch.Tensor:
+        """The term for weights ``w``, gradient moment ``grad`` and squared-gradient moment ``sq``."""
+        raise NotImplementedError
+
+    def score(self, term: torch.Tensor) -> torch.Tensor:
+        """A (fresh) term tensor made a score, in place."""
+        return term.abs_() if self.absolute else term
+
+
+class TaylorFirstOrder(TaylorFormula):
+    """First order: |w·G|, the linear change of the loss when w is set to zero."""
+
+    uses_grad = True
+    natural_granularity = "vector"
+
+    @staticmethod
+    def term(w, grad, sq):
+        """w·G."""
+        return w * grad
+
+
+class FisherSecondOrder(TaylorFormula):
+    """Second order with the Fisher diagonal for the Hessian: ½·w²·F (≥ 0, no absolute value)."""
+
+    uses_sq = True
+    absolute = False
+
+    @staticmethod
+    def term(w, grad, sq):
+        """½·w²·F."""
+        return w.square().mul_(sq).mul_(0.5)
+
+
+class TaylorMix(TaylorFormula):
+    """First order minus the Fisher second-order term: |w·G − ½·w²·F|."""
+
+    uses_grad = uses_sq = True
+
+    @staticmethod
+    def term(w, grad, sq):
+        """w·G − ½·w²·F."""
+        return TaylorFirstOrder.term(w, grad, sq).sub_(FisherSecondOrder.term(w, grad, sq))
+
+
+FORMULAS: dict[str, type[TaylorFormula]] = {"first": TaylorFirstOrder, "second": FisherSecondOrder,
+                                            "mix": TaylorMix}
 #: each order's granularity when the recipe does not name one
-NATURAL_GRANULARITY = {"first": "vector", "second": "element", "mix": "element"}
+NATURAL_GRANULARITY = {order: f.natural_granularity for order, f in FORMULAS.items()}
 
 
 class TaylorParams(BaseModel):
@@ -61,157 +123,24 @@ class TaylorParams(BaseModel):
         return self.granularity or NATURAL_GRANULARITY[self.order]
 
 
-def row_sums(values: torch.Tensor, role: str, layer: LayerModules) -> torch.Tensor:
-    """``[n_groups, rows]``: the sum of ``values`` over each row (q/k/v/gate/up) or column (o/down) of the
-    role's weight that the group removes; a bias element is its own row."""
-    g3 = group_view3(values, role, layer)  # rows: [n, rows, in]; columns: [n, out, cols]; bias: [n, 1, rows]
-    return g3.sum(dim=2) if values.dim() == 2 and role not in COLUMN_ROLES else g3.sum(dim=1)
+def summing_level(formula: TaylorFormula, granularity: str, reduction: str) -> str:
+    """Where the accumulator may sum the formula's term: per row (vector), per group (joint, or element
+    sum/mean of a formula without absolute value), else per element."""
+    if granularity == "vector":
+        return "rows"
+    if granularity == "joint" or (reduction != "max" and not formula.absolute):
+        return "groups"
+    return "element"
 
 
-class GroupReducer:
-    """Combines per-role element scores into per-group scores with sum, mean or max."""
-
-    def __init__(self, reduction: str) -> None:
-        self.reduction = reduction
-        self.acc: dict[tuple[int, str], torch.Tensor] = {}
-        self.count: dict[tuple[int, str], int] = {}
-
-    def add(self, layer: LayerModules, role: str, values: torch.Tensor) -> None:
-        """Fold one role's element values (shaped like its weight) into its layer's group scores."""
-        v = group_view(values, role, layer)
-        part = v.amax(dim=1) if self.reduction == "max" else v.sum(dim=1)
-        key = (layer.index, kind_of(role))
-        if key not in self.acc:
-            self.acc[key], self.count[key] = part.float().clone(), v.shape[1]
-        else:
-            self.acc[key] = torch.maximum(self.acc[key], part) if self.reduction == "max" else self.acc[key] + part
-            self.count[key] += v.shape[1]
-
-    def result(self) -> Scores:
-        """Per-group scores; ``mean`` divides by the number of elements in each group."""
-        if self.reduction == "mean":
-            return {k: (a / self.count[k]).cpu() for k, a in self.acc.items()}
-        return {k: a.cpu() for k, a in self.acc.items()}
-
-
-class TaylorImportance(ImportanceEstimator):
+class TaylorImportance(GradientSums):
     """Taylor expansion of the loss change when a group is removed (first order, Fisher, or mix)."""
 
     Params = TaylorParams
 
     def __init__(self, params: TaylorParams | None = None) -> None:
-        super().__init__(params)
-        p = self.params
-        self.per_sample = p.per_sample
+        p = params if params is not None else TaylorParams()
+        formula = FORMULAS[p.order]()
         self.granularity = p.resolved_granularity
-        # element-level state: one fp32 tensor per prunable weight (two for mix)
-        self._element = self.granularity == "element" and (p.order in ("first", "mix") or p.reduction == "max")
-        self.element_state = self._element
-        self.grad_sum: dict[str, torch.Tensor] = {}
-        self.sq_sum: dict[str, torch.Tensor] = {}
-        self.group_sum: dict[tuple[int, str], torch.Tensor] = {}
-        self.row_sum: dict[str, torch.Tensor] = {}
-        self.n_samples = torch.zeros((), dtype=torch.float64)
-        self.batch_samples = 1
-        self._weights: dict[str, tuple[LayerModules, str]] = {}
-        self._shared = None  # a MeanGradient holding Σ n_b·g_b already (the stat collectors' buffer)
-
-    def share_mean_gradient(self, mean_grad) -> None:
-        """Read Σ n_b·g_b from ``mean_grad`` (a :class:`gradprune.stats.gradient.MeanGradient` fed the same
-        gradients) instead of keeping a second fp32 buffer per prunable weight."""
-        if self._element and self.params.order in ("first", "mix"):
-            self._shared = mean_grad
-
-    def _grad_sum(self, name: str, layer: LayerModules, role: str) -> torch.Tensor:
-        return self._shared.sums[(layer.index, role)] if self._shared is not None else self.grad_sum[name]
-
-    def setup(self, layers: list[LayerModules]) -> None:
-        """Remember the layers; accumulators are created lazily on the gradient's device."""
-        super().setup(layers)
-        self._by_index = {lm.index: lm for lm in layers}
-
-    def rebind(self, layers: list[LayerModules]) -> None:
-        """Scores read weights from ``layers`` (same indices and shapes, another model object)."""
-        super().rebind(layers)
-        self._by_index = {lm.index: lm for lm in layers}
-        self._weights = {name: (self._by_index[lm.index], role) for name, (lm, role) in self._weights.items()}
-
-    def _acc(self, store: dict, key, like: torch.Tensor) -> torch.Tensor:
-        if key not in store:
-            store[key] = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
-        return store[key]
-
-    def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
-        """Stream one micro-batch's gradient, weighted by its sample count, into what this variant needs."""
-        p, name, n = self.params, f"{layer.index}.{role}", float(self.batch_samples)
-        g = grad.float()
-        self._weights[name] = (layer, role)
-        if self._element:
-            if p.order in ("first", "mix") and self._shared is None:
-                self._acc(self.grad_sum, name, g).add_(g, alpha=n)
-            if p.order in ("second", "mix"):
-                self._acc(self.sq_sum, name, g).addcmul_(g, g, value=n)
-            return
-        if role in UNGROUPED_ROLES:
-            return  # no group removes these elements
-        w = weight.detach().float()
-        if self.granularity == "vector":
-            part = row_sums(w * g, role, layer)
-            self._acc(self.row_sum, name, part).add_(part, alpha=n)
-            return
-        # joint first order, or second order sum/mean: per-group sums are linear over micro-batches
-        contrib = w * g if p.order == "first" else (w * g).square_()
-        part = group_view(contrib, role, layer).sum(dim=1)
-        self._acc(self.group_sum, (layer.index, kind_of(role)), part).add_(part, alpha=n)
-
-    def end_batch(self) -> None:
-        """Count the samples (the means below divide by them)."""
-        self.n_samples += self.batch_samples
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """Every accumulator (all sums, so a DDP all-reduce with SUM combines them exactly)."""
-        out = {f"g:{k}": v for k, v in self.grad_sum.items()}
-        out.update({f"f:{k}": v for k, v in self.sq_sum.items()})
-        out.update({f"s:{k[0]}.{k[1]}": v for k, v in self.group_sum.items()})
-        out.update({f"r:{k}": v for k, v in self.row_sum.items()})
-        out["n_samples"] = self.n_samples
-        return out
-
-    def scores(self) -> Scores:
-        """Per-group scores from the accumulated means."""
-        n = float(self.n_samples)
-        if n == 0:
-            raise RuntimeError("Taylor importance saw no calibration batch")
-        p = self.params
-        if self.granularity == "vector":
-            out: Scores = {}
-            for name, rows in self.row_sum.items():
-                layer, role = self._weights[name]
-                key = (layer.index, kind_of(role))
-                part = (rows / n).abs_().sum(dim=1)
-                out[key] = out[key] + part if key in out else part
-            return {k: v.cpu() for k, v in out.items()}
-        if not self._element:
-            if p.order == "first":
-                return {k: (v / n).abs().cpu() for k, v in self.group_sum.items()}
-            counts = {} if p.reduction == "sum" else self._group_sizes()
-            return {k: (0.5 * v / n / counts.get(k, 1)).cpu() for k, v in self.group_sum.items()}
-        red = GroupReducer(p.reduction)
-        for name, (layer, role) in self._weights.items():
-            w = dict(layer.weights())[role].detach().float()
-            if p.order == "first":
-                el = (w * self._grad_sum(name, layer, role) / n).abs_()
-            elif p.order == "second":
-                el = 0.5 * w.square() * self.sq_sum[name] / n
-            else:
-                el = (w * self._grad_sum(name, layer, role) / n - 0.5 * w.square() * self.sq_sum[name] / n).abs_()
-            red.add(layer, role, el)
-        return red.result()
-
-    def _group_sizes(self) -> dict[tuple[int, str], int]:
-        sizes: dict[tuple[int, str], int] = {}
-        for layer, role in self._weights.values():
-            w = dict(layer.weights())[role]
-            key = (layer.index, kind_of(role))
-            sizes[key] = sizes.get(key, 0) + group_view(w.detach(), role, layer).shape[1]
-        return sizes
+        super().__init__(p, formula, summing_level(formula, self.granularity, p.reduction), p.reduction)
+        self.per_sample = p.per_sample

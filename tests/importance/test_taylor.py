@@ -224,3 +224,34 @@ def test_element_taylor_shares_the_collectors_mean_gradient_buffer(params):
     assert est._shared is not None and est.grad_sum == {}
     for key, s in alone.items():
         torch.testing.assert_close(res.scores["e"][key], s, rtol=1e-6, atol=1e-12)
+
+
+def test_element_max_skips_the_biases_no_group_removes():
+    """o_proj / down_proj biases belong to no group: max is taken over the grouped elements only (their
+    empty groups used to make ``amax`` fail)."""
+    model = make_model("llama", attention_bias=True, mlp_bias=True)
+    ids = _ids(n=4)
+    layers, grads = _reference_grads(model, ids, micro=2)
+    scores = _run(model, ids, "taylor", {"granularity": "element", "reduction": "max"}, micro=2)
+    lm = layers[1]
+    per_group = {"q": lm.n_rep * lm.head_dim, "k": lm.head_dim, "v": lm.head_dim, "gate": 1, "up": 1}
+    for kind, roles in (("attn", ("q", "k", "v")), ("mlp", ("gate", "up"))):
+        ref = _reduce(lm, {r: (lm.weights()[r].detach() * sum(g[(1, r)] for g in grads) / 2).abs()
+                           for r in ("q", "k", "v", "o", "gate", "up", "down")}, kind, "max")
+        for r in roles:  # the grouped biases: element i belongs to group i // per_group
+            b = (lm.weights()[f"{r}_bias"].detach() * sum(g[(1, f"{r}_bias")] for g in grads) / 2).abs()
+            ref = torch.maximum(ref, b.view(-1, per_group[r]).amax(1))
+        torch.testing.assert_close(scores[(1, kind)], ref.float(), rtol=2e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("order", ["first", "second", "mix"])
+def test_a_formula_term_is_linear_in_the_moments(order):
+    """What lets the accumulator sum per-micro-batch terms: term(w, Σ n·g, Σ n·g²) = Σ n·term(w, g, g²)."""
+    from gradprune.importance.taylor import FORMULAS
+
+    f = FORMULAS[order]()
+    gen = torch.Generator().manual_seed(0)
+    w, grads, n = torch.randn(5, 7, generator=gen), torch.randn(3, 5, 7, generator=gen), (1.0, 2.0, 3.0)
+    streamed = sum(k * f.term(w, g, g * g) for k, g in zip(n, grads, strict=True))
+    moments = (sum(k * g for k, g in zip(n, grads, strict=True)), sum(k * g * g for k, g in zip(n, grads, strict=True)))
+    torch.testing.assert_close(f.term(w, *moments), streamed, rtol=1e-5, atol=1e-6)
