@@ -74,7 +74,7 @@ def build_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
     """A Mistral-shaped model from a config, with seeded random weights (built on meta: fast)."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from gradprune.cut.checkpoint import params_on_meta
+    from gradprune.models.shard_loading import params_on_meta
 
     config = MistralConfig(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,

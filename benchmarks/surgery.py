@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from gradprune.cut.checkpoint import params_on_meta
 from gradprune.cut.surgery import apply_plan
 from gradprune.models.adapters import get_adapter
+from gradprune.models.shard_loading import params_on_meta
 from gradprune.pruning.plan import LayerPlan, Plan
 
 

@@ -56,11 +56,13 @@ class CalibrationModule(L.LightningModule):
 
     def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], dispatcher: HookDispatcher,
                  backward: bool, per_sample: bool, checkpointing: bool = False,
-                 shard_layers: list[LayerModules] | None = None) -> None:
+                 shard_layers: list[LayerModules] | None = None, weights=None) -> None:
         super().__init__()
         self._held = (model,)
         #: FSDP: the prunable layers whose decoder layers ``configure_model`` shards (None: not sharded)
         self.shard_layers = shard_layers
+        #: FSDP from the meta device: the checkpoint index each rank reads its shards from once sharded
+        self.weights = weights
         self.checkpointing = checkpointing
         self.batches = batches
         self.dispatcher = dispatcher
@@ -79,11 +81,16 @@ class CalibrationModule(L.LightningModule):
         return None
 
     def configure_model(self) -> None:
-        """Under FSDP (Lightning's model-parallel strategy): shard the held model over the device mesh."""
+        """Under FSDP (Lightning's model-parallel strategy): shard the held model over the device mesh; a
+        model on the meta device then reads this rank's shards from the checkpoint."""
         if self.shard_layers is not None:
             from gradprune.sharding import shard
 
             shard(self.model, self.shard_layers, self.device_mesh["data_parallel"])
+            if self.weights is not None:
+                from gradprune.models.shard_loading import load_local_shards
+
+                load_local_shards(self.model, self.weights, self.trainer.strategy.root_device)
 
     def train_dataloader(self):
         """This rank's share of the micro-batches (batch-level sharding keeps DDP sums exact)."""
@@ -145,11 +152,13 @@ class CalibrationModule(L.LightningModule):
 
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
-              progress=None, gradient_checkpointing: bool = False) -> CalibrationResult:
+              progress=None, gradient_checkpointing: bool = False, weights=None) -> CalibrationResult:
     """Run calibration and return every estimator's scores and every collector's per-layer values.
 
     The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
-    it is neither moved nor converted, and stays there afterwards.
+    it is neither moved nor converted, and stays there afterwards. Under FSDP it may instead be on the meta
+    device with ``weights`` (a :class:`gradprune.models.shard_loading.CheckpointIndex`): each rank then
+    reads only its shards once the model is sharded.
     """
     from gradprune.parallel import settle_strategy
     from gradprune.trainer import build_trainer
@@ -163,10 +172,14 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
         _check_group_level(estimators)
     for e in ests:
         e.setup(layers)
+    trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if grads or acts else None
     device = next(model.parameters()).device
+    if device.type == "meta":
+        if weights is None or not sharded or trainer is None:
+            raise CalibrationError("the model is on the meta device: only FSDP calibration can load its weights")
+        device = trainer.strategy.root_device
     for c in collectors:
         c.setup(n_layers, device)
-    trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if grads or acts else None
     dispatcher = HookDispatcher(layers, ests, collectors, n_layers,
                                 sharded_over=trainer.world_size if sharded and trainer is not None else 0)
     if dispatcher.mean_grad is not None:
@@ -177,7 +190,8 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     per_sample = any(e.per_sample for e in ests)
     checkpointing = gradient_checkpointing and grads
     module = CalibrationModule(model, batches, dispatcher, backward=grads, per_sample=per_sample,
-                               checkpointing=checkpointing, shard_layers=layers if sharded else None)
+                               checkpointing=checkpointing, shard_layers=layers if sharded else None,
+                               weights=weights)
     t0 = time.perf_counter()
     gathered = None
     if trainer is not None:

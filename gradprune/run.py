@@ -30,6 +30,10 @@ class Loaded:
     total_params: int
     model_type: str
     identity: str
+    #: FSDP: the checkpoint each rank reads its shards from, while ``model`` is still on the meta device
+    weights: Any = None
+    #: how the weights were loaded: "full", "sharded" (FSDP, per rank), or "full (why not sharded)"
+    loading: str = "full"
 
 
 @dataclass
@@ -61,9 +65,15 @@ def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None, identit
     from gradprune.trainer import run_device
 
     hf_logging.disable_progress_bar()  # our own progress display is enough
+    weights, loading = None, "full"
+    if model is None and _sharded(recipe):
+        from gradprune.models.shard_loading import load_empty
+
+        model, tok, weights, why = load_empty(recipe.model)
+        loading = "sharded" if weights is not None else f"full ({why})"
     if model is None:
         model, tok = load_model(recipe.model, run_device(recipe.trainer))
-    else:
+    elif weights is None:
         tok = tokenizer
     adapter = get_adapter(model)
     layers = adapter.layers(model)
@@ -78,7 +88,33 @@ def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None, identit
 
         check_eval_config(recipe.eval, model.config, load_data=True)  # offline failures surface now
     return Loaded(model, tok, layers, adapter.count_params(model), model.config.model_type,
-                  identity or model_identity(recipe.model, model))
+                  identity or model_identity(recipe.model, model), weights, loading)
+
+
+def _sharded(recipe: Recipe) -> bool:
+    from gradprune.parallel import settle_strategy
+
+    t = recipe.trainer
+    return settle_strategy(t.strategy, t.devices, t.accelerator).lower() == "fsdp"
+
+
+def materialized(recipe: Recipe, loaded: Loaded) -> Loaded:
+    """``loaded`` with real weights: a model still on the meta device (FSDP loading, when no calibration
+    pass read its shards: a stored calibration or an estimator that needs none) is loaded whole."""
+    if loaded.weights is None:
+        return loaded
+    from gradprune.models.loading import load_model
+    from gradprune.trainer import run_device
+
+    model, _ = load_model(recipe.model, run_device(recipe.trainer))
+    return _replace_model(loaded, model)
+
+
+def _replace_model(loaded: Loaded, model: Any) -> Loaded:
+    from gradprune.models.adapters import get_adapter
+
+    return Loaded(model, loaded.tokenizer, get_adapter(model).layers(model), loaded.total_params,
+                  loaded.model_type, loaded.identity, None, loaded.loading)
 
 
 def build_plugins(recipe: Recipe):
@@ -91,14 +127,15 @@ def build_plugins(recipe: Recipe):
     return est, norm, cols
 
 
-def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=None):
-    """Draw windows and calibrate (or reuse a stored calibration with the same key)."""
+def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=None, built=None):
+    """Draw windows and calibrate (or reuse a stored calibration with the same key); ``built``: the
+    recipe's (estimator, normalizer, collectors) when the caller built them already."""
     from gradprune import plugins
     from gradprune.calibration import calibrate
     from gradprune.data.windows import draw_windows
     from gradprune.progress import CalibrationProgress
 
-    est, _, cols = build_plugins(recipe)
+    est, _, cols = built or build_plugins(recipe)
     key = calibration_key(recipe, loaded.identity)
     if store is not None and (hit := store.get(key)) is not None:
         console.print(f"[dim]calibration reused from cache ({key[:12]})[/]")
@@ -113,13 +150,14 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
         with ctrl_c_through_lightning():
             res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
                             {recipe.importance.name: est}, cols, recipe.trainer, progress=progress,
-                            gradient_checkpointing=c.gradient_checkpointing)
+                            gradient_checkpointing=c.gradient_checkpointing, weights=loaded.weights)
     except CalibrationError as exc:
-        if "non-finite" not in str(exc):
+        if "non-finite" not in str(exc) or loaded.weights is not None:
             raise
         where = where_non_finite(loaded.model, loaded.layers, windows.input_ids[: c.batch_size])
         raise CalibrationError(f"{exc}; {where}" if where else str(exc)) from None
     res.info["windows"] = windows.provenance
+    res.info["loading"] = loaded.loading
     if store is not None and res.rank == 0:
         store.put(key, res)
     return res
@@ -214,28 +252,26 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     loaded = loaded or load_stage(recipe)
     t["time_load"] = time.perf_counter() - t0
     devices["load"] = device_of(loaded.model)
-    dense = _dense_eval(recipe, loaded, console)
-    t["time_dense_eval"] = time.perf_counter() - t0 - t["time_load"]
-    if dense is not None:
-        devices["dense_eval"] = device_of(loaded.model)
-    from gradprune.eval.proxies import dense_reference, proxy_metrics
-
-    proxy_ref = dense_reference(loaded.model, loaded.tokenizer, recipe.eval)  # before calibration: the dense model
+    est, normalizer, collectors = build_plugins(recipe)
+    if not (est.needs_calibration or collectors):
+        loaded = materialized(recipe, loaded)  # no calibration pass would read the shards
+    # the dense reference needs the weights: with FSDP loading they exist only after calibration gathered them
+    dense_first = loaded.weights is None
+    dense, proxy_ref = _dense_stage(recipe, loaded, console, t, devices) if dense_first else (None, None)
     t1 = time.perf_counter()
-    calib = calibration_stage(recipe, loaded, console, store)
+    calib = calibration_stage(recipe, loaded, console, store, (est, normalizer, collectors))
     devices["calibration"] = calib.info.get("device", devices["load"])
     if getattr(calib, "rank", 0) != 0:
         # DDP / FSDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
         raise SystemExit(0)
     if calib.model is not None:  # FSDP: the full model rank 0 gathered replaces the sharded one
-        from gradprune.models.adapters import get_adapter
-
-        loaded = Loaded(calib.model, loaded.tokenizer, get_adapter(calib.model).layers(calib.model),
-                        loaded.total_params, loaded.model_type, loaded.identity)
+        loaded = _replace_model(loaded, calib.model)
         calib.model = None
+    loaded = materialized(recipe, loaded)  # a stored calibration: nothing was gathered
     t["time_calibration"] = time.perf_counter() - t1
+    if not dense_first:
+        dense, proxy_ref = _dense_stage(recipe, loaded, console, t, devices)
     t1 = time.perf_counter()
-    _, normalizer, collectors = build_plugins(recipe)
     raw = calib.scores[recipe.importance.name]
     import warnings
 
@@ -256,6 +292,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
 
     params_after = get_adapter(loaded.model).count_params(loaded.model)
     t1 = time.perf_counter()
+    from gradprune.eval.proxies import proxy_metrics
+
     proxies, proxy_info = proxy_metrics(loaded.model, proxy_ref) if proxy_ref is not None else ({}, None)
     del proxy_ref  # the dense log-probabilities: up to a few GB of host memory
     ev_metrics, ev_info = (pruned_eval or _pruned_eval)(recipe, loaded, console, dense)
@@ -272,7 +310,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         "metrics": metrics,
         "model": {"name_or_path": recipe.model.name_or_path, "identity": loaded.identity,
                   "model_type": loaded.model_type, "n_layers": len(loaded.layers),
-                  "params_before": loaded.total_params, "params_after": params_after,
+                  "params_before": loaded.total_params, "params_after": params_after, "loading": loaded.loading,
                   "trust_remote_code": recipe.model.trust_remote_code},
         "calibration": {"batches": calib.batches, "tokens": calib.tokens, "seconds": calib.seconds,
                         "tokens_per_s": calib.tokens_per_s, "mean_loss": calib.mean_loss, **calib.info},
@@ -292,6 +330,19 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     record["versions"] = versions()
     return RunOutput(record, rows, list(calib.layer_stats), plan, raw,
                      loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t)
+
+
+def _dense_stage(recipe: Recipe, loaded: Loaded, console: Console, t: dict, devices: dict):
+    """The dense model's metrics (None: not asked) and the proxies' dense reference."""
+    from gradprune.eval.proxies import dense_reference
+    from gradprune.trainer import device_of
+
+    t0 = time.perf_counter()
+    dense = _dense_eval(recipe, loaded, console)
+    t["time_dense_eval"] = time.perf_counter() - t0
+    if dense is not None:
+        devices["dense_eval"] = device_of(loaded.model)
+    return dense, dense_reference(loaded.model, loaded.tokenizer, recipe.eval)
 
 
 def _dense_eval(recipe: Recipe, loaded: Loaded, console: Console) -> dict | None:

@@ -18,8 +18,8 @@
   planning, surgery, evaluation and saving; the other ranks stop there.
 
 Element-level estimators keep one fp32 accumulator per weight on every rank and are refused under
-FSDP (``ELEMENT_LEVEL_REFUSAL``). Each rank still loads the full checkpoint before sharding (the peak
-host memory per process is one model); see docs/performance.md.
+FSDP (``ELEMENT_LEVEL_REFUSAL``). A model built on the meta device reads only this rank's shards from the
+checkpoint once sharded (``gradprune/models/shard_loading.py``); see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -60,11 +60,17 @@ def decoder_layers(model: nn.Module, layers: list) -> list[nn.Module]:
 
 
 def shard(model: nn.Module, layers: list, mesh) -> None:
-    """``fully_shard`` every decoder layer, then the root, over ``mesh`` (in place)."""
+    """``fully_shard`` every decoder layer, then untied input and output embeddings (each its own unit: the
+    vocabulary-sized matrices are all-gathered only while they run, not for the whole step), then the root
+    (the final norm, and tied embeddings, which must stay in one unit), over ``mesh`` (in place)."""
     from torch.distributed.fsdp import fully_shard
 
     for layer in decoder_layers(model, layers):
         fully_shard(layer, mesh=mesh)
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is not None and embed is not None and head.weight is not embed.weight:
+        fully_shard(embed, mesh=mesh)
+        fully_shard(head, mesh=mesh)
     fully_shard(model, mesh=mesh)
 
 

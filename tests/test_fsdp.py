@@ -3,7 +3,9 @@
 The test runs this file as a script (``popen``: Lightning re-runs it for rank 1, as for ``gradprune
 run``). Rank 0 saves its scores, statistics, the plan they give and the gathered model; the test compares
 them with ``calibrate`` on one process. 9 samples in micro-batches of 2 over 2 ranks: rank 1 runs padding
-passes (its shard is shorter, and per sample its last micro-batch has one sample fewer).
+passes (its shard is shorter, and per sample its last micro-batch has one sample fewer). In the ``meta``
+variant every rank builds the model on the meta device and reads only its shards from a saved checkpoint
+(an odd vocabulary: the embedding's rows split 151 / 150).
 """
 
 from __future__ import annotations
@@ -31,36 +33,57 @@ COLLECTORS = ("grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var", "gra
 N_SAMPLES, BATCH = 9, 2
 
 
-def _inputs(arch: str):
+VOCAB = {"full": 300, "meta": 301}  # "meta_ref": the meta variant's model, built whole
+
+
+def _inputs(arch: str, loading: str = "full"):
     from tests.conftest import make_model
 
-    model = make_model(arch, seed=0)
+    model = make_model(arch, seed=0, vocab_size=VOCAB[loading.removesuffix("_ref")])
     ids = torch.randint(0, 300, (N_SAMPLES, 12), generator=torch.Generator().manual_seed(7))
     return model, ids
 
 
-def _calibrate(arch: str, strategy: str, devices: int, checkpointing: bool = False):
+def _empty(checkpoint: Path):
+    """The model saved in ``checkpoint``, on the meta device, and the index its shards are read from."""
+    from transformers import AutoConfig
+
+    from gradprune.models.shard_loading import empty_model, index_checkpoint, mismatch
+    from gradprune.recipe import ModelSection
+
+    model = empty_model(str(checkpoint), AutoConfig.from_pretrained(checkpoint),
+                        ModelSection(name_or_path=str(checkpoint)))
+    index = index_checkpoint(checkpoint)
+    assert mismatch(model, index) is None
+    return model, index
+
+
+def _calibrate(arch: str, strategy: str, devices: int, checkpointing: bool = False, loading: str = "full",
+               out_dir: str = ""):
     from gradprune import plugins
     from gradprune.calibration import calibrate
     from gradprune.models.adapters import get_adapter
     from gradprune.recipe import TrainerSection
 
-    model, ids = _inputs(arch)
+    model, ids = _inputs(arch, loading)
+    weights = None
+    if loading == "meta":
+        model, weights = _empty(Path(out_dir) / "checkpoint")
     ests = {k: plugins.IMPORTANCE.build(n, p) for k, (n, p) in ESTIMATORS.items()}
     cols = [plugins.COLLECTORS.build(c) for c in COLLECTORS]
     cfg = TrainerSection(accelerator="cpu", devices=devices, strategy=strategy, precision="32-true")
     res = calibrate(model, get_adapter(model).layers(model), ids, BATCH, ests, cols, cfg,
-                    gradient_checkpointing=checkpointing)
+                    gradient_checkpointing=checkpointing, weights=weights)
     return res
 
 
-def _plan(arch: str, scores):
+def _plan(arch: str, scores, loading: str = "full"):
     from gradprune import plugins
     from gradprune.models.adapters import get_adapter
     from gradprune.pruning.planner import normalize_scores, plan_pruning
     from gradprune.recipe import PruningSection
 
-    model, _ = _inputs(arch)
+    model, _ = _inputs(arch, loading.removesuffix("_ref"))
     layers = get_adapter(model).layers(model)
     norm = plugins.NORMALIZERS.build("zscore")
     plan = plan_pruning(normalize_scores(scores, norm), layers, get_adapter(model).count_params(model),
@@ -68,8 +91,8 @@ def _plan(arch: str, scores):
     return {k: v for k, v in plan.to_dict().items() if k != "meta"}
 
 
-def _worker(arch: str, checkpointing: str, out_dir: str) -> None:
-    res = _calibrate(arch, "fsdp", 2, checkpointing == "1")
+def _worker(arch: str, checkpointing: str, loading: str, out_dir: str) -> None:
+    res = _calibrate(arch, "fsdp", 2, checkpointing == "1", loading, out_dir)
     if res.rank != 0:
         assert res.scores == {} and res.model is None
         return
@@ -78,8 +101,9 @@ def _worker(arch: str, checkpointing: str, out_dir: str) -> None:
                Path(out_dir) / "rank0.pt")
 
 
-def _launch(arch: str, checkpointing: bool, out_dir: Path) -> None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), arch, "1" if checkpointing else "0", str(out_dir)]
+def _launch(arch: str, checkpointing: bool, loading: str, out_dir: Path) -> None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), arch, "1" if checkpointing else "0", loading,
+           str(out_dir)]
     p = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          start_new_session=True)
     try:
@@ -91,20 +115,23 @@ def _launch(arch: str, checkpointing: bool, out_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("arch", "checkpointing"), [("mistral", False), ("qwen2", True)])
-def test_fsdp_matches_single_process(arch, checkpointing, tmp_path):
+@pytest.mark.parametrize(("arch", "checkpointing", "loading"),
+                         [("mistral", False, "full"), ("qwen2", True, "meta")])
+def test_fsdp_matches_single_process(arch, checkpointing, loading, tmp_path):
     from tests.conftest import make_model
 
-    _launch(arch, checkpointing, tmp_path)
+    if loading == "meta":
+        make_model(arch, seed=0, vocab_size=VOCAB[loading]).save_pretrained(tmp_path / "checkpoint")
+    _launch(arch, checkpointing, loading, tmp_path)
     got = torch.load(tmp_path / "rank0.pt")
-    ref = _calibrate(arch, "auto", 1)
+    ref = _calibrate(arch, "auto", 1, loading="full" if loading == "full" else "meta_ref")
     assert got["info"]["strategy"] == "fsdp" and got["info"]["world_size"] == 2
     for name in ESTIMATORS:
         assert set(got["scores"][name]) == set(ref.scores[name])
         for key, s in ref.scores[name].items():
             torch.testing.assert_close(got["scores"][name][key], s, rtol=1e-5, atol=1e-9,
                                        msg=lambda m, n=name, k=key: f"{n} {k}: {m}")
-        assert _plan(arch, got["scores"][name]) == _plan(arch, ref.scores[name]), name
+        assert _plan(arch, got["scores"][name], loading) == _plan(arch, ref.scores[name], loading), name
     for col in COLLECTORS:
         # grad_mean cancels (|mean| ~ 1e-4 of the elements' std): compared on the scale of grad_std
         abs_tol = [1e-6 * s for s in ref.layer_stats["grad_std"]] if col == "grad_mean" else [1e-12] * 4
@@ -112,7 +139,7 @@ def test_fsdp_matches_single_process(arch, checkpointing, tmp_path):
             assert g == pytest.approx(r, rel=1e-6, abs=a), col
     assert got["mean_loss"] == pytest.approx(ref.mean_loss, rel=1e-6)
     # the gathered model is the calibrated one, whole
-    dense = make_model(arch, seed=0).state_dict()
+    dense = make_model(arch, seed=0, vocab_size=VOCAB[loading]).state_dict()
     assert set(got["state"]) == set(dense)
     for k, v in dense.items():
         assert torch.equal(got["state"][k], v), k
@@ -148,4 +175,4 @@ def test_decoder_layers_are_found_for_sharding():
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    _worker(*sys.argv[1:4])
+    _worker(*sys.argv[1:5])

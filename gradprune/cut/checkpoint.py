@@ -15,8 +15,6 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from gradprune.cut.surgery import apply_plan, check_block
 from gradprune.errors import ModelError, PlanError
 from gradprune.models.adapters import get_adapter
 from gradprune.models.pruned_files import MANIFEST
+from gradprune.models.shard_loading import params_on_meta
 from gradprune.pruning.plan import Plan
 
 PLAN_FILE = "plan.json"
@@ -168,26 +167,6 @@ def save_pruned(model: nn.Module, tokenizer: Any, plan: Plan, out_dir: str | Pat
         raise
     return out_dir
 
-
-@contextmanager
-def params_on_meta() -> Iterator[None]:
-    """Build modules with parameters on the meta device but real buffers.
-
-    Buffers such as the rotary ``inv_freq`` are non-persistent (not in the checkpoint) and computed in
-    ``__init__``: keeping them real restores them exactly, while no parameter memory is allocated.
-    """
-    register = nn.Module.register_parameter
-
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None and param.device.type != "meta":
-            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-        register(module, name, param)
-
-    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

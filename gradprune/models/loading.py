@@ -49,7 +49,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def _torch_dtype(name: str) -> Any:
+def torch_dtype(name: str) -> Any:
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -122,15 +122,9 @@ def _owned_host_memory() -> dict[str, Any]:
     return {"disable_mmap": True} if "disable_mmap" in params else {}
 
 
-def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
-    """Load model and tokenizer for pruning onto ``device``; every user-caused failure is a ModelError.
-
-    On an accelerator the safetensors shards are read straight onto it (``device_map``), so no full
-    host copy of the weights is made.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def checked_config(section: ModelSection) -> tuple[str, Any]:
+    """The resolved path and config of ``section``'s model, checked before any weight is read: a causal LM
+    of a supported architecture, not a pruned checkpoint transformers cannot load."""
     from gradprune.models.adapters import get_adapter
 
     path = resolve_model_path(section.name_or_path)
@@ -138,13 +132,36 @@ def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
     _check_causal_lm(path, config)
     get_adapter(config)  # unsupported architecture: fail before reading gigabytes of weights
     _check_not_pruned_checkpoint(path)
+    return path, config
+
+
+def load_tokenizer(path: str, section: ModelSection) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=section.revision,
+                                             trust_remote_code=section.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
+
+
+def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
+    """Load model and tokenizer for pruning onto ``device``; every user-caused failure is a ModelError.
+
+    On an accelerator the safetensors shards are read straight onto it (``device_map``), so no full
+    host copy of the weights is made.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path, config = checked_config(section)
     common = {"revision": section.revision, "trust_remote_code": section.trust_remote_code}
     device = torch.device(device)
     placement = {"device_map": str(device)} if device.type != "cpu" else _owned_host_memory()
     try:
         # use_safetensors=True: a pickled pytorch_model.bin is never unpickled (it could run code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, config=config, dtype=_torch_dtype(section.dtype), use_safetensors=True, **placement, **common
+            path, config=config, dtype=torch_dtype(section.dtype), use_safetensors=True, **placement, **common
         )
     except OSError as exc:
         if Path(path).is_dir():
@@ -156,10 +173,7 @@ def load_model(section: ModelSection, device: Any = "cpu") -> tuple[Any, Any]:
             raise  # not the user's files: a search records it as such
         raise ModelError(f"cannot load the weights of {path!r}: {type(exc).__name__}: {_one_line(exc)}; "
                          "expected model*.safetensors files that match its config.json") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
+    tokenizer = load_tokenizer(path, section)
     if "device_map" not in placement:
         model.to(device)
     model.eval()
