@@ -5,7 +5,7 @@ run``). Rank 0 saves its scores, statistics, the plan they give and the gathered
 them with ``calibrate`` on one process. 9 samples in micro-batches of 2 over 2 ranks: rank 1 runs padding
 passes (its shard is shorter, and per sample its last micro-batch has one sample fewer). In the ``meta``
 variant every rank builds the model on the meta device and reads only its shards from a saved checkpoint
-(an odd vocabulary: the embedding's rows split 151 / 150).
+(an odd vocabulary: the embedding's rows split 151 / 150; untied embeddings, each its own FSDP unit).
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ COLLECTORS = ("grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var", "gra
 N_SAMPLES, BATCH = 9, 2
 
 
-VOCAB = {"full": 300, "meta": 301}  # "meta_ref": the meta variant's model, built whole
+# "meta_ref": the meta variant's model, built whole; untied embeddings: FSDP units of their own
+MODEL_KW = {"full": {"vocab_size": 300}, "meta": {"vocab_size": 301, "tie_word_embeddings": False}}
 
 
 def _inputs(arch: str, loading: str = "full"):
     from tests.conftest import make_model
 
-    model = make_model(arch, seed=0, vocab_size=VOCAB[loading.removesuffix("_ref")])
+    model = make_model(arch, seed=0, **MODEL_KW[loading.removesuffix("_ref")])
     ids = torch.randint(0, 300, (N_SAMPLES, 12), generator=torch.Generator().manual_seed(7))
     return model, ids
 
@@ -121,7 +122,7 @@ def test_fsdp_matches_single_process(arch, checkpointing, loading, tmp_path):
     from tests.conftest import make_model
 
     if loading == "meta":
-        make_model(arch, seed=0, vocab_size=VOCAB[loading]).save_pretrained(tmp_path / "checkpoint")
+        make_model(arch, seed=0, **MODEL_KW[loading]).save_pretrained(tmp_path / "checkpoint")
     _launch(arch, checkpointing, loading, tmp_path)
     got = torch.load(tmp_path / "rank0.pt")
     ref = _calibrate(arch, "auto", 1, loading="full" if loading == "full" else "meta_ref")
@@ -139,7 +140,7 @@ def test_fsdp_matches_single_process(arch, checkpointing, loading, tmp_path):
             assert g == pytest.approx(r, rel=1e-6, abs=a), col
     assert got["mean_loss"] == pytest.approx(ref.mean_loss, rel=1e-6)
     # the gathered model is the calibrated one, whole
-    dense = make_model(arch, seed=0, vocab_size=VOCAB[loading]).state_dict()
+    dense = make_model(arch, seed=0, **MODEL_KW[loading]).state_dict()
     assert set(got["state"]) == set(dense)
     for k, v in dense.items():
         assert torch.equal(got["state"][k], v), k
