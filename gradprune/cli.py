@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from gradprune.errors import GradpruneError
+from gradprune.errors import GradpruneError, GradpruneWarning
 
 # the original tool's flags → recipe keys (``gradprune run`` accepts them as overrides)
 ORIGINAL_FLAGS = {
@@ -109,6 +110,19 @@ def one_line(message: str) -> str:
     return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
+def _warning_printer(show):
+    """``warnings.showwarning`` that prints a GradpruneWarning (about the user's input) as one ``warning:``
+    line without a source location, and hands every other warning to ``show``."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, GradpruneWarning):
+            print(f"warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every command."""
     p = argparse.ArgumentParser(prog="gradprune", description="Gradient-based structured pruning of LLMs.")
@@ -179,14 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             sub.choices["run"].error(_unknown_run_option(extra))
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(warnings.showwarning)
+            return int(args.func(args) or 0)
     except GradpruneError as exc:
         from rich.console import Console
         from rich.text import Text
 
-        # Text(), not markup: messages quote user input, which may contain [brackets]
-        message = Text("error: ", style="bold red") + Text(one_line(str(exc)))
-        Console(stderr=True, highlight=False, soft_wrap=True).print(message)
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for line in exc.lines():  # one line per problem (a recipe names all of its problems at once)
+            # Text(), not markup: messages quote user input, which may contain [brackets]
+            console.print(Text("error: ", style="bold red") + Text(one_line(line)))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

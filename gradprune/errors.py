@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class GradpruneError(Exception):
-    """A problem with the user's input: the message names the file/key and what is expected."""
+    """A problem with the user's input: the message names the file/key and what is expected.
+
+    Raised with several problems (``RecipeError(p1, p2)``), it stands for all of them: ``str`` joins
+    them with "; " and the CLI prints each on its own ``error:`` line.
+    """
+
+    def __str__(self) -> str:
+        return "; ".join(str(a) for a in self.args)
+
+    def lines(self) -> list[str]:
+        """The problems, one per line."""
+        return [str(a) for a in self.args] or [""]
+
+
+class GradpruneWarning(UserWarning):
+    """Input gradprune accepted but changed or suspects (the CLI prints it as one ``warning:`` line)."""
 
 
 class RecipeError(GradpruneError):
@@ -33,3 +51,9 @@ class PlanError(GradpruneError):
 
 class EvalError(GradpruneError):
     """An evaluation task or data set failed (a search turns this into a failed row)."""
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` Did you mean 'a', 'b'?`` for up to three close matches of ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

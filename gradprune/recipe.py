@@ -1,20 +1,23 @@
 """Recipes: YAML → dotted ``key=value`` / ``~key`` overrides → a validated, frozen ``Recipe``.
 
 Unknown keys anywhere (file or command line) give the same error: the dotted path and a
-did-you-mean. Plugin ``params`` blocks are checked against each plugin's own params model.
+did-you-mean. Plugin ``params`` blocks are checked against each plugin's own params model
+(:mod:`gradprune.plugin_sections`). Every problem of a recipe is reported at once, one per line.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gradprune.errors import GradpruneError, RecipeError
+from gradprune import plugin_sections as ps
+from gradprune.errors import GradpruneError, RecipeError, did_you_mean
+from gradprune.plugin_sections import DatasetSection, PluginSection
 
 
 class Section(BaseModel):
@@ -32,13 +35,6 @@ class ModelSection(Section):
     revision: str | None = None
 
 
-class DatasetSection(Section):
-    """A calibration data source from the data registry; other keys go to that source."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str = "embedded"
-
-
 class CalibrationSection(Section):
     """How the calibration windows are drawn and batched."""
 
@@ -52,18 +48,13 @@ class CalibrationSection(Section):
     gradient_checkpointing: bool = False
 
 
-class PluginSection(Section):
-    """A plugin named by its registry name plus its own params."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
 class StatsSection(Section):
-    """Per-layer gradient statistics and the extreme-pruning threshold."""
+    """Per-layer gradient statistics (collectors by registry name, and their params) and the
+    extreme-pruning threshold."""
 
-    collectors: list[str] = Field(default_factory=lambda: ["grad_norm", "grad_mean", "grad_std", "grad_max",
-                                                           "grad_var", "grad_snr"])
+    collectors: list[str] = Field(default_factory=lambda: list(ps.DEFAULT_COLLECTORS))
+    #: params of a listed collector, by its name: ``{grad_quantile: {q: 0.9}}``
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     extreme_threshold: float = Field(0.8, gt=0, le=1)
 
     @field_validator("collectors")
@@ -217,7 +208,10 @@ class Recipe(Section):
         from gradprune import plugins
         from gradprune.sharding import ELEMENT_LEVEL_REFUSAL
 
-        est = plugins.IMPORTANCE.build(self.importance.name, self.importance.params, "importance.params")
+        try:
+            est = plugins.IMPORTANCE.build(self.importance.name, self.importance.params, "importance.params")
+        except GradpruneError:  # reported with the recipe's other plugin problems
+            return self
         if est.element_state:
             raise ValueError(f"importance {self.importance.name!r} {ELEMENT_LEVEL_REFUSAL}")
         return self
@@ -353,31 +347,45 @@ def _submodel(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
 
-def _did_you_mean(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type[BaseModel] = Recipe) -> dict[str, Any]:
-    """Apply dotted overrides to a recipe dict (a copy); unknown keys are caught by validation."""
-    out = copy.deepcopy(data)
-    for text in overrides:
-        key, value, delete = parse_override(text)
-        parts = key.split(".")
-        node: Any = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part) if isinstance(node, dict) else None
-            if nxt is None:
-                nxt = {}
-                node[part] = nxt
-            elif not isinstance(nxt, dict):
-                raise RecipeError(f"override {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
-            node = nxt
-        if delete:
-            node.pop(parts[-1], None)
-        else:
-            node[parts[-1]] = value
+    """Apply dotted overrides to a recipe dict (a copy); unknown keys are caught by validation. Every bad
+    override is named in one RecipeError."""
+    out, problems = _apply(data, overrides)
+    if problems:
+        raise RecipeError(*problems)
     return out
+
+
+def _apply(data: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The overridden copy and the overrides that could not be applied (a plugin switched by an override
+    keeps only the params that fit it: :func:`gradprune.plugin_sections.carry_params`)."""
+    out, problems, keys = copy.deepcopy(data), [], []
+    for text in overrides:
+        try:
+            keys.append(_apply_one(out, text))
+        except RecipeError as exc:
+            problems += exc.lines()
+    ps.carry_params(data, out, keys)
+    return out, problems
+
+
+def _apply_one(out: dict[str, Any], text: str) -> str:
+    key, value, delete = parse_override(text)
+    parts = key.split(".")
+    node: Any = out
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part) if isinstance(node, dict) else None
+        if nxt is None:
+            nxt = {}
+            node[part] = nxt
+        elif not isinstance(nxt, dict):
+            raise RecipeError(f"override {text!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = nxt
+    if delete:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+    return key
 
 
 # names of the original tool (its command-line flags and search_results.csv columns) → recipe keys
@@ -408,50 +416,51 @@ def _unknown_key_message(err: dict[str, Any], schema: type[BaseModel]) -> str:
     for p in loc[:-1]:
         parent = _submodel(parent, p)
     hint = _section_hint(loc[0], err.get("input"), schema) if len(loc) == 1 else ""
-    hint = hint or _did_you_mean(loc[-1], _known_keys(parent))
+    hint = hint or did_you_mean(loc[-1], _known_keys(parent))
     return f"{'.'.join(loc)}: unknown key.{hint}"
 
 
-def validate_dict(data: dict[str, Any], source: str, schema: type[BaseModel] = Recipe) -> Any:
-    """Validate a recipe dict into ``schema``; errors name ``source`` and the dotted keys."""
+# a union member's tag in a pydantic error location ("int", "literal['auto']", "list[int]")
+_UNION_TAG = re.compile(r"^(int|float|str|bool|none|[a-z-]+\[.*\])$")
+
+
+def _schema_problems(err: ValidationError, schema: type[BaseModel]) -> list[str]:
+    """One line per bad key; the members of a union a value fits none of are joined into one line."""
+    by_key: dict[str, list[str]] = {}
+    got: dict[str, str] = {}
+    for e in err.errors():
+        if e["type"] == "extra_forbidden":
+            by_key.setdefault(_unknown_key_message(e, schema), [])
+            continue
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
+        by_key.setdefault(loc or "(recipe)", []).append(e["msg"].removeprefix("Value error, "))
+        # a whole-section check would echo the entire section as its input: leave it out
+        if loc and not isinstance(e.get("input"), dict):
+            got[loc] = f" (got {e.get('input')!r})"
+    return [f"{key}: {', or '.join(msgs)}{got.get(key, '')}" if msgs else key for key, msgs in by_key.items()]
+
+
+def validate_dict(data: dict[str, Any], source: str, schema: type[BaseModel] = Recipe,
+                  earlier: list[str] | None = None) -> Any:
+    """Validate a recipe dict into ``schema``; one RecipeError names every problem (``earlier`` ones, e.g.
+    bad overrides, first), each with ``source`` and the dotted key."""
+    problems = []
+    recipe = None
     try:
         recipe = schema.model_validate(data)
     except ValidationError as err:
-        msgs = []
-        for e in err.errors():
-            if e["type"] == "extra_forbidden":
-                msgs.append(_unknown_key_message(e, schema))
-            else:
-                loc = ".".join(str(p) for p in e["loc"])
-                msg = e["msg"].removeprefix("Value error, ")
-                # a whole-section check would echo the entire section as its input: leave it out
-                got = f" (got {e.get('input')!r})" if loc and not isinstance(e.get("input"), dict) else ""
-                msgs.append(f"{loc or '(recipe)'}: {msg}{got}")
-        raise RecipeError(f"{source}: " + "; ".join(msgs)) from None
-    if isinstance(recipe, Recipe):
-        check_plugins(recipe, source)
+        problems += _schema_problems(err, schema)
+    if issubclass(schema, Recipe) and isinstance(data, dict):
+        # params are checked (importing each plugin) once the schema holds: a typo still fails fast
+        problems += ps.plugin_problems(data, load=not problems and not earlier)
+    if problems or earlier:
+        raise RecipeError(*(earlier or []), *(f"{source}: {p}" for p in problems))
     return recipe
-
-
-def check_plugins(recipe: Recipe, source: str) -> None:
-    """Plugin names exist and their params fit each plugin's own params model."""
-    from gradprune import plugins
-
-    try:
-        plugins.IMPORTANCE.validate_params(recipe.importance.name, recipe.importance.params, "importance.params")
-        plugins.NORMALIZERS.validate_params(recipe.normalizer.name, recipe.normalizer.params, "normalizer.params")
-        for c in recipe.stats.collectors:
-            plugins.COLLECTORS.entry(c)
-        ds = recipe.calibration.dataset
-        extra = {k: v for k, v in ds.model_dump().items() if k != "name"}
-        plugins.DATA.validate_params(ds.name, extra, "calibration.dataset")
-    except GradpruneError as exc:
-        raise RecipeError(f"{source}: {exc}") from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load, override and validate a recipe file."""
     data = read_yaml(path)
-    data = apply_overrides(data, overrides or [])
+    data, problems = _apply(data, overrides or [])
     src = str(path) + (" (with command-line overrides)" if overrides else "")
-    return validate_dict(data, src)
+    return validate_dict(data, src, earlier=problems)

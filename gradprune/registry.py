@@ -7,16 +7,15 @@ params to a target (``taylor_mix`` = Taylor with ``order: mix``).
 
 from __future__ import annotations
 
-import difflib
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gradprune.errors import PluginError
+from gradprune.errors import PluginError, did_you_mean
 
 T = TypeVar("T")
 
@@ -47,18 +46,29 @@ def _import_target(target: str) -> Any:
     return obj
 
 
-def format_validation_error(err: ValidationError, prefix: str) -> str:
-    """Turn pydantic's error list into lines that name the dotted key and what is expected."""
+def validation_problems(err: ValidationError, prefix: str, known: Collection[str] | None = None,
+                        owner: str = "") -> list[str]:
+    """Pydantic's errors as lines that name the dotted key and what is expected; an unknown key gets a
+    did-you-mean among ``known`` (a plugin's params), or the list of them. ``owner``: whose keys they are."""
+    of = f" of {owner}" if owner else ""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in (prefix, *e["loc"]) if str(p))
         if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key")
+            hint = did_you_mean(str(e["loc"][-1]), known or ())
+            if not hint and known is not None:
+                hint = f" It takes: {', '.join(known)}." if known else " It takes no params."
+            lines.append(f"{loc}: unknown key{of}" + (f".{hint}" if hint else ""))
         elif e["type"] == "missing":  # its input is the whole parent object: noise, not a hint
-            lines.append(f"{loc}: required key is missing")
+            lines.append(f"{loc}: required key{of} is missing")
         else:
-            lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(lines)
+            lines.append(f"{loc}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})")
+    return lines
+
+
+def format_validation_error(err: ValidationError, prefix: str) -> str:
+    """:func:`validation_problems` on one line."""
+    return "; ".join(validation_problems(err, prefix))
 
 
 class Registry(Generic[T]):
@@ -122,10 +132,8 @@ class Registry(Generic[T]):
         self._read_entry_points()
         if name not in self._entries:
             avail = self.names()
-            close = difflib.get_close_matches(name, avail, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             shown = ", ".join(avail[:20]) + (" …" if len(avail) > 20 else "")
-            raise PluginError(f"unknown {self.family} plugin {name!r}.{hint} Available: {shown}")
+            raise PluginError(f"unknown {self.family} plugin {name!r}.{did_you_mean(name, avail)} Available: {shown}")
         return self._entries[name]
 
     def get(self, name: str) -> T:
@@ -155,20 +163,23 @@ class Registry(Generic[T]):
         return getattr(self.get(name), "Params", NoParams)
 
     def validate_params(self, name: str, params: Mapping[str, Any] | None, where: str) -> BaseModel:
-        """Check ``params`` (merged over the preset) against the plugin's params model."""
+        """Check ``params`` (merged over the preset) against the plugin's params model; a PluginError
+        holds one problem per bad key (``where.<key>: …``), a misspelled key with a did-you-mean."""
         merged = {**self.entry(name).preset, **dict(params or {})}
+        model = self.params_model(name)
         try:
-            return self.params_model(name).model_validate(merged)
+            return model.model_validate(merged)
         except ValidationError as err:
-            raise PluginError(
-                f"{where}: params do not fit {self.family} plugin {name!r}: "
-                f"{format_validation_error(err, where)}"
-            ) from None
+            owner = f"{self.family} plugin {name!r}"
+            raise PluginError(*validation_problems(err, where, model.model_fields, owner)) from None
 
     def build(self, name: str, params: Mapping[str, Any] | None = None, where: str | None = None) -> T:
-        """Instantiate plugin ``name`` with validated params (``cls(params_model)``)."""
+        """Instantiate plugin ``name`` with validated params (``cls(params_model)``); the instance's ``name``
+        is set to the registry name, the one key run.json, layers.csv and the CSV columns use."""
         p = self.validate_params(name, params, where or f"{self.family}.{name}.params")
-        return self.get(name)(p)
+        obj = self.get(name)(p)
+        obj.name = name
+        return obj
 
     def describe(self, name: str) -> str:
         """First line of the plugin's docstring (loads it); a load failure is described, not raised."""

@@ -403,6 +403,36 @@ def test_bad_input(case: Case, env: Env, tmp_path, capfd):
 
 
 # --------------------------------------------------------------------------------------------------
+# a recipe with several problems: every one is named, one line each (validate and run alike)
+
+THREE_ERRORS = "calibration: {seq_len: 0}\npruning: {ratoi: 0.3}\nstats: {collectors: [grad_norm, grad_nrm]}\n"
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_every_recipe_problem_is_one_error_line(command, tmp_path, capfd):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(THREE_ERRORS)
+    before = _snapshot(tmp_path)
+    assert main([command, str(recipe), f"output.dir={tmp_path / 'out'}"]) == 2
+    err = capfd.readouterr().err
+    lines = err.splitlines()
+    assert "Traceback" not in err and len(lines) == 3, err
+    assert all(line.startswith(f"error: {recipe} (with command-line overrides): ") for line in lines), err
+    for key in ("calibration.seq_len: Input should be greater than 0", "pruning.ratoi: unknown key. Did you mean",
+                "stats.collectors: unknown collectors plugin 'grad_nrm'"):
+        assert sum(key in line for line in lines) == 1, (key, err)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_switch_warning_is_one_line_without_a_source_location(capfd):
+    assert main(["validate", TINY, "importance.name=magnitude"]) == 0
+    err = capfd.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning: importance.name switched")]
+    assert len(warning) == 1 and "importance.params.order" in warning[0], err
+    assert "GradpruneWarning" not in err and ".py:" not in err, err
+
+
+# --------------------------------------------------------------------------------------------------
 # a plan that does not match the saved model (the Python API: gradprune.load_pruned)
 
 PLAN_EDITS = [

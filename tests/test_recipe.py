@@ -117,3 +117,112 @@ def test_a_collector_listed_twice_is_refused():
 
     with pytest.raises(RecipeError, match="grad_norm listed more than once"):
         load_recipe(Path(__file__).resolve().parents[1] / "recipes/tiny.yaml", ["stats.collectors=[grad_norm,grad_norm]"])
+
+
+# --------------------------------------------------------------------------------------------------
+# every problem at once; plugin params (collectors too); a plugin switched by an override
+
+TINY = ROOT / "recipes/tiny.yaml"
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("calibration: {seq_len: 0}\npruning: {ratoi: 0.3}\nstats: {collectors: [grad_norm, grad_nrm]}\n"
+                 "eval: {batch_size: x}\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p, ["pruning.ratio"])
+    lines = e.value.lines()
+    assert lines[0] == "override 'pruning.ratio' has no '=': expected dotted.key=value, e.g. pruning.ratio=0.3"
+    rest = lines[1:]
+    assert len(rest) == 4 and all(line.startswith(f"{p} (with command-line overrides): ") for line in rest)
+    text = "\n".join(rest)
+    assert "calibration.seq_len: Input should be greater than 0 (got 0)" in text
+    assert "pruning.ratoi: unknown key. Did you mean 'ratio'?" in text
+    assert "stats.collectors: unknown collectors plugin 'grad_nrm'. Did you mean 'grad_norm'" in text
+    # a union's members are one line under the key itself, not one per member
+    assert "eval.batch_size: Input should be a valid integer, unable to parse string as an integer, or " \
+           "Input should be 'auto' (got 'x')" in text
+
+
+def test_every_plugin_param_problem_is_listed_at_once():
+    with pytest.raises(RecipeError) as e:
+        load_recipe(TINY, ["importance.params.ordr=first", "normalizer.params.x=1", "stats.params.grad_norm.q=1"])
+    text = "\n".join(e.value.lines())
+    assert len(e.value.lines()) == 3
+    assert "importance.params.ordr: unknown key of importance plugin 'taylor'. Did you mean 'order'?" in text
+    assert "normalizer.params.x: unknown key of normalizers plugin 'zscore'." in text
+    assert "stats.params.grad_norm.q: unknown key of collectors plugin 'grad_norm'. It takes no params." in text
+
+
+def test_collector_params_go_to_a_listed_collector(monkeypatch):
+    from pydantic import BaseModel, ConfigDict
+
+    from gradprune import plugins
+    from gradprune.stats.gradient import StatCollector
+
+    class QParams(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        q: float = 0.5
+
+    class GradQuantile(StatCollector):
+        """A made-up collector with params."""
+
+        Params = QParams
+
+    monkeypatch.setattr(plugins.COLLECTORS, "_entries", dict(plugins.COLLECTORS._entries))
+    plugins.COLLECTORS.add("grad_quantile", GradQuantile)
+    r = load_recipe(TINY, ["stats.collectors=[grad_norm, grad_quantile]", "stats.params.grad_quantile.q=0.9"])
+    assert r.stats.collectors == ["grad_norm", "grad_quantile"] and r.stats.params == {"grad_quantile": {"q": 0.9}}
+    assert r.to_dict()["stats"]["collectors"] == ["grad_norm", "grad_quantile"]  # still plain names
+    with pytest.raises(RecipeError, match=r"stats\.params\.grad_quantil: 'grad_quantil' is not in stats\.collectors"
+                                          r".*Did you mean 'grad_quantile'"):
+        load_recipe(TINY, ["stats.collectors=[grad_norm, grad_quantile]", "stats.params.grad_quantil.q=0.9"])
+    with pytest.raises(RecipeError, match=r"stats\.params\.grad_quantile\.q: Input should be a valid number"):
+        load_recipe(TINY, ["stats.collectors=[grad_quantile]", "stats.params.grad_quantile.q=abc"])
+
+
+def test_a_plugin_switched_by_an_override_drops_the_params_it_does_not_take():
+    from gradprune.errors import GradpruneWarning
+
+    with pytest.warns(GradpruneWarning, match=r"importance\.name switched from 'taylor' to 'magnitude' by an "
+                                              r"override: .*importance\.params\.order \('magnitude' takes no"):
+        r = load_recipe(TINY, ["importance.name=magnitude"])
+    assert r.importance.name == "magnitude" and r.importance.params == {}
+    # params the overrides set are the user's: never dropped, so a wrong one is an error
+    with pytest.warns(GradpruneWarning, match="granularity"), \
+            pytest.raises(RecipeError, match=r"importance\.params\.order: unknown key of importance plugin 'magnitude'"):
+        load_recipe(TINY, ["importance.name=magnitude", "importance.params.order=first"])
+
+
+def test_a_switch_to_a_preset_drops_params_the_preset_binds_otherwise(tmp_path):
+    from gradprune.errors import GradpruneWarning
+
+    p = tmp_path / "r.yaml"
+    p.write_text("importance: {name: taylor, params: {order: second}}\n"
+                 "calibration: {dataset: {name: text_file, path: corpus.txt}}\n")
+    with pytest.warns(GradpruneWarning) as caught:
+        r = load_recipe(p, ["importance.name=taylor_first", "calibration.dataset.name=embedded"])
+    messages = [str(w.message) for w in caught]
+    assert any("preset 'taylor_first' binds order: first" in m for m in messages)
+    assert any("calibration.dataset.path ('embedded' takes no 'path')" in m for m in messages)
+    assert r.importance.params == {} and r.calibration.dataset.model_dump() == {"name": "embedded"}
+
+
+def test_params_of_a_collector_an_override_removes_go_with_it(tmp_path, monkeypatch):
+    from gradprune import plugins
+    from gradprune.errors import GradpruneWarning
+    from gradprune.stats.gradient import GradNormCollector
+
+    monkeypatch.setattr(plugins.COLLECTORS, "_entries", dict(plugins.COLLECTORS._entries))
+    plugins.COLLECTORS.add("norm_alias", GradNormCollector)
+    p = tmp_path / "r.yaml"
+    p.write_text("stats: {collectors: [norm_alias], params: {norm_alias: {}}}\n")
+    assert load_recipe(p).stats.params == {"norm_alias": {}}
+    with pytest.warns(GradpruneWarning, match=r"dropped .*stats\.params\.norm_alias"):
+        r = load_recipe(p, ["stats.collectors=[grad_max]"])
+    assert r.stats.params == {}
+
+
+def test_no_switch_no_warning(recwarn):
+    load_recipe(TINY, ["importance.name=taylor", "pruning.ratio=0.3"])
+    assert not [w for w in recwarn if "switched" in str(w.message)]

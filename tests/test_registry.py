@@ -80,3 +80,80 @@ def test_entry_points_are_found_and_a_broken_one_is_isolated(monkeypatch):
     assert "broken" in reg.broken
     assert reg.describe("broken").startswith("[failed to load]")
     assert reg.get("ext_magnitude")  # the others keep working
+
+
+# --------------------------------------------------------------------------------------------------
+# one plugin protocol: the registry name is the plugin's name; params are checked with a did-you-mean
+
+
+@pytest.fixture
+def collectors(monkeypatch):
+    """The collectors registry; what a test adds to it is forgotten afterwards."""
+    reg = plugins.COLLECTORS
+    monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+    monkeypatch.setattr(reg, "_loaded", dict(reg._loaded))
+    return reg
+
+
+def test_build_names_the_instance_after_its_registry_name(collectors):
+    from gradprune.stats.gradient import GradNormCollector, StatCollector
+
+    class GradCount(StatCollector):
+        """Counts gradient elements (no `name` attribute anywhere)."""
+
+    collectors.add("grad_count", GradCount)
+    collectors.add("norm_alias", GradNormCollector)
+    assert collectors.build("grad_count").name == "grad_count"
+    alias = collectors.build("norm_alias")
+    assert alias.name == "norm_alias" and alias.statistic == "grad_norm"  # the key is the registry name
+    assert plugins.IMPORTANCE.build("taylor_first").name == "taylor_first"
+
+
+def test_a_misspelled_param_gets_a_did_you_mean_and_every_bad_param_is_listed():
+    with pytest.raises(PluginError) as e:
+        plugins.IMPORTANCE.validate_params("taylor", {"ordr": "first", "granularity": "nope"}, "importance.params")
+    lines = e.value.lines()
+    assert len(lines) == 2 and str(e.value) == "; ".join(lines)
+    assert "importance.params.ordr: unknown key of importance plugin 'taylor'. Did you mean 'order'?" in lines
+    assert any(line.startswith("importance.params.granularity: ") for line in lines)
+    with pytest.raises(PluginError, match=r"stats\.params\.grad_norm\.q: unknown key .* It takes no params"):
+        plugins.COLLECTORS.validate_params("grad_norm", {"q": 1}, "stats.params.grad_norm")
+
+
+def test_collectors_take_typed_params(collectors):
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from gradprune.stats.gradient import StatCollector
+
+    class QuantileParams(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        q: float = Field(0.5, gt=0, lt=1)
+
+    class GradQuantile(StatCollector):
+        """A q-quantile of |g| (only its params matter here)."""
+
+        Params = QuantileParams
+
+    collectors.add("grad_quantile", GradQuantile)
+    assert collectors.build("grad_quantile", {"q": 0.9}).params.q == 0.9
+    assert collectors.build("grad_quantile").params.q == 0.5
+    with pytest.raises(PluginError, match=r"stats\.params\.grad_quantile\.q: Input should be less than 1"):
+        collectors.build("grad_quantile", {"q": 2}, "stats.params.grad_quantile")
+
+
+def test_a_mean_gradient_collector_must_say_which_statistic_it_takes():
+    from gradprune.stats.gradient import StatCollector
+
+    with pytest.raises(TypeError, match="set `statistic`"):
+        class Forgot(StatCollector):  # noqa: F841 - refused when the class is defined
+            uses_mean_gradient = True
+
+    class OwnSummary(StatCollector):
+        uses_mean_gradient = True
+
+        def summarize(self, summary):
+            self._values = [a / max(b, 1e-30) for a, b in zip(summary["grad_max"], summary["grad_norm"], strict=True)]
+
+    c = OwnSummary()
+    c.summarize({"grad_max": [2.0], "grad_norm": [4.0]})
+    assert c.per_layer() == [0.5]

@@ -27,9 +27,10 @@ sums, shared by every collector that reads it; per-layer reductions are fp64.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 
 from gradprune.registry import NoParams
 
@@ -162,17 +163,30 @@ class StatCollector:
     streaming collector gets every micro-batch's gradient in :meth:`observe` and keeps its own O(layers)
     state, combined across processes by :meth:`state` ops. State is allocated on the first gradient's
     device (``_zeros``); nothing is copied to the host per hook.
+
+    The run records :meth:`per_layer` under ``name``, which the registry sets to the name the collector
+    is registered under (``Registry.build``); params come from the recipe's ``stats.params.<name>``.
     """
 
-    Params = NoParams
-    name: ClassVar[str] = "stat"
+    Params: ClassVar[type[BaseModel]] = NoParams
     #: computed from the calibration set's mean gradient (shared buffer) rather than streamed
     uses_mean_gradient: ClassVar[bool] = False
+    #: the :meth:`MeanGradient.summary` entry the default :meth:`summarize` takes (mean-gradient collectors)
+    statistic: ClassVar[str | None] = None
     #: one line saying what the statistic is, recorded in run.json
     definition: ClassVar[str] = ""
 
-    def __init__(self, params=None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # refused when the class is defined, so a registry reports it as a plugin that failed to load
+        if cls.uses_mean_gradient and cls.statistic is None and cls.summarize is StatCollector.summarize:
+            raise TypeError(f"{cls.__name__} sets uses_mean_gradient: set `statistic` (one of the "
+                            f"MeanGradient.summary entries) or override summarize()")
+
+    def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
+        #: the registry name (set by ``Registry.build``): the key in run.json, layers.csv and the CSV columns
+        self.name = ""
         self.n_layers = 0
         self._state: dict[str, torch.Tensor] = {}
         self._values: list[float] | None = None
@@ -201,7 +215,7 @@ class StatCollector:
 
     def summarize(self, summary: dict[str, list[float]]) -> None:
         """Mean-gradient collectors: take this statistic from the :meth:`MeanGradient.summary`."""
-        self._values = list(summary[self.name])
+        self._values = list(summary[self.statistic])
 
     def per_layer(self) -> list[float]:
         """The statistic for every layer, in layer order."""
@@ -213,7 +227,7 @@ class StatCollector:
 class GradNormCollector(StatCollector):
     """‖G_l‖: Frobenius norm of the layer's mean gradient over the calibration set."""
 
-    name = "grad_norm"
+    statistic = "grad_norm"
     uses_mean_gradient = True
     definition = "||G_l||, G_l = mean over calibration samples of the gradient of the layer's prunable weights"
 
@@ -221,7 +235,7 @@ class GradNormCollector(StatCollector):
 class GradMeanCollector(StatCollector):
     """Mean of the elements of the layer's mean gradient (signed)."""
 
-    name = "grad_mean"
+    statistic = "grad_mean"
     uses_mean_gradient = True
     definition = "mean of the elements of G_l (signed)"
 
@@ -229,7 +243,7 @@ class GradMeanCollector(StatCollector):
 class GradStdCollector(StatCollector):
     """Population std of the elements of the layer's mean gradient."""
 
-    name = "grad_std"
+    statistic = "grad_std"
     uses_mean_gradient = True
     definition = "population std of the elements of G_l"
 
@@ -237,7 +251,7 @@ class GradStdCollector(StatCollector):
 class GradMaxCollector(StatCollector):
     """Largest absolute element of the layer's mean gradient."""
 
-    name = "grad_max"
+    statistic = "grad_max"
     uses_mean_gradient = True
     definition = "max |G_l|"
 
@@ -245,7 +259,7 @@ class GradMaxCollector(StatCollector):
 class GradVarCollector(StatCollector):
     """Per-sample gradient variance per element (exact with per-sample gradients, else from micro-batches)."""
 
-    name = "grad_var"
+    statistic = "grad_var"
     uses_mean_gradient = True
     definition = ("per-sample gradient variance per element, sum_b n_b ||g_b - G_l||^2 / (B - 1) / count "
                   "(exact with micro-batches of one sample, estimated from micro-batch means otherwise)")
@@ -254,6 +268,6 @@ class GradVarCollector(StatCollector):
 class GradSNRCollector(StatCollector):
     """Per-sample signal-to-noise ratio ‖G_l‖² / τ̂_l of the layer's gradient."""
 
-    name = "grad_snr"
+    statistic = "grad_snr"
     uses_mean_gradient = True
     definition = "||G_l||^2 / (per-sample gradient variance, trace); the mean gradient's SNR is N times it"

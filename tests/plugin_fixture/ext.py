@@ -30,8 +30,6 @@ class GradSignImportance(ImportanceEstimator):
 class GradL1Collector(StatCollector):
     """Per-layer mean |g| (a made-up collector for the extension test)."""
 
-    name = "grad_l1"
-
     def setup(self, n_layers, device):
         super().setup(n_layers, device)
         self.s = torch.zeros(n_layers, dtype=torch.float64)

@@ -80,3 +80,37 @@ def test_ratio_summary_uses_abs_and_names_extremes():
 
 def test_extreme_layers_threshold_is_strict():
     assert extreme_layers([0.1, 0.8, 0.81, 1.0], 0.8) == [2, 3]
+
+
+def test_a_statistic_is_recorded_under_its_registry_name(monkeypatch):
+    """The key is the name a collector is registered under: an alias of a built-in and a streaming collector
+    that declares no name of its own."""
+    from gradprune.stats.gradient import GradNormCollector, StatCollector
+
+    class GradCount(StatCollector):
+        """Gradient elements seen per layer."""
+
+        def setup(self, n_layers, device=None):
+            super().setup(n_layers, device)
+
+        def observe(self, layer, role, grad, moments):
+            self._zeros("n", grad)[layer] += moments.count
+
+        def state(self):
+            return {"n": (self._state["n"], "sum")}
+
+        def per_layer(self):
+            return self._state["n"].tolist()
+
+    reg = plugins.COLLECTORS
+    monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+    reg.add("norm_alias", GradNormCollector)
+    reg.add("grad_count", GradCount)
+    model = make_model("mistral")
+    ids = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(5))
+    layers = get_adapter(model).layers(model)
+    cols = [reg.build(n) for n in ("grad_norm", "norm_alias", "grad_count")]
+    stats = calibrate(model, layers, ids, 2, {"t": plugins.IMPORTANCE.build("magnitude")}, cols, CPU).layer_stats
+    assert set(stats) == {"grad_norm", "norm_alias", "grad_count"}
+    assert stats["norm_alias"] == stats["grad_norm"]
+    assert stats["grad_count"] == [float(sum(p.numel() for p in lm.weights().values())) for lm in layers]

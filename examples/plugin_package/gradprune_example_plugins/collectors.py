@@ -8,9 +8,8 @@ from gradprune.stats.gradient import StatCollector
 
 
 class GradL1Collector(StatCollector):
-    """Mean absolute gradient per layer (the run records ``grad_l1`` per layer and ``grad_l1_ratio``)."""
-
-    name = "grad_l1"  # the key in run.json and layers.csv: keep it equal to the entry-point name
+    """Mean absolute gradient per layer (the run records it per layer and as ``<name>_ratio``, under the
+    entry-point name: ``grad_l1``)."""
 
     def setup(self, n_layers: int, device: torch.device) -> None:
         super().setup(n_layers, device)
