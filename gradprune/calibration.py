@@ -152,13 +152,15 @@ class CalibrationModule(L.LightningModule):
 
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
-              progress=None, gradient_checkpointing: bool = False, weights=None) -> CalibrationResult:
+              progress=None, gradient_checkpointing: bool = False, weights=None,
+              gather_to: str | None = None) -> CalibrationResult:
     """Run calibration and return every estimator's scores and every collector's per-layer values.
 
     The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
     it is neither moved nor converted, and stays there afterwards. Under FSDP it may instead be on the meta
     device with ``weights`` (a :class:`gradprune.models.shard_loading.CheckpointIndex`): each rank then
-    reads only its shards once the model is sharded.
+    reads only its shards once the model is sharded. ``gather_to``: where rank 0 puts the full model it
+    gathers after FSDP calibration (default: its own device).
     """
     from gradprune.parallel import settle_strategy
     from gradprune.trainer import build_trainer
@@ -212,7 +214,7 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
             dispatcher.summarize()
             world, rank = trainer.world_size, trainer.global_rank
         if sharded:
-            gathered = _gather_for_scoring(model, ests)
+            gathered = _gather_for_scoring(model, ests, gather_to)
     else:
         loss_sum, n_done, world, rank = 0.0, 0, 1, 0
     seconds = time.perf_counter() - t0
@@ -239,12 +241,13 @@ def _check_group_level(estimators: dict[str, ImportanceEstimator]) -> None:
             raise CalibrationError(f"importance {name!r} {ELEMENT_LEVEL_REFUSAL}")
 
 
-def _gather_for_scoring(model: torch.nn.Module, ests: list[ImportanceEstimator]) -> torch.nn.Module | None:
+def _gather_for_scoring(model: torch.nn.Module, ests: list[ImportanceEstimator],
+                        device: str | None = None) -> torch.nn.Module | None:
     """FSDP: the full model on rank 0, whose layers the estimators then read their weights from."""
     from gradprune.models.adapters import get_adapter
     from gradprune.sharding import gather_full_model
 
-    plain = gather_full_model(model)
+    plain = gather_full_model(model, device)
     if plain is not None:
         layers = get_adapter(plain).layers(plain)
         for e in ests:

@@ -102,6 +102,9 @@ class EvalSection(Section):
     batch_size: int | Literal["auto"] = "auto"
     limit: int | float | None = None
     dense: bool = True  # evaluate the dense model too (cached by model identity)
+    #: "auto": spread the model rank 0 gathers after FSDP calibration over every GPU it sees (accelerate,
+    #: whole decoder layers per GPU) for surgery and evaluation; null: rank 0's own device
+    device_map: Literal["auto"] | None = None
 
     @field_validator("batch_size")
     @classmethod
@@ -204,6 +207,10 @@ class Recipe(Section):
 
         t = self.trainer
         if settle_strategy(t.strategy, t.devices, t.accelerator).lower() != "fsdp":
+            if self.eval.device_map is not None:
+                raise ValueError("eval.device_map: auto spreads the model that FSDP calibration gathers; with "
+                                 f"trainer.strategy={t.strategy!r} the model is calibrated on one device and is "
+                                 "evaluated there (set trainer.strategy: fsdp, or drop eval.device_map)")
             return self
         from gradprune import plugins
         from gradprune.sharding import ELEMENT_LEVEL_REFUSAL

@@ -48,6 +48,14 @@ class RunOutput:
     model: Any = None
     tokenizer: Any = None
     timings: dict = field(default_factory=dict)
+    #: DDP / FSDP: this process's rank; only rank 0 plans, evaluates and has a record (the others return
+    #: right after calibration with everything else empty)
+    rank: int = 0
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process holds the run's results (rank 0)."""
+        return self.rank == 0
 
 
 # the pruned model's evaluation stage: (recipe, loaded, console, dense metrics or None) → (metrics, info)
@@ -123,7 +131,8 @@ def build_plugins(recipe: Recipe):
 
     est = plugins.IMPORTANCE.build(recipe.importance.name, recipe.importance.params, "importance.params")
     norm = plugins.NORMALIZERS.build(recipe.normalizer.name, recipe.normalizer.params, "normalizer.params")
-    cols = [plugins.COLLECTORS.build(c, {}, f"stats.collectors[{c}]") for c in recipe.stats.collectors]
+    cols = [plugins.COLLECTORS.build(c, recipe.stats.params.get(c), f"stats.params.{c}")
+            for c in recipe.stats.collectors]
     return est, norm, cols
 
 
@@ -150,7 +159,8 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
         with ctrl_c_through_lightning():
             res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
                             {recipe.importance.name: est}, cols, recipe.trainer, progress=progress,
-                            gradient_checkpointing=c.gradient_checkpointing, weights=loaded.weights)
+                            gradient_checkpointing=c.gradient_checkpointing, weights=loaded.weights,
+                            gather_to="cpu" if recipe.eval.device_map == "auto" else None)
     except CalibrationError as exc:
         if "non-finite" not in str(exc) or loaded.weights is not None:
             raise
@@ -228,6 +238,8 @@ def calibration_key(recipe: Recipe, identity: str) -> str:
     # "definitions": statistics on the mean gradient and sample-weighted scores (an older cache entry differs)
     key = {"definitions": 2, "model": identity, "dtype": r["model"]["dtype"], "calibration": r["calibration"],
            "importance": r["importance"], "collectors": r["stats"]["collectors"], "precision": r["trainer"]["precision"]}
+    if r["stats"]["params"]:  # only then: the keys of earlier stored calibrations stay valid
+        key["collector_params"] = r["stats"]["params"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -263,9 +275,14 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     devices["calibration"] = calib.info.get("device", devices["load"])
     if getattr(calib, "rank", 0) != 0:
         # DDP / FSDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
-        raise SystemExit(0)
+        return RunOutput({}, [], [], None, {}, rank=calib.rank)
     if calib.model is not None:  # FSDP: the full model rank 0 gathered replaces the sharded one
-        loaded = _replace_model(loaded, calib.model)
+        gathered = calib.model
+        if recipe.eval.device_map == "auto":  # gathered on the host: spread over this process's GPUs
+            from gradprune.eval.placement import spread
+
+            gathered = spread(gathered)
+        loaded = _replace_model(loaded, gathered)
         calib.model = None
     loaded = materialized(recipe, loaded)  # a stored calibration: nothing was gathered
     t["time_calibration"] = time.perf_counter() - t1
@@ -399,6 +416,8 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
                   f"{recipe.importance.name} → {recipe.pruning.scope} {recipe.pruning.ratio:.0%}")
     console.print(report.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)
     out = run_experiment(recipe, console, keep_model=recipe.output.save_model)
+    if not out.writes:
+        return 0
     console.print(layer_table(out.layer_rows))
     path = write_output(out, out_dir, recipe.output.save_model)
     console.print(summary_table(out.record["metrics"]))

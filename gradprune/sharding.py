@@ -106,18 +106,19 @@ def owner(layer: int, world_size: int) -> int:
     return layer % world_size
 
 
-def gather_full_model(model: nn.Module) -> nn.Module | None:
+def gather_full_model(model: nn.Module, device: torch.device | str | None = None) -> nn.Module | None:
     """The full weights of a sharded ``model`` as a plain model on rank 0 (None on the other ranks).
 
     Every rank takes part (the gather is a collective). Rank 0 receives one full tensor at a time into
     host memory, builds the model's own class from its config on the meta device and assigns the
-    weights, copies the buffers (RoPE frequencies are not in the state dict), and moves it to its device.
+    weights, copies the buffers (RoPE frequencies are not in the state dict), and moves it to ``device``
+    (default: the rank's own; ``"cpu"`` keeps it on the host, e.g. to spread it over several GPUs).
     """
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.fsdp import FSDPModule
 
-    device = _local_device(model)
+    device = device if device is not None else _local_device(model)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:
         del state

@@ -165,6 +165,17 @@ def test_strategies_fsdp_cannot_run_are_refused(strategy, devices, match):
         load_recipe(str(ROOT / "recipes/tiny.yaml"), [f"trainer.strategy={strategy}", f"trainer.devices={devices}"])
 
 
+def test_eval_device_map_needs_fsdp():
+    from gradprune.errors import RecipeError
+    from gradprune.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match="eval.device_map: auto spreads the model that FSDP calibration gathers"):
+        load_recipe(str(ROOT / "recipes/tiny.yaml"), ["eval.device_map=auto"])
+    recipe = load_recipe(str(ROOT / "recipes/tiny.yaml"),
+                         ["eval.device_map=auto", "trainer.strategy=fsdp", "trainer.devices=2"])
+    assert recipe.eval.device_map == "auto"
+
+
 def test_decoder_layers_are_found_for_sharding():
     from gradprune.models.adapters import get_adapter
     from gradprune.sharding import decoder_layers

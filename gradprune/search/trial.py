@@ -30,6 +30,8 @@ def run_trial(recipe, trial_dir: Path, store, console: Console) -> dict[str, Any
     t0 = time.perf_counter()
     try:
         out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model)
+        if not out.writes:
+            raise SystemExit(0)  # DDP / FSDP rank > 0: rank 0 records the trial
         write_output(out, trial_dir, recipe.output.save_model)
         metrics = out.record["metrics"]
         metrics["calibration_reused"] = bool(out.record["calibration"].get("reused_calibration", False))

@@ -131,6 +131,8 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     try:
         out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model,
                              pruned_eval=rung_eval_stage(spec, reporter, resume))
+        if not out.writes:
+            raise SystemExit(0)  # DDP / FSDP rank > 0: rank 0 records the trial
         write_output(out, trial_dir, recipe.output.save_model)
     except KeyboardInterrupt:
         raise
