@@ -71,8 +71,10 @@ class PruningSection(Section):
 
     ratio: float = Field(0.2, gt=0, lt=1)
     scope: Literal["global", "local"] = "global"
-    attention_layers: tuple[int, int] | None = None  # inclusive-exclusive [start, end); None = all
-    mlp_layers: tuple[int, int] | None = None
+    #: inclusive-exclusive [start, end); end null = the model's last layer included, a negative end counts
+    #: from the end ([3, -1] on 32 layers = [3, 31), LLM-Pruner's default); None = all layers
+    attention_layers: tuple[int, int | None] | None = None
+    mlp_layers: tuple[int, int | None] | None = None
     prune_attention: bool = True
     prune_mlp: bool = True
     min_keep: int = Field(1, ge=0)
@@ -80,9 +82,13 @@ class PruningSection(Section):
 
     @field_validator("attention_layers", "mlp_layers")
     @classmethod
-    def _range(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None and not (0 <= v[0] < v[1]):
-            raise ValueError("expected [start, end) with 0 <= start < end")
+    def _range(cls, v: tuple[int, int | None] | None) -> tuple[int, int | None] | None:
+        if v is None:
+            return v
+        start, end = v
+        if start < 0 or (end is not None and end >= 0 and not start < end):
+            raise ValueError("expected [start, end) with 0 <= start < end (end: null for the last layer, or "
+                             "negative to count from the end)")
         return v
 
 

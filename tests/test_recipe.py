@@ -36,6 +36,8 @@ def test_overrides_apply_with_yaml_types_and_deletion():
                                                  "pruning.mlp_layers=[0, 2]", "~pruning.attention_layers"])
     assert r.pruning.ratio == 0.3 and r.calibration.seq_len == 32
     assert r.pruning.mlp_layers == (0, 2) and r.pruning.attention_layers is None
+    r = load_recipe(str(ROOT / "recipes/tiny.yaml"), ["pruning.mlp_layers=[3, -1]"])
+    assert r.pruning.mlp_layers == (3, -1) and r.pruning.attention_layers == (1, None)
 
 
 def test_recipe_is_frozen():

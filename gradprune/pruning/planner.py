@@ -73,15 +73,18 @@ class Pool:
         return self.scores[self.stops - 1]
 
 
-def allowed_layers(n_layers: int, rng: tuple[int, int] | None, key: str) -> range:
-    """The [start, end) layer range of a kind; a range beyond the model is a PlanError."""
+def allowed_layers(n_layers: int, rng: tuple[int, int | None] | None, key: str) -> range:
+    """The [start, end) layer range of a kind (end None: ``n_layers``; negative: ``n_layers + end``); a
+    range beyond the model, or empty on it, is a PlanError."""
     if rng is None:
         return range(n_layers)
     start, end = rng
-    if end > n_layers:
-        raise PlanError(f"pruning.{key}: [{start}, {end}) is outside the model, which has {n_layers} layers "
-                        f"(expected 0 <= start < end <= {n_layers})")
-    return range(start, end)
+    stop = n_layers if end is None else n_layers + end if end < 0 else end
+    if stop > n_layers or not 0 <= start < stop:
+        shown = "null" if end is None else end
+        raise PlanError(f"pruning.{key}: [{start}, {shown}) is outside the model, which has {n_layers} layers "
+                        f"(expected 0 <= start < end <= {n_layers}; end null = up to the last layer)")
+    return range(start, stop)
 
 
 def _stops(n: int, n_free: int, min_keep: int, round_to: int, kind: str) -> np.ndarray:

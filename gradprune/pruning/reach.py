@@ -90,9 +90,11 @@ def reach(shape: ModelShape, pruning: Any) -> Reach:
     return Reach(shape.total, removable)
 
 
-def _layers_text(rng: tuple[int, int] | None, n_layers: int) -> str:
-    start, end = rng if rng is not None else (0, n_layers)
-    return f"layers [{start}, {end})"
+def _layers_text(rng: tuple[int, int | None] | None, n_layers: int) -> str:
+    from gradprune.pruning.planner import allowed_layers
+
+    r = allowed_layers(n_layers, rng, "")
+    return f"layers [{r.start}, {r.stop})"
 
 
 def unreachable_message(r: Reach, pruning: Any, model: str, n_layers: int) -> str:

@@ -72,6 +72,18 @@ def test_layer_ranges_and_min_keep(tiny):
             assert lp.mlp_kept is None
 
 
+def test_layer_range_ends_relative_to_the_model():
+    from gradprune.pruning.planner import allowed_layers
+
+    assert allowed_layers(32, (3, -1), "mlp_layers") == range(3, 31)  # LLM-Pruner's default on 32 layers
+    assert allowed_layers(3, (1, None), "mlp_layers") == range(1, 3)
+    assert allowed_layers(4, (1, None), "mlp_layers") == range(1, 4)
+    with pytest.raises(PlanError, match=r"pruning.mlp_layers: \[2, -1\) is outside the model, which has 3"):
+        allowed_layers(3, (2, -1), "mlp_layers")  # empty on a 3-layer model
+    with pytest.raises(PlanError, match=r"\[4, null\) is outside the model, which has 4 layers"):
+        allowed_layers(4, (4, None), "attention_layers")
+
+
 def test_round_to_keeps_multiples(tiny):
     _, layers, total = tiny
     plan = plan_pruning(_scores(layers), layers, total, PruningSection(ratio=0.2, round_to=8,
