@@ -181,7 +181,7 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
             raise CalibrationError("the model is on the meta device: only FSDP calibration can load its weights")
         device = trainer.strategy.root_device
     for c in collectors:
-        c.setup(n_layers, device)
+        c.setup(layers, device)
     dispatcher = HookDispatcher(layers, ests, collectors, n_layers,
                                 sharded_over=trainer.world_size if sharded and trainer is not None else 0)
     if dispatcher.mean_grad is not None:

@@ -84,8 +84,8 @@ class HookDispatcher:
                     est.observe_grad(layer, role, param, g)
             if self.mean_grad is not None:
                 self.mean_grad.observe(layer.index, role, g, m)
-            for col in self.streaming:
-                col.observe(layer.index, role, g, m)
+            for col in self.streaming:  # the same layer object the estimators get
+                col.observe(layer, role, g, m)
         finally:
             param.grad = None
 

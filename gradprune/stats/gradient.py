@@ -27,12 +27,15 @@ sums, shared by every collector that reads it; per-layer reductions are fp64.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
 
 from gradprune.registry import NoParams
+
+if TYPE_CHECKING:
+    from gradprune.models.adapters import LayerModules
 
 
 class Moments:
@@ -191,9 +194,12 @@ class StatCollector:
         self._state: dict[str, torch.Tensor] = {}
         self._values: list[float] | None = None
 
-    def setup(self, n_layers: int, device: torch.device | None = None) -> None:
-        """Prepare O(layers) state for ``n_layers`` (allocated lazily on the gradients' device)."""
-        self.n_layers = n_layers
+    def setup(self, layers: list[LayerModules], device: torch.device | None = None) -> None:
+        """Called once before calibration with the model's prunable layers, as an estimator's ``setup`` is;
+        ``device``: where the gradients will be (the built-in state is allocated lazily there instead)."""
+        # not kept: the layers would hold the calibrated (under FSDP: sharded) model alive for the whole run;
+        # per-layer values are indexed by ``LayerModules.index``, one slot per decoder layer up to the last
+        self.n_layers = max((lm.index for lm in layers), default=-1) + 1
         self._state = {}
 
     def _zeros(self, key: str, like: torch.Tensor | None = None, shape: tuple = ()) -> torch.Tensor:
@@ -203,8 +209,9 @@ class StatCollector:
             self._state[key] = torch.zeros(shape or (self.n_layers,), dtype=torch.float64, device=device)
         return self._state[key]
 
-    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        """One micro-batch's gradient of one prunable weight of ``layer`` (streaming collectors)."""
+    def observe(self, layer: LayerModules, role: str, grad: torch.Tensor, moments: Moments) -> None:
+        """One micro-batch's gradient of one prunable weight of ``layer`` (streaming collectors): the same
+        layer object an estimator's ``observe_grad`` gets; accumulate at ``layer.index``."""
 
     def end_batch(self) -> None:
         """Called after each micro-batch's backward."""

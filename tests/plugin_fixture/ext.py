@@ -30,14 +30,14 @@ class GradSignImportance(ImportanceEstimator):
 class GradL1Collector(StatCollector):
     """Per-layer mean |g| (a made-up collector for the extension test)."""
 
-    def setup(self, n_layers, device):
-        super().setup(n_layers, device)
-        self.s = torch.zeros(n_layers, dtype=torch.float64)
-        self.n = torch.zeros(n_layers, dtype=torch.float64)
+    def setup(self, layers, device=None):
+        super().setup(layers, device)
+        self.s = torch.zeros(self.n_layers, dtype=torch.float64)
+        self.n = torch.zeros(self.n_layers, dtype=torch.float64)
 
     def observe(self, layer, role, grad, moments):
-        self.s[layer] += float(grad.abs().sum())
-        self.n[layer] += grad.numel()
+        self.s[layer.index] += float(grad.abs().sum())
+        self.n[layer.index] += grad.numel()
 
     def state(self):
         return {"s": (self.s, "sum"), "n": (self.n, "sum")}

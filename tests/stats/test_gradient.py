@@ -90,11 +90,8 @@ def test_a_statistic_is_recorded_under_its_registry_name(monkeypatch):
     class GradCount(StatCollector):
         """Gradient elements seen per layer."""
 
-        def setup(self, n_layers, device=None):
-            super().setup(n_layers, device)
-
         def observe(self, layer, role, grad, moments):
-            self._zeros("n", grad)[layer] += moments.count
+            self._zeros("n", grad)[layer.index] += moments.count
 
         def state(self):
             return {"n": (self._state["n"], "sum")}

@@ -6,7 +6,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
-from gradprune.models.adapters import group_view
+from gradprune.models.adapters import LayerModules, group_view
 
 
 class GradAbsParams(BaseModel):
@@ -21,12 +21,12 @@ class GradAbsImportance(ImportanceEstimator):
 
     Params = GradAbsParams
 
-    def setup(self, layers) -> None:
+    def setup(self, layers: list[LayerModules]) -> None:
         super().setup(layers)
         self.sums: dict[tuple[int, str], torch.Tensor] = {}
         self.counts: dict[tuple[int, str], torch.Tensor] = {}
 
-    def observe_grad(self, layer, role, weight, grad) -> None:
+    def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
         view = group_view(grad.detach().float().abs().pow(self.params.power), role, layer)
         key = (layer.index, kind_of(role))
         # accumulate in fp32 whatever the model dtype (fp16 gradients would overflow or underflow)
