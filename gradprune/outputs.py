@@ -1,5 +1,6 @@
-"""Guarding output dirs: results a user already has are never replaced without ``--overwrite``, and a
-dir that cannot be written is refused before the run, not after it."""
+"""Output folders of every command: whether one can be written (refused before the work, not after
+it), and the names of the files ``gradprune analyze`` writes into one. A run's own files and their
+guard are in :mod:`gradprune.record`."""
 
 from __future__ import annotations
 
@@ -10,23 +11,9 @@ from pathlib import Path
 
 from gradprune.errors import GradpruneError
 
-RESULT_FILES = ("run.json", "layers.csv", "plan.json", "scores.safetensors", "model")
 # what ``gradprune analyze`` writes in its output dir (a search's --overwrite removes them too)
 ANALYSIS_FILES = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
                   "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv")
-
-
-def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir") -> Path:
-    """Refuse a dir that already holds results (or is a file) unless ``overwrite``; creates nothing."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise GradpruneError(f"{key}: {str(p)!r} is a file; expected a directory for the results")
-    existing = [f for f in RESULT_FILES if (p / f).exists()]
-    if existing and not overwrite:
-        raise GradpruneError(
-            f"{key}: {str(p)!r} already holds results ({', '.join(existing)}); choose another "
-            f"output.dir=... or pass --overwrite to replace them")
-    return p
 
 
 def check_writable_dir(path: str | Path, key: str = "output.dir") -> None:

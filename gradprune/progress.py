@@ -108,23 +108,9 @@ def __getattr__(name: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# the run's tables
-
-# keys of a layer row (gradprune.summary.layer_rows) that are not a collector's statistic
-_LAYER_KEYS = {"layer", "params_before", "params_after", "prunable_before", "prunable_removed", "pruning_rate",
-               "kv_groups_before", "kv_groups_kept", "heads_before", "heads_kept", "mlp_channels_before",
-               "mlp_channels_kept", "attn_pruned", "mlp_pruned", "extreme"}
-
+# the run's tables: the console side of what gradprune.record writes
 
 _STATS_PER_TABLE = 7
-
-
-def layer_stat_names(rows: list[dict]) -> list[str]:
-    """The collectors' statistics in layer rows (every key that is not part of the plan), in row order."""
-    names: dict[str, None] = {}
-    for r in rows:
-        names.update({k: None for k in r if k not in _LAYER_KEYS})
-    return list(names)
 
 
 def _sci(v: Any) -> str:
@@ -137,10 +123,9 @@ def _sci(v: Any) -> str:
     return f"{f:.2e}" if math.isfinite(f) else str(f)
 
 
-def layer_table(rows: list[dict], title: str = "per-layer plan", stats: list[str] | None = None) -> Group:
-    """One row per layer: KV groups and channels kept, pruning rate; then every collector's statistic
-    per layer (built-in or plugin; ``stats`` defaults to every statistic in the rows), as a second table
-    so that both fit 80 columns."""
+def layer_table(rows: list[dict], stats: list[str], title: str = "per-layer plan") -> Group:
+    """One row per layer: KV groups and channels kept, pruning rate; then each statistic named in ``stats``
+    (the collectors', built-in or plugin) per layer, as a second table so that both fit 80 columns."""
     plan = Table(title=title, header_style="bold")
     for col in ("layer", "kv kept", "channels kept", "params after", "pruned"):
         plan.add_column(col, justify="right")
@@ -148,7 +133,7 @@ def layer_table(rows: list[dict], title: str = "per-layer plan", stats: list[str
         plan.add_row(str(r["layer"]), f"{r['kv_groups_kept']}/{r['kv_groups_before']}",
                      f"{r['mlp_channels_kept']}/{r['mlp_channels_before']}", f"{r['params_after']:,}",
                      f"{r['pruning_rate']:.1%}")
-    names = layer_stat_names(rows) if stats is None else list(stats)
+    names = list(stats)
     tables = [plan]
     for i in range(0, len(names), _STATS_PER_TABLE):
         chunk = names[i:i + _STATS_PER_TABLE]

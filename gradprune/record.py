@@ -1,6 +1,9 @@
-"""Recording a run: ``run.json`` (everything), ``layers.csv`` (one row per layer), ``plan.json``.
+"""The record stage: what a run's files hold and writing them.
 
-Every file is written atomically; ``run.json`` last, so its presence means the run is complete.
+``run.json`` holds everything (recipe, the flat :func:`run_metrics`, stats, timings, :func:`versions`),
+``layers.csv`` one :func:`layer_rows` row per layer, ``plan.json`` the plan. Every file is written
+atomically; ``run.json`` last, so its presence means the run is complete. :func:`check_output_dir`
+guards the folder these files go to.
 """
 
 from __future__ import annotations
@@ -9,11 +12,23 @@ import csv
 import io
 import math
 import platform
+from functools import reduce
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from gradprune.errors import GradpruneError
 from gradprune.files import atomic_write_json, atomic_write_text
+from gradprune.stats.summary import extreme_layers, ratio_summary
+
+# The edge to the original tool: it named two calibration settings after its estimator. run.json's
+# metrics and search_results.csv keep those names (DESIGN.md, a contract for users' scripts); inside,
+# the recipe keys are used. (Its pruning_ratio column is the achieved ratio, a metric, not a setting.)
+ORIGINAL_SETTINGS = {"taylor_seq_len": "calibration.seq_len", "taylor_num_samples": "calibration.num_samples"}
+
+# what a run writes into output.dir (plan.json, layers.csv, run.json here; the scores and the pruned
+# model by gradprune.run.write_output)
+RESULT_FILES = ("run.json", "layers.csv", "plan.json", "scores.safetensors", "model")
 
 LAYER_COLUMNS = [
     "layer", "params_before", "params_after", "prunable_before", "prunable_removed", "pruning_rate",
@@ -22,6 +37,75 @@ LAYER_COLUMNS = [
 ]
 
 _PACKAGES = ("gradprune", "torch", "transformers", "lightning", "lm_eval", "optuna", "pydantic", "numpy")
+
+
+def original_settings(recipe) -> dict[str, Any]:
+    """The calibration settings under the original tool's names (``taylor_seq_len`` …), for any estimator."""
+    return {name: reduce(getattr, key.split("."), recipe) for name, key in ORIGINAL_SETTINGS.items()}
+
+
+def layer_rows(layers, plan, layer_stats: dict[str, list[float]], threshold: float) -> list[dict]:
+    """One dict per layer (the columns of layers.csv): params before/after, groups kept, pruning rate,
+    whether the layer is extreme (rate > ``threshold``), then each gradient statistic of the layer.
+
+    ``plan`` has an entry for every layer in ``layers`` (as :func:`~gradprune.pruning.planner.plan_pruning`
+    makes it)."""
+    from gradprune.pruning.planner import removed_params  # torch: only where a run has it loaded anyway
+
+    by_layer = {lp.layer: lp for lp in plan.layers}
+    counts = removed_params(plan, layers)
+    rows = []
+    for lm in layers:
+        lp = by_layer[lm.index]
+        kv_kept = len(lp.attn_kept) if lp.attn_kept is not None else lm.n_kv
+        ch_kept = len(lp.mlp_kept) if lp.mlp_kept is not None else lm.n_channels
+        before, removed = counts[lm.index]["prunable_before"], counts[lm.index]["removed"]
+        other = _other_params(lm)
+        row = {
+            "layer": lm.index, "params_before": before + other, "params_after": before - removed + other,
+            "prunable_before": before, "prunable_removed": removed, "pruning_rate": removed / before if before else 0.0,
+            "kv_groups_before": lm.n_kv, "kv_groups_kept": kv_kept,
+            "heads_before": lm.n_kv * lm.n_rep, "heads_kept": kv_kept * lm.n_rep,
+            "mlp_channels_before": lm.n_channels, "mlp_channels_kept": ch_kept,
+            "attn_pruned": kv_kept < lm.n_kv, "mlp_pruned": ch_kept < lm.n_channels,
+            "extreme": False,
+        }
+        for name, values in layer_stats.items():
+            row[name] = values[lm.index] if lm.index < len(values) else None
+        rows.append(row)
+    for i in extreme_layers([r["pruning_rate"] for r in rows], threshold):
+        rows[i]["extreme"] = True
+    return rows
+
+
+def _other_params(lm) -> int:
+    """Attention/MLP parameters no group removes (o_proj / down_proj biases, if any)."""
+    return sum(b.numel() for b in (lm.o.bias, lm.down.bias) if b is not None)
+
+
+def run_metrics(recipe, params_before: int, params_after: int, calib, rows: list[dict], ev: dict,
+                timings: dict) -> dict:
+    """The flat metrics of run.json (the same names as the search CSV columns)."""
+    m: dict = {
+        "pruning_ratio": (params_before - params_after) / params_before,
+        "target_ratio": recipe.pruning.ratio,
+        "params_before": params_before,
+        "params_after": params_after,
+        **original_settings(recipe),
+        "calibration_seed": recipe.calibration.seed,
+        "extreme_pruning_layers": sum(1 for r in rows if r["extreme"]),
+        "max_layer_pruning_rate": max((r["pruning_rate"] for r in rows), default=0.0),
+        "calibration_loss": calib.mean_loss,
+        # the statistics are split-independent; the noise ones are exact only with micro-batches of one
+        "calibration_micro_batch": calib.info.get("micro_batch_size"),
+        "grad_noise_exact": calib.info.get("micro_batch_size") == 1,
+        "tokens_per_s": calib.tokens_per_s,
+    }
+    for name, values in calib.layer_stats.items():
+        m.update(ratio_summary(name, values))
+    m.update(ev)
+    m.update({k: round(v, 4) for k, v in timings.items()})
+    return m
 
 
 def versions() -> dict[str, str]:
@@ -57,6 +141,19 @@ def layers_csv_text(rows: list[dict], stat_names: list[str]) -> str:
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in LAYER_COLUMNS + stat_names})
     return buf.getvalue()
+
+
+def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir") -> Path:
+    """Refuse a dir that already holds a run's results (or is a file) unless ``overwrite``; creates nothing."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise GradpruneError(f"{key}: {str(p)!r} is a file; expected a directory for the results")
+    existing = [f for f in RESULT_FILES if (p / f).exists()]
+    if existing and not overwrite:
+        raise GradpruneError(
+            f"{key}: {str(p)!r} already holds results ({', '.join(existing)}); choose another "
+            f"output.dir=... or pass --overwrite to replace them")
+    return p
 
 
 def write_run(out_dir: str | Path, record: dict, layer_rows: list[dict], stat_names: list[str], plan) -> Path:

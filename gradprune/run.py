@@ -254,7 +254,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     """
     from gradprune.cut.surgery import apply_plan
     from gradprune.pruning.planner import normalize_scores, plan_pruning
-    from gradprune.summary import layer_rows, run_metrics
+    from gradprune.record import layer_rows, run_metrics, versions
     from gradprune.trainer import device_of
 
     console = console or Console()
@@ -342,8 +342,6 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
         "seed": recipe.calibration.seed,
     }
-    from gradprune.record import versions
-
     record["versions"] = versions()
     return RunOutput(record, rows, list(calib.layer_stats), plan, raw,
                      loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t)
@@ -403,9 +401,9 @@ def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
 
 def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False) -> int:
     """``gradprune run``: validate, guard the output dir, preflight, run, write, print the summary."""
-    from gradprune.outputs import check_output_dir
     from gradprune.preflight import preflight
     from gradprune.progress import layer_table, summary_table
+    from gradprune.record import check_output_dir
 
     recipe = load_recipe(recipe_path, overrides)
     out_dir = check_output_dir(recipe.output.dir, overwrite)
@@ -418,7 +416,7 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
     out = run_experiment(recipe, console, keep_model=recipe.output.save_model)
     if not out.writes:
         return 0
-    console.print(layer_table(out.layer_rows))
+    console.print(layer_table(out.layer_rows, out.stat_names))
     path = write_output(out, out_dir, recipe.output.save_model)
     console.print(summary_table(out.record["metrics"]))
     console.print(f"wrote {path} and {out_dir / 'layers.csv'}", markup=False, highlight=False, soft_wrap=True)

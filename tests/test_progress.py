@@ -157,7 +157,7 @@ def test_tables_show_every_configured_collector_builtin_or_plugin():
     rows = [{"layer": i, "kv_groups_kept": 1, "kv_groups_before": 2, "mlp_channels_kept": 300,
              "mlp_channels_before": 512, "params_after": 1000, "pruning_rate": 0.3, "extreme": False,
              "params_before": 2000, **{s: 0.1 * (i + 1) for s in stats}} for i in range(2)]
-    text = terminal_text(layer_table(rows))
+    text = terminal_text(layer_table(rows, stats))
     assert all(s in text for s in stats) and all(len(line) <= 80 for line in text.splitlines())
     metrics = {"params_after": 1, "params_before": 2, "pruning_ratio": 0.5, "ppl_ratio": 1.2}
     for s in stats:

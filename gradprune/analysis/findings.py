@@ -1,4 +1,4 @@
-"""The report's plain-language key findings and its verdicts on the original tool's hypotheses."""
+"""The report's plain-language key findings (the original tool's hypotheses: ``analysis/hypotheses.py``)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ from gradprune.analysis.document import fmt_ci, fmt_r, p_is
 from gradprune.analysis.loading import describe_exclusions
 from gradprune.analysis.pipeline import EXPORTED, Analysis
 from gradprune.analysis.replicates import VarianceDecomposition
-from gradprune.prediction.columns import ROLE_TITLES, target_family
+from gradprune.prediction.columns import ROLE_TITLES
 from gradprune.prediction.selection import RoleScore
 
 SMALL_N = 20  # below this many independent units, say that the evidence is weak
-R2_CLAIM = 0.7  # the original tool's claim: some predictor reaches R² > 0.7
-
-# (claim, candidate columns, expected sign of the correlation with accuracy, must the relation be strong?)
-CORRELATION_HYPOTHESES = [
-    ("grad_norm_ratio is strongly negatively correlated with {t}", ("grad_norm_ratio",), -1, True),
-    ("shorter taylor_seq_len gives higher {t}", ("taylor_seq_len", "calibration.seq_len"), -1, False),
-    ("extreme_pruning_layers is negatively correlated with {t}", ("extreme_pruning_layers",), -1, False),
-]
 
 
 def units(a: Analysis) -> tuple[int, str]:
@@ -96,60 +88,6 @@ def setting_trends(a: Analysis) -> list[Correlation]:
     return [c for c in a.replicates.between if c.x in settings and c.significant]
 
 
-def _find(corrs: Sequence[Correlation], names: Sequence[str]) -> Correlation | None:
-    return next((c for name in names for c in corrs if c.x == name), None)
-
-
-def correlation_verdict(c: Correlation | None, sign: int, strong: bool, target: str) -> str:
-    """SUPPORTED / PARTLY SUPPORTED / CONTRADICTED / NOT SUPPORTED / CANNOT BE CHECKED, with the numbers."""
-    if c is None:
-        return "CANNOT BE CHECKED: the column is not in this CSV."
-    if not c.defined:
-        return f"CANNOT BE CHECKED: {c.x} is {c.undefined.removeprefix('undefined ')} in the used rows."
-    numbers = (f"Spearman ρ = {fmt_r(c.spearman)} (95% CI {fmt_ci(c.spearman_ci)}), Pearson r = {fmt_r(c.pearson)}, "
-               f"{p_is('BH-adjusted p', c.spearman_p_adj)}, n = {c.n}")
-    weak = c.n < SMALL_N
-    if c.significant and c.spearman * sign > 0:
-        if strong and abs(c.spearman) < 0.5:
-            return f"PARTLY SUPPORTED: the sign is as claimed but the relation is only {strength(c.spearman)}; {numbers}."
-        caveat = f" With n = {c.n} this is preliminary." if weak else ""
-        return f"SUPPORTED: {numbers}.{caveat}"
-    if c.significant:
-        return f"CONTRADICTED: the relation with {target} is significant but has the opposite sign; {numbers}."
-    caveat = f" With n = {c.n} the evidence is weak either way." if weak else ""
-    return f"NOT SUPPORTED: no significant relation; {numbers}.{caveat}"
-
-
-def _level_means(a: Analysis, column: str) -> str:
-    data = a.roles.data
-    if column not in data or data[column].nunique() > 10:
-        return ""
-    means = data.groupby(column)[a.target].mean()
-    return f" Mean {a.target} by {column}: " + ", ".join(f"{k:g}: {v:.4f}" for k, v in means.items()) + "."
-
-
-def hypotheses(a: Analysis) -> list[str]:
-    """The original tool's four hypotheses, each with a verdict and its numbers."""
-    t = a.target
-    sign_flip = -1 if target_family(t) == "ppl" else 1  # lower perplexity is better: expected signs reverse
-    scope = (f" Tested on per-config means ({a.replicates.target.groups} configs), since replicates of one "
-             "config are not independent." if a.replicates is not None else "")
-    out = []
-    if t != "acc_mean":
-        reversed_ = " with the expected signs reversed (lower perplexity is better)" if sign_flip < 0 else ""
-        out.append(f"The hypotheses are about acc_mean; they are tested here on the target {t}{reversed_}.")
-    for k, (claim, names, sign, strong) in enumerate(CORRELATION_HYPOTHESES, start=1):
-        corrs = a.replicates.between if a.replicates is not None else a.target_corrs
-        # a column grouped with a near-duplicate is tested as the group's kept column
-        names = tuple(dict.fromkeys(x for n in names for x in (n, a.roles.near_duplicates.get(n, ("",))[0]) if x))
-        c = _find(corrs, names) or _find(a.target_corrs, names)
-        verdict = correlation_verdict(c, sign * sign_flip, strong, t)
-        extra = _level_means(a, c.x) if k == 2 and c is not None and c.defined else ""
-        out.append(f"({k}) {claim.format(t=t)}: {verdict}{extra}{scope if c is not None and c.defined else ''}")
-    out.append(f"(4) a predictor reaches R² > {R2_CLAIM}: {r2_verdict(a)}")
-    return out
-
-
 def claims_prediction(rs: RoleScore) -> bool:
     """A predictive model is claimed only when the choice beats chance (permutation p < ALPHA) and carries
     over to rows it never saw (nested cross-validated R² > 0)."""
@@ -164,23 +102,6 @@ def permutation_phrase(rs: RoleScore, grouped: bool) -> str:
 
 def _exported(a: Analysis) -> RoleScore:
     return a.role_scores[EXPORTED]
-
-
-def r2_verdict(a: Analysis) -> str:
-    """Whether the predictor reaches R² > 0.7 out of sample: nested cross-validated R², permutation p."""
-    rs, scheme = _exported(a), a.comparison.scheme.name
-    best = rs.best
-    numbers = (f"best predictor {best.label}: R² = {best.r2:.4f} in sample, {best.r2_cv:.4f} cross-validated "
-               f"({scheme}), nested cross-validated R² = {rs.r2_cv_nested:.4f}, "
-               f"{permutation_phrase(rs, a.replicates is not None)}")
-    if rs.r2_cv_nested > R2_CLAIM and rs.p_value < ALPHA:
-        return f"SUPPORTED: {numbers}."
-    top_in = max(a.comparison.scores, key=lambda s: s.r2)
-    if top_in.r2 > R2_CLAIM:
-        return (f"NOT SUPPORTED out of sample: {top_in.label} reaches R² = {top_in.r2:.4f} in sample, but the "
-                f"choice among the candidates reaches only {rs.r2_cv_nested:.4f} nested cross-validated; the "
-                f"in-sample fit is optimistic ({numbers}).")
-    return f"NOT SUPPORTED: {numbers}."
 
 
 def predictor_sentence(a: Analysis) -> str:

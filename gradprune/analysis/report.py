@@ -20,12 +20,12 @@ from gradprune.analysis.document import (
     to_text,
 )
 from gradprune.analysis.findings import (
-    hypotheses,
     key_findings,
     role_sentence,
     setting_trends,
     variance_sentence,
 )
+from gradprune.analysis.hypotheses import hypotheses
 from gradprune.analysis.pipeline import EXPORTED, HEATMAP_MAX, Analysis
 from gradprune.prediction.columns import NEAR_DUPLICATE, ROLE_TITLES
 from gradprune.prediction.selection import N_PERMUTATIONS as N_MODEL_PERMUTATIONS

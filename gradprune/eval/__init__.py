@@ -8,7 +8,7 @@ uses :func:`zeroshot_task_sizes`, :func:`evaluate_examples` and :func:`aggregate
 from __future__ import annotations
 
 from gradprune.eval.checks import check_eval_config
-from gradprune.eval.dense_cache import add_dense_comparison, dense_metrics, model_identity
+from gradprune.eval.dense_cache import add_dense_comparison, dense_metrics
 from gradprune.eval.evaluation import EvalResult, evaluate, evaluate_examples, zeroshot_task_sizes
 from gradprune.eval.zeroshot import aggregate_examples
 
@@ -20,6 +20,5 @@ __all__ = [
     "dense_metrics",
     "evaluate",
     "evaluate_examples",
-    "model_identity",
     "zeroshot_task_sizes",
 ]

@@ -2,10 +2,10 @@
 
 Cache folder: ``$GRADPRUNE_CACHE/dense`` (default ``~/.cache/gradprune/dense``), one file per part
 (perplexity, zero-shot) so that changing the task list does not redo perplexity. A key covers the
-model identity (:func:`model_identity`), the model dtype, the tokenizer, the settings that change the
-numbers (data sets and their file contents, seq_len, windows, tasks, task folder contents, few-shot,
-limit, lm-eval version) but not the batch size. Files are written atomically; an unreadable
-entry is recomputed.
+model identity (the caller's: :func:`gradprune.models.loading.model_identity`, computed when the model
+is loaded), the model dtype, the tokenizer, the settings that change the numbers (data sets and their
+file contents, seq_len, windows, tasks, task folder contents, few-shot, limit, lm-eval version) but not
+the batch size. Files are written atomically; an unreadable entry is recomputed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 CACHE_FORMAT = 1
 HASH_WHOLE_FILE_BYTES = 64 * 2**20  # larger files are fingerprinted by size, mtime, head and tail
-STATE_DICT_HASH_MAX_PARAMS = 50_000_000
 
 
 def cache_dir() -> Path:
@@ -48,40 +47,6 @@ def dir_fingerprint(folder: Path) -> str:
     parts = [f"{p.relative_to(folder).as_posix()}={file_fingerprint(p)}"
              for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
     return _sha("\n".join(parts))
-
-
-def _state_dict_fingerprint(model: Any) -> str | None:
-    import torch
-
-    if sum(p.numel() for p in model.parameters()) > STATE_DICT_HASH_MAX_PARAMS:
-        return None
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def model_identity(model: Any = None, name_or_path: str | None = None, revision: str | None = None) -> str:
-    """A string naming exactly one set of dense weights; compute it *before* pruning.
-
-    name_or_path + revision (+ the hub commit if transformers recorded one) + a hash of the config
-    + for a local folder the fingerprints of its files (weights, tokenizer, config), otherwise a hash
-    of the state dict when the model is small enough (≤ 50 M parameters) for that to be cheap.
-    """
-    config = getattr(model, "config", None)
-    name = name_or_path or getattr(config, "_name_or_path", None) or type(model).__name__
-    parts: dict[str, Any] = {"name_or_path": str(name), "revision": revision,
-                             "commit": getattr(config, "_commit_hash", None)}
-    if config is not None:
-        parts["config"] = _sha(json.dumps(config.to_dict(), sort_keys=True, default=str))
-    folder = Path(str(name)).expanduser()
-    if folder.is_dir():
-        parts["files"] = dir_fingerprint(folder)
-    elif model is not None:
-        parts["state_dict"] = _state_dict_fingerprint(model)
-    return f"{name}@{revision or 'default'}#{_sha(json.dumps(parts, sort_keys=True))[:16]}"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

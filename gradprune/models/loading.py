@@ -194,7 +194,8 @@ def _local_fingerprint(path: Path) -> str:
 
 
 def model_identity(section: ModelSection, model: Any = None) -> str:
-    """A stable string naming the dense weights and dtype, for cache keys.
+    """A stable string naming the dense weights and dtype, for cache keys (the stored calibrations' and
+    the dense metrics'); compute it when the model is loaded, before pruning.
 
     Local dirs (and ``embedded``) add a fingerprint of their files, so an overwritten checkpoint
     gets a new identity; hub ids add the revision and, when known, the resolved commit.

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gradprune.errors import GradpruneError
+from gradprune.record import ORIGINAL_SETTINGS
 
 # identifiers and bookkeeping: numbers, but not properties of a calibration setting
 _BOOKKEEPING = {"trial", "trial_id", "number", "config_id", "seed", "success", "error", "status",
@@ -27,16 +28,17 @@ MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is numer
 
 SETTING, STATISTIC, PROXY = "settings", "statistics", "proxies"
 ROLE_TITLES = {SETTING: "calibration settings", STATISTIC: "gradient statistics", PROXY: "post-pruning proxies"}
-_SETTINGS = {"taylor_seq_len", "taylor_num_samples", "calibration_seed"}
+# calibration settings a run records as plain metric names (the original tool's and the seed)
+_SETTINGS = {*ORIGINAL_SETTINGS, "calibration_seed"}
 
 
 def feature_role(name: str) -> str:
-    """``settings`` for recipe keys (dotted grid keys, ``taylor_*``), ``proxies`` for ``proxy_*``,
-    otherwise ``statistics`` (grad_*_ratio, extreme_pruning_layers, pruning_ratio, other pre-evaluation
-    quantities)."""
+    """``settings`` for recipe keys (dotted grid keys, the original tool's ``taylor_seq_len`` …),
+    ``proxies`` for ``proxy_*``, otherwise ``statistics`` (grad_*_ratio, extreme_pruning_layers,
+    pruning_ratio, other pre-evaluation quantities)."""
     if name.startswith("proxy_"):
         return PROXY
-    if name in _SETTINGS or name.startswith("taylor_") or "." in name:
+    if name in _SETTINGS or "." in name:
         return SETTING
     return STATISTIC
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.files import atomic_write_text
+from gradprune.record import ORIGINAL_SETTINGS
 from gradprune.search.study import decode
 
+# the first columns, in this order; the original tool's setting names come from the run's record
 FIRST = ["trial", "config_id", "seed", "status", "success", "error", "evaluated", "duration_s",
-         "taylor_seq_len", "taylor_num_samples", "acc_mean", "eval_fraction", "acc_mean_at_fraction",
+         *ORIGINAL_SETTINGS, "acc_mean", "eval_fraction", "acc_mean_at_fraction",
          "acc_mean_predicted", "screen_role", "ppl", "grad_norm_ratio", "grad_mean_ratio",
          "grad_std_ratio", "grad_max_ratio", "extreme_pruning_layers", "pruning_ratio"]
 

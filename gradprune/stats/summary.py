@@ -1,4 +1,5 @@
-"""Cross-layer summaries of per-layer statistics: ``<stat>_ratio`` = max over layers / min over layers.
+"""Cross-layer summaries of per-layer values: ``<stat>_ratio`` = max over layers / min over layers, and
+the extreme layers (pruned by more than a threshold; the record counts them as ``extreme_pruning_layers``).
 
 Ratios are taken over |value| (the mean gradient is signed; its sign says nothing about spread).
 A ratio whose minimum is 0 is undefined and recorded as ``None`` rather than infinity.

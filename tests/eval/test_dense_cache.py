@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from gradprune.eval import add_dense_comparison, dense_metrics, model_identity
+from gradprune.eval import add_dense_comparison, dense_metrics
 from gradprune.eval import evaluation as evaluate_module
 from gradprune.eval.dense_cache import cache_dir
+from gradprune.models.loading import model_identity
+from gradprune.recipe import ModelSection
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def counted(monkeypatch):
 
 def test_second_call_reads_the_cache(eval_model, eval_tokenizer, eval_cfg, ppl_file, counted):
     cfg = eval_cfg(ppl_datasets=[str(ppl_file)], ppl_seq_len=32, ppl_max_windows=4, tasks=["piqa"])
-    ident = model_identity(eval_model, "tiny-test")
+    ident = model_identity(ModelSection(name_or_path="tiny-test"), eval_model)
     first = dense_metrics(eval_model, eval_tokenizer, cfg, ident)
     assert counted == ["ppl", "zeroshot"]
     assert {"ppl", "ppl_held_out", "acc_piqa", "acc_mean"} <= set(first)
@@ -48,7 +49,7 @@ def test_second_call_reads_the_cache(eval_model, eval_tokenizer, eval_cfg, ppl_f
 def test_unreadable_entry_is_recomputed_and_dense_off_does_nothing(eval_model, eval_tokenizer, eval_cfg,
                                                                    ppl_file, counted):
     cfg = eval_cfg(run="ppl", ppl_datasets=[str(ppl_file)], ppl_seq_len=32, ppl_max_windows=2)
-    ident = model_identity(eval_model, "tiny-test")
+    ident = model_identity(ModelSection(name_or_path="tiny-test"), eval_model)
     dense_metrics(eval_model, eval_tokenizer, cfg, ident)
     (path,) = cache_dir().glob("ppl-*.json")
     path.write_text("{truncated")
@@ -56,23 +57,6 @@ def test_unreadable_entry_is_recomputed_and_dense_off_does_nothing(eval_model, e
     assert counted == ["ppl", "ppl"] and json.loads(path.read_text())["metrics"]["ppl"] > 0
     assert dense_metrics(eval_model, eval_tokenizer, cfg.model_copy(update={"dense": False}), ident) == {}
     assert counted == ["ppl", "ppl"]
-
-
-def test_identity_follows_the_weights(eval_model, tmp_path, eval_tokenizer):
-    a = model_identity(eval_model, "tiny", revision="r1")
-    assert a == model_identity(eval_model, "tiny", revision="r1")
-    assert a != model_identity(eval_model, "tiny", revision="r2")
-    assert a.startswith("tiny@r1#")
-    with torch.no_grad():
-        eval_model.lm_head.weight[0, 0] += 1.0
-    assert a != model_identity(eval_model, "tiny", revision="r1")
-
-    eval_model.save_pretrained(tmp_path / "m")
-    eval_tokenizer.save_pretrained(tmp_path / "m")
-    local = model_identity(None, str(tmp_path / "m"))  # a local folder: its files decide
-    assert local == model_identity(None, str(tmp_path / "m"))
-    (tmp_path / "m" / "tokenizer.json").write_text("{}")
-    assert local != model_identity(None, str(tmp_path / "m"))
 
 
 def test_add_dense_comparison():

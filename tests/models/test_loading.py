@@ -102,7 +102,10 @@ def test_identity_is_stable_and_tracks_files(model_dir):
     weights = model_dir / "model.safetensors"
     later = time.time() + 10
     os.utime(weights, (later, later))
-    assert model_identity(section) != first
+    second = model_identity(section)
+    assert second != first
+    (model_dir / "tokenizer.json").write_text("{}")  # the tokenizer's files count too
+    assert model_identity(section) != second
 
 
 def test_identity_of_a_hub_id():
