@@ -78,11 +78,13 @@ def _calibration_progress_class() -> type:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if self.progress is None:
                 return
-            self.done += 1
+            # every rank takes one micro-batch per step (DDP / FSDP): count them all, not rank 0's alone
+            step = min(trainer.world_size, self.total - self.done)
+            self.done += step
             dt = max(time.perf_counter() - self.t0, 1e-9)
-            tps = f"{self.done * self.tokens_per_batch * trainer.world_size / dt:,.0f}"
+            tps = f"{self.done * self.tokens_per_batch / dt:,.0f}"
             loss = pl_module.losses[-1] if pl_module.losses else float("nan")
-            self.progress.update(self.task, advance=1, tps=tps, loss=f"{loss:.3f}")
+            self.progress.update(self.task, advance=step, tps=tps, loss=f"{loss:.3f}")
             report_stage("calibrating", f"{self.done}/{self.total}")
 
         def on_train_end(self, trainer, pl_module) -> None:

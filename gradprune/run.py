@@ -399,6 +399,16 @@ def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
     return write_run(d, out.record, out.layer_rows, out.stat_names, out.plan)
 
 
+def _launched_rank() -> int:
+    """This process's rank when a launcher started it (Lightning's re-run of the command, torchrun, SLURM)."""
+    import os
+
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False) -> int:
     """``gradprune run``: validate, guard the output dir, preflight, run, write, print the summary."""
     from gradprune.preflight import preflight
@@ -409,7 +419,7 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
     out_dir = check_output_dir(recipe.output.dir, overwrite)
     # every problem the recipe, the model's config, the data and this machine show, before anything loads
     report = preflight(recipe, out_dir=out_dir)
-    console = Console()
+    console = Console(quiet=_launched_rank() > 0)  # DDP / FSDP: the other ranks re-run this command silently
     console.print(f"[bold]gradprune run[/] {recipe_path}: {recipe.model.name_or_path}, "
                   f"{recipe.importance.name} → {recipe.pruning.scope} {recipe.pruning.ratio:.0%}")
     console.print(report.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)

@@ -395,13 +395,16 @@ SEARCH_BAD = [
 def test_bad_search_input_is_one_line_exit_2_and_nothing_written(tmp_path, base_spec, capsys, build, fragments,
                                                                   command):
     path = build(tmp_path, base_spec)
+    n_errors = 1
     if command == "validate" and "grid is missing" in fragments:
-        # validate tells a search recipe by its grid: without one it reads it as a run recipe (still invalid)
-        fragments = ("s.yaml", "base: unknown key")
+        # validate tells a search recipe by its grid: without one it reads it as a run recipe, whose every
+        # problem is listed (base, output_dir, overrides: unknown keys), one line each
+        fragments, n_errors = ("s.yaml", "base: unknown key", "overrides: unknown key"), 3
     before = sorted(tmp_path.rglob("*"))
     assert main([command, str(path)]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == n_errors and all(line.startswith("error: ") for line in lines), err
     flat = " ".join(err.split())
     for fragment in fragments:
         assert fragment in flat, flat
