@@ -18,9 +18,9 @@ import time
 import torch
 from torch import nn
 
-from gradprune.importance.normalizers import ZScoreNormalizer
+from gradprune.importance.normalizers import ZScoreNormalizer, normalize_scores
 from gradprune.models.adapters import LayerModules
-from gradprune.pruning.planner import normalize_scores, plan_pruning
+from gradprune.pruning.planner import plan_pruning
 from gradprune.recipe import PruningSection
 
 

@@ -28,9 +28,9 @@ import torch
 
 from gradprune import plugins
 from gradprune.calibration import calibrate
-from gradprune.importance.normalizers import ZScoreNormalizer
+from gradprune.importance.normalizers import ZScoreNormalizer, normalize_scores
 from gradprune.models.adapters import get_adapter
-from gradprune.pruning.planner import normalize_scores, plan_pruning
+from gradprune.pruning.planner import plan_pruning
 from gradprune.recipe import PruningSection, TrainerSection
 
 

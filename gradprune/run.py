@@ -253,7 +253,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
     """
     from gradprune.cut.surgery import apply_plan
-    from gradprune.pruning.planner import normalize_scores, plan_pruning
+    from gradprune.importance.normalizers import normalize_scores
+    from gradprune.pruning.planner import plan_pruning
     from gradprune.record import layer_rows, run_metrics, versions
     from gradprune.trainer import device_of
 

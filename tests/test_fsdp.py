@@ -80,8 +80,9 @@ def _calibrate(arch: str, strategy: str, devices: int, checkpointing: bool = Fal
 
 def _plan(arch: str, scores, loading: str = "full"):
     from gradprune import plugins
+    from gradprune.importance.normalizers import normalize_scores
     from gradprune.models.adapters import get_adapter
-    from gradprune.pruning.planner import normalize_scores, plan_pruning
+    from gradprune.pruning.planner import plan_pruning
     from gradprune.recipe import PruningSection
 
     model, _ = _inputs(arch, loading.removesuffix("_ref"))

@@ -187,3 +187,10 @@ class RankNormalizer(Normalizer):
         ranks = torch.empty(n, dtype=torch.float32)
         ranks[order] = torch.arange(n, dtype=torch.float32)
         return ranks / (n - 1)
+
+
+def normalize_scores(scores: Scores, normalizer) -> Scores:
+    """Normalize scores by pools (``normalizer.params.scope``); a plain callable is applied per (layer, kind)."""
+    if hasattr(normalizer, "normalize"):
+        return normalizer.normalize(scores)
+    return {k: normalizer(v.float()) for k, v in scores.items()}

@@ -292,13 +292,6 @@ def _to_plan(drop, layers: dict[int, LayerModules], model_type: str, pruning, ou
     return Plan(model_type=model_type, layers=out, meta=meta)
 
 
-def normalize_scores(scores: Scores, normalizer) -> Scores:
-    """Normalize scores by pools (``normalizer.params.scope``); a plain callable is applied per (layer, kind)."""
-    if hasattr(normalizer, "normalize"):
-        return normalizer.normalize(scores)
-    return {k: normalizer(v.float()) for k, v in scores.items()}
-
-
 def removed_params(plan: Plan, layers: list[LayerModules]) -> dict[int, dict[str, int]]:
     """Per layer: prunable params before, and params removed by the plan (attention + MLP)."""
     by_index = {lm.index: lm for lm in layers}

@@ -13,8 +13,8 @@ import torch
 
 from gradprune import plugins
 from gradprune.errors import PluginError
-from gradprune.importance.normalizers import NormalizerWarning, ZScoreNormalizer
-from gradprune.pruning.planner import normalize_scores, plan_pruning
+from gradprune.importance.normalizers import NormalizerWarning, ZScoreNormalizer, normalize_scores
+from gradprune.pruning.planner import plan_pruning
 from gradprune.recipe import PruningSection
 
 
