@@ -11,16 +11,10 @@ import sys
 import warnings
 
 from gradprune.errors import GradpruneError, GradpruneWarning
+from gradprune.recipe import ORIGINAL_NAMES
 
 # the original tool's flags → recipe keys (``gradprune run`` accepts them as overrides)
-ORIGINAL_FLAGS = {
-    "pruning_ratio": "pruning.ratio",
-    "taylor_seq_len": "calibration.seq_len",
-    "taylor_num_samples": "calibration.num_samples",
-    "base_model": "model.name_or_path",
-    "run_evaluation": "eval.run",
-    "output_name": "output.dir",
-}
+ORIGINAL_FLAGS = ORIGINAL_NAMES
 # --run_evaluation took a yes/no; eval.run names what to evaluate
 _RUN_EVALUATION = {"true": "all", "yes": "all", "1": "all", "false": "none", "no": "none", "0": "none"}
 

@@ -403,9 +403,9 @@ def _apply_one(out: dict[str, Any], text: str) -> str:
 
 # names of the original tool (its command-line flags and search_results.csv columns) → recipe keys
 ORIGINAL_NAMES = {
+    "pruning_ratio": "pruning.ratio",
     "taylor_seq_len": "calibration.seq_len",
     "taylor_num_samples": "calibration.num_samples",
-    "pruning_ratio": "pruning.ratio",
     "base_model": "model.name_or_path",
     "run_evaluation": "eval.run",
     "output_name": "output.dir",

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import platform
+import shutil
 from functools import reduce
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +28,7 @@ from gradprune.stats.summary import extreme_layers, ratio_summary
 ORIGINAL_SETTINGS = {"taylor_seq_len": "calibration.seq_len", "taylor_num_samples": "calibration.num_samples"}
 
 # what a run writes into output.dir (plan.json, layers.csv, run.json here; the scores and the pruned
-# model by gradprune.run.write_output)
+# model by write_output below)
 RESULT_FILES = ("run.json", "layers.csv", "plan.json", "scores.safetensors", "model")
 
 LAYER_COLUMNS = [
@@ -163,3 +164,24 @@ def write_run(out_dir: str | Path, record: dict, layer_rows: list[dict], stat_na
     plan.save(out / "plan.json")
     atomic_write_text(out / "layers.csv", layers_csv_text(layer_rows, stat_names))
     return atomic_write_json(out / "run.json", clean(record))
+
+
+def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
+    """Write a run's files (``out``: a :class:`gradprune.run.RunOutput`) and the pruned model when asked into
+    ``out_dir``: the scores, the pruned checkpoint, then ``run.json`` (last) via :func:`write_run`."""
+    from safetensors.torch import save as safetensors_bytes
+
+    from gradprune.cut.checkpoint import MANIFEST, save_pruned
+    from gradprune.files import atomic_write_bytes
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    # run.json (written last) marks a complete run: an old one must not outlive a crash among new files
+    (d / "run.json").unlink(missing_ok=True)
+    if save_model and out.model is not None:
+        save_pruned(out.model, out.tokenizer, out.plan, d / "model")
+    elif (d / "model" / MANIFEST).is_file():
+        shutil.rmtree(d / "model")  # an earlier run's pruned model would pass for this run's
+    flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}
+    atomic_write_bytes(d / "scores.safetensors", safetensors_bytes(flat))
+    return write_run(d, out.record, out.layer_rows, out.stat_names, out.plan)

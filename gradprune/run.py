@@ -7,11 +7,9 @@ the search calls per trial; ``run_from_cli`` adds the output-dir guard and the c
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -379,27 +377,6 @@ def _pruned_eval(recipe: Recipe, loaded: Loaded, console: Console, dense: dict |
     return metrics, res.info
 
 
-def write_output(out: RunOutput, out_dir: str | Path, save_model: bool) -> Path:
-    """Write the run's files (and the pruned model when asked) into ``out_dir``."""
-    from safetensors.torch import save as safetensors_bytes
-
-    from gradprune.cut.checkpoint import MANIFEST, save_pruned
-    from gradprune.files import atomic_write_bytes
-    from gradprune.record import write_run
-
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    # run.json (written last) marks a complete run: an old one must not outlive a crash among new files
-    (d / "run.json").unlink(missing_ok=True)
-    if save_model and out.model is not None:
-        save_pruned(out.model, out.tokenizer, out.plan, d / "model")
-    elif (d / "model" / MANIFEST).is_file():
-        shutil.rmtree(d / "model")  # an earlier run's pruned model would pass for this run's
-    flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}
-    atomic_write_bytes(d / "scores.safetensors", safetensors_bytes(flat))
-    return write_run(d, out.record, out.layer_rows, out.stat_names, out.plan)
-
-
 def _launched_rank() -> int:
     """This process's rank when a launcher started it (Lightning's re-run of the command, torchrun, SLURM)."""
     import os
@@ -428,6 +405,8 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
     if not out.writes:
         return 0
     console.print(layer_table(out.layer_rows, out.stat_names))
+    from gradprune.record import write_output
+
     path = write_output(out, out_dir, recipe.output.save_model)
     console.print(summary_table(out.record["metrics"]))
     console.print(f"wrote {path} and {out_dir / 'layers.csv'}", markup=False, highlight=False, soft_wrap=True)

@@ -37,7 +37,8 @@ TINY = str(ROOT / "recipes/tiny.yaml")
 def pruned_dir(tmp_path_factory, model_dir, corpus_file) -> Path:
     """A pruned checkpoint (safetensors + plan.json) whose layers keep different counts."""
     from gradprune.recipe import load_recipe
-    from gradprune.run import run_experiment, write_output
+    from gradprune.record import write_output
+    from gradprune.run import run_experiment
 
     out = tmp_path_factory.mktemp("pruned_run")
     recipe = load_recipe(TINY, [f"model.name_or_path={model_dir}", "calibration.dataset.name=text_file",

@@ -51,7 +51,8 @@ def test_save_model_round_trip(recipe_args, tmp_path):
     from gradprune import load_pruned
     from gradprune.models.loading import load_model
     from gradprune.recipe import load_recipe
-    from gradprune.run import run_experiment, write_output
+    from gradprune.record import write_output
+    from gradprune.run import run_experiment
 
     recipe = load_recipe(TINY, [*recipe_args, "output.save_model=true"])
     out = run_experiment(recipe, keep_model=True)

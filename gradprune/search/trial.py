@@ -25,7 +25,8 @@ def run_trial(recipe, trial_dir: Path, store, console: Console) -> dict[str, Any
     """Run the recipe; return ``{"metrics": ..., "success": bool, "error": str}``. Never raises
     for a failed trial (a GradpruneError, CUDA OOM, NaN or any other exception): the search goes on.
     KeyboardInterrupt propagates so the worker can mark the trial interrupted."""
-    from gradprune.run import run_experiment, write_output
+    from gradprune.record import write_output
+    from gradprune.run import run_experiment
 
     t0 = time.perf_counter()
     try:

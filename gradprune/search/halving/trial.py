@@ -124,7 +124,8 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     """Like :func:`gradprune.search.trial.run_trial`, with the evaluation in rungs; a trial the pruner
     stopped is a success with ``status = "pruned"`` and ``evaluated = False`` (``"paused"`` under
     synchronous halving, where the decision comes later: see ``resume`` in :func:`rung_eval_stage`)."""
-    from gradprune.run import run_experiment, write_output
+    from gradprune.record import write_output
+    from gradprune.run import run_experiment
     from gradprune.search.trial import one_line
 
     t0 = time.perf_counter()
