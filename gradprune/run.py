@@ -146,6 +146,7 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
     key = calibration_key(recipe, loaded.identity)
     if store is not None and (hit := store.get(key)) is not None:
         console.print(f"[dim]calibration reused from cache ({key[:12]})[/]")
+        hit.rank = _launched_rank()  # stored by rank 0; under DDP / FSDP every rank reads it
         return hit
     c = recipe.calibration
     ds = c.dataset.model_dump()
