@@ -16,6 +16,16 @@ ANALYSIS_FILES = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_
                   "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv")
 
 
+def refuse_existing(path: Path, names: tuple[str, ...], overwrite: bool, is_file: str, holds: str) -> None:
+    """Refuse ``path`` when it is a file (``is_file``), or holds any of ``names`` and not ``overwrite``
+    (``holds``, its ``{existing}`` replaced by the names found); creates nothing."""
+    if path.exists() and not path.is_dir():
+        raise GradpruneError(is_file)
+    existing = [name for name in names if (path / name).exists()]
+    if existing and not overwrite:
+        raise GradpruneError(holds.replace("{existing}", ", ".join(existing)))  # a path may hold braces
+
+
 def check_writable_dir(path: str | Path, key: str = "output.dir") -> None:
     """Results can be written under ``path``: it is (or can be created as) a directory one can write in.
 

@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gradprune.errors import GradpruneError
 from gradprune.files import atomic_write_json, atomic_write_text
+from gradprune.outputs import refuse_existing
 from gradprune.stats.summary import extreme_layers, ratio_summary
 
 # The edge to the original tool: it named two calibration settings after its estimator. run.json's
@@ -147,13 +147,9 @@ def layers_csv_text(rows: list[dict], stat_names: list[str]) -> str:
 def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir") -> Path:
     """Refuse a dir that already holds a run's results (or is a file) unless ``overwrite``; creates nothing."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise GradpruneError(f"{key}: {str(p)!r} is a file; expected a directory for the results")
-    existing = [f for f in RESULT_FILES if (p / f).exists()]
-    if existing and not overwrite:
-        raise GradpruneError(
-            f"{key}: {str(p)!r} already holds results ({', '.join(existing)}); choose another "
-            f"output.dir=... or pass --overwrite to replace them")
+    refuse_existing(p, RESULT_FILES, overwrite, f"{key}: {str(p)!r} is a file; expected a directory for the results",
+                    f"{key}: {str(p)!r} already holds results ({{existing}}); choose another output.dir=... or "
+                    "pass --overwrite to replace them")
     return p
 
 

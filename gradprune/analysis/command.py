@@ -14,7 +14,7 @@ import pandas as pd
 
 from gradprune.errors import GradpruneError
 from gradprune.files import atomic_write_bytes, atomic_write_text
-from gradprune.outputs import ANALYSIS_FILES, check_writable_dir
+from gradprune.outputs import ANALYSIS_FILES, check_writable_dir, refuse_existing
 
 if TYPE_CHECKING:
     from gradprune.analysis.pipeline import Analysis
@@ -24,14 +24,9 @@ OUTPUTS = ANALYSIS_FILES
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise GradpruneError(f"{out}: is a file; expected an output folder for the analysis")
-    existing = [name for name in OUTPUTS if (out / name).exists()]
-    if existing and not overwrite:
-        raise GradpruneError(
-            f"{out} already holds analysis outputs ({', '.join(existing)}); pass --overwrite to replace them, "
-            "or choose another --output_dir"
-        )
+    refuse_existing(out, OUTPUTS, overwrite, f"{out}: is a file; expected an output folder for the analysis",
+                    f"{out} already holds analysis outputs ({{existing}}); pass --overwrite to replace them, "
+                    "or choose another --output_dir")
 
 
 def analysis_files(a: Analysis) -> dict[str, bytes | str]:
