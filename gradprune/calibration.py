@@ -162,14 +162,14 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     reads only its shards once the model is sharded. ``gather_to``: where rank 0 puts the full model it
     gathers after FSDP calibration (default: its own device).
     """
-    from gradprune.parallel import settle_strategy
+    from gradprune.parallel import is_fsdp
     from gradprune.trainer import build_trainer
 
     ests = list(estimators.values())
     grads = bool(collectors) or any(e.needs_gradients for e in ests)
     acts = any(e.needs_activations for e in ests)
     n_layers = max(lm.index for lm in layers) + 1
-    sharded = settle_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator).lower() == "fsdp"
+    sharded = is_fsdp(trainer_cfg)
     if sharded:
         _check_group_level(estimators)
     for e in ests:

@@ -25,6 +25,8 @@ DDP wrapper) or worker processes (spawn/fork/notebook launchers) take away.
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradprune.errors import RecipeError
 
 #: strategy names calibration runs under (``single_device`` is resolved to ``auto`` on one device)
@@ -105,6 +107,11 @@ def settle_strategy(name: str, devices: int | str | list[int], accelerator: str 
     if name.lower() == "auto" and device_count(devices, accelerator) != 1:
         return "ddp"
     return name
+
+
+def is_fsdp(trainer_cfg: Any) -> bool:
+    """Whether ``trainer_cfg`` (a ``TrainerSection``) calibrates under FSDP."""
+    return settle_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator).lower() == "fsdp"
 
 
 def resolve_strategy(name: str, devices: int | str | list[int] = 1, accelerator: str = "auto", num_nodes: int = 1):

@@ -209,10 +209,10 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _fsdp_group_level(self) -> Recipe:
-        from gradprune.parallel import settle_strategy
+        from gradprune.parallel import is_fsdp
 
         t = self.trainer
-        if settle_strategy(t.strategy, t.devices, t.accelerator).lower() != "fsdp":
+        if not is_fsdp(t):
             if self.eval.device_map is not None:
                 raise ValueError("eval.device_map: auto spreads the model that FSDP calibration gathers; with "
                                  f"trainer.strategy={t.strategy!r} the model is calibrated on one device and is "

@@ -67,12 +67,13 @@ def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None, identit
 
     from gradprune.models.adapters import get_adapter
     from gradprune.models.loading import load_model, model_identity
+    from gradprune.parallel import is_fsdp
     from gradprune.pruning.planner import allowed_layers
     from gradprune.trainer import run_device
 
     hf_logging.disable_progress_bar()  # our own progress display is enough
     weights, loading = None, "full"
-    if model is None and _sharded(recipe):
+    if model is None and is_fsdp(recipe.trainer):
         from gradprune.models.shard_loading import load_empty
 
         model, tok, weights, why = load_empty(recipe.model)
@@ -95,13 +96,6 @@ def load_stage(recipe: Recipe, model: Any = None, tokenizer: Any = None, identit
         check_eval_config(recipe.eval, model.config, load_data=True)  # offline failures surface now
     return Loaded(model, tok, layers, adapter.count_params(model), model.config.model_type,
                   identity or model_identity(recipe.model, model), weights, loading)
-
-
-def _sharded(recipe: Recipe) -> bool:
-    from gradprune.parallel import settle_strategy
-
-    t = recipe.trainer
-    return settle_strategy(t.strategy, t.devices, t.accelerator).lower() == "fsdp"
 
 
 def materialized(recipe: Recipe, loaded: Loaded) -> Loaded:
@@ -166,7 +160,6 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
         where = where_non_finite(loaded.model, loaded.layers, windows.input_ids[: c.batch_size])
         raise CalibrationError(f"{exc}; {where}" if where else str(exc)) from None
     res.info["windows"] = windows.provenance
-    res.info["loading"] = loaded.loading
     if store is not None and res.rank == 0:
         store.put(key, res)
     return res
