@@ -38,7 +38,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     aliases = original_flag_overrides(args)
     if aliases:
-        print("note: original flags as recipe keys: " + " ".join(aliases), file=sys.stderr)
+        from rich.console import Console
+
+        from gradprune.progress import print_plain
+
+        print_plain(Console(stderr=True), "note: original flags as recipe keys: " + " ".join(aliases))
     return run_from_cli(args.recipe, [*aliases, *args.overrides], overwrite=args.overwrite)
 
 
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines():  # one line per problem (a recipe names all of its problems at once)
             # Text(), not markup: messages quote user input, which may contain [brackets]
             console.print(Text("error: ", style="bold red") + Text(one_line(line)))
-        return 2
+        return exc.exit_code  # 2: bad input; 1: results that could not be written
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,12 +13,22 @@ class GradpruneError(Exception):
     them with "; " and the CLI prints each on its own ``error:`` line.
     """
 
+    #: the exit code of the CLI (2: bad input)
+    exit_code = 2
+
     def __str__(self) -> str:
         return "; ".join(str(a) for a in self.args)
 
     def lines(self) -> list[str]:
         """The problems, one per line."""
         return [str(a) for a in self.args] or [""]
+
+
+class OutputError(GradpruneError):
+    """Results that could not be written (a full disk, no permission to write): nothing was replaced.
+    The input was fine, so the CLI exits with 1, not 2."""
+
+    exit_code = 1
 
 
 class GradpruneWarning(UserWarning):

@@ -29,16 +29,17 @@ def validate_command(path: str, overrides: list[str], data: bool = False) -> int
 
         spec = load_search_spec(path, overrides)
         report = preflight_search(spec, spec.output_dir if data else None, **checks)
-        console.print(f"[green]ok[/] {path}: search over {spec.describe()}")
+        console.print(Text("ok", style="green") + Text(f" {path}: search over {spec.describe()}"))
     else:
         from gradprune.recipe import load_recipe
 
         r = load_recipe(path, overrides)
         report = preflight(r, out_dir=r.output.dir if data else None, **checks)
-        console.print(f"[green]ok[/] {path}: {r.model.name_or_path}, {r.importance.name} "
-                      f"({r.importance.params or 'defaults'}), normalizer {r.normalizer.name}, "
-                      f"{r.pruning.scope} ratio {r.pruning.ratio}, seq_len {r.calibration.seq_len} × "
-                      f"{r.calibration.num_samples} samples, eval {r.eval.run}")
+        # Text, not markup: paths, model names and params are the user's and may hold [brackets]
+        console.print(Text("ok", style="green") + Text(
+            f" {path}: {r.model.name_or_path}, {r.importance.name} ({r.importance.params or 'defaults'}), "
+            f"normalizer {r.normalizer.name}, {r.pruning.scope} ratio {r.pruning.ratio}, seq_len "
+            f"{r.calibration.seq_len} × {r.calibration.num_samples} samples, eval {r.eval.run}"))
     console.print(Text(report.describe(), style="dim"))
     for warning in report.warnings:
         console.print(Text(f"warning: {warning} (its trials will be failed rows)", style="yellow"))

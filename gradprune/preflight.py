@@ -185,6 +185,12 @@ class Preflight:
             self.checked["data sets"] = None
         if self.data and recipe.eval.run in ("all", "zeroshot") and recipe.eval.tasks:
             self.checked["data sets"] = None
+        if self.data and recipe.eval.run != "none" and recipe.eval.dense:
+            from gradprune.eval.dense_cache import unwritable_reason
+
+            why = self._once(("dense cache",), unwritable_reason)
+            if why is not None:
+                self.notes[f"warning: the dense metrics will not be cached ({why})"] = None
         if self.hardware:
             trainer_key = ("trainer", recipe.trainer.accelerator, str(recipe.trainer.devices))
             found += self._once(trainer_key, lambda: accelerator_problems(recipe.trainer))

@@ -20,10 +20,17 @@ from typing import Any
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 # (stage, detail): stage is coarse ("loading", "dense eval", "calibrating", "pruned eval"), detail fine
 StageListener = Callable[[str, str], None]
 _LISTENER: ContextVar[StageListener | None] = ContextVar("gradprune_stage_listener", default=None)
+
+
+def print_plain(console: Console, text: str, style: str | None = None) -> None:
+    """A line of plain text (markup off: it may quote a path, the user's or a library's text): word-wrapped
+    on a terminal, kept on one line in a log file or a pipe (where nothing wraps it mid-word)."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=not console.is_terminal)
 
 
 def report_stage(stage: str, detail: str = "") -> None:
@@ -172,15 +179,27 @@ def summary_table(metrics: dict, title: str = "run summary") -> Table:
             return f"{v:,.4f}" if abs(v) < 1e4 else f"{v:,.0f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
 
-    t.add_row("params", fmt(metrics.get("params_after")), fmt(metrics.get("params_before")))
-    t.add_row("pruning_ratio (achieved)", fmt(metrics.get("pruning_ratio")), "")
-    for k in sorted(metrics):
-        if k.startswith("ppl") and not k.startswith("ppl_ratio"):
-            t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
+    def row(name: str, pruned: Any, dense: Any = "") -> None:
+        t.add_row(Text(name), fmt(pruned), dense if dense == "" else fmt(dense))  # Text: task names are the user's
+
+    row("params", metrics.get("params_after"), metrics.get("params_before"))
+    row("pruning_ratio (achieved)", metrics.get("pruning_ratio"))
+    ppl = [k for k in sorted(metrics) if k.startswith("ppl") and not k.startswith("ppl_ratio")]
+    parts = [k for k in ppl if k != "ppl"]
+    if "ppl" in metrics and len(parts) == 1 and metrics[parts[0]] == metrics["ppl"]:
+        # one text at one length: ppl is ppl_<text>, shown once under its text's name
+        row(f"ppl ({parts[0].removeprefix('ppl_')})", metrics["ppl"], metrics.get("dense_ppl"))
+    else:
+        for k in ppl:
+            row(k, metrics[k], metrics.get(f"dense_{k}"))
     for k in sorted(metrics):
         if k.startswith("acc_") and "stderr" not in k and not k.endswith("_drop"):
-            t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
+            row(k, metrics[k], metrics.get(f"dense_{k}"))
+    # the cheap post-pruning proxies (eval/proxies.py); the dense loss is the proxy loss's dense column
+    for k, dense in (("proxy_loss", metrics.get("proxy_dense_loss")), ("proxy_kl", ""), ("proxy_flip", "")):
+        if k in metrics:
+            row(k, metrics[k], dense)
     for k in [*ratio_names(metrics), "extreme_pruning_layers"]:
         if k in metrics:
-            t.add_row(k, fmt(metrics[k]), "")
+            row(k, metrics[k])
     return t

@@ -1,24 +1,24 @@
 """The record stage: what a run's files hold and writing them.
 
 ``run.json`` holds everything (recipe, the flat :func:`run_metrics`, stats, timings, :func:`versions`),
-``layers.csv`` one :func:`layer_rows` row per layer, ``plan.json`` the plan. Every file is written
-atomically; ``run.json`` last, so its presence means the run is complete. :func:`check_output_dir`
-guards the folder these files go to.
+``layers.csv`` one :func:`layer_rows` row per layer, ``plan.json`` the plan. :func:`write_output` writes
+them aside and swaps them in whole, ``run.json`` last, so its presence means the run is complete.
+:func:`check_output_dir` guards the folder these files go to.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import platform
-import shutil
 from functools import reduce
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gradprune.files import atomic_write_json, atomic_write_text
+from gradprune.files import atomic_write_bytes, check_space, failures_named, json_text, staged_dir, swap_in
 from gradprune.outputs import refuse_existing
 from gradprune.stats.summary import extreme_layers, ratio_summary
 
@@ -153,31 +153,66 @@ def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir")
     return p
 
 
-def write_run(out_dir: str | Path, record: dict, layer_rows: list[dict], stat_names: list[str], plan) -> Path:
-    """Write plan.json, layers.csv, then run.json into ``out_dir``; returns the run.json path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plan.save(out / "plan.json")
-    atomic_write_text(out / "layers.csv", layers_csv_text(layer_rows, stat_names))
-    return atomic_write_json(out / "run.json", clean(record))
+def _run_files(out: Any) -> dict[str, bytes]:
+    """A run's files but the plan and the model, rendered in memory (name → bytes)."""
+    from safetensors.torch import save as safetensors_bytes
+
+    flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}
+    return {
+        "scores.safetensors": safetensors_bytes(flat),
+        "layers.csv": layers_csv_text(out.layer_rows, out.stat_names).encode(),
+        "run.json": json_text(clean(out.record)).encode(),
+    }
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes of a model's tensors as safetensors stores them (each storage once: tied weights count once)."""
+    seen: dict[tuple, int] = {}
+    for t in model.state_dict().values():
+        seen[(t.untyped_storage().data_ptr(), t.device.type)] = t.untyped_storage().nbytes()
+    return sum(seen.values())
 
 
 def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
-    """Write a run's files (``out``: a :class:`gradprune.run.RunOutput`) and the pruned model when asked into
-    ``out_dir``: the scores, the pruned checkpoint, then ``run.json`` (last) via :func:`write_run`."""
-    from safetensors.torch import save as safetensors_bytes
+    """Write a run's files (``out``: a :class:`gradprune.run.RunOutput`) into ``out_dir``: the scores,
+    plan.json, layers.csv, the pruned model when asked, and run.json (whose presence marks a complete run).
 
-    from gradprune.cut.checkpoint import MANIFEST, save_pruned
-    from gradprune.files import atomic_write_bytes
-
+    Everything is written into a temp sibling folder first and moved into ``out_dir`` only when all of it
+    is written, so the results already there (``--overwrite``) stay until the new ones are whole. A full
+    disk or a folder that cannot be written is an :class:`~gradprune.errors.OutputError` (nothing replaced,
+    the temp folder removed), raised before writing when the free space is already too small.
+    """
     d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    # run.json (written last) marks a complete run: an old one must not outlive a crash among new files
-    (d / "run.json").unlink(missing_ok=True)
-    if save_model and out.model is not None:
-        save_pruned(out.model, out.tokenizer, out.plan, d / "model")
-    elif (d / "model" / MANIFEST).is_file():
-        shutil.rmtree(d / "model")  # an earlier run's pruned model would pass for this run's
-    flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}
-    atomic_write_bytes(d / "scores.safetensors", safetensors_bytes(flat))
-    return write_run(d, out.record, out.layer_rows, out.stat_names, out.plan)
+    files = _run_files(out)
+    with_model = save_model and out.model is not None
+    plan_bytes = len(json.dumps(out.plan.to_dict(), indent=1, default=str))
+    needed = sum(len(b) for b in files.values()) + plan_bytes + (model_bytes(out.model) if with_model else 0)
+    check_space(d, needed)
+    with failures_named(d, needed), staged_dir(d) as staged:
+        out.plan.save(staged / "plan.json")
+        for name in ("scores.safetensors", "layers.csv"):
+            atomic_write_bytes(staged / name, files[name])
+        if with_model:
+            from gradprune.cut.checkpoint import save_pruned
+
+            save_pruned(out.model, out.tokenizer, out.plan, staged / "model")
+        atomic_write_bytes(staged / "run.json", files["run.json"])
+        # an earlier run's pruned model would pass for this run's: model/ goes when this run saved none
+        swap_in(staged, d, RESULT_FILES, last="run.json")
+    return d / "run.json"
+
+
+
+def write_output_or_show(out: Any, out_dir: str | Path, save_model: bool, console: Any) -> Path:
+    """:func:`write_output`; where the results cannot be written (an :class:`~gradprune.errors.OutputError`),
+    the run's flat metrics are printed as one JSON line first, so the hours of evaluation behind them
+    are not lost with the files."""
+    from gradprune.errors import OutputError
+
+    try:
+        return write_output(out, out_dir, save_model)
+    except OutputError:
+        from gradprune.progress import print_plain
+
+        print_plain(console, "the run's metrics (not written): " + json.dumps(clean(out.record.get("metrics", {}))))
+        raise

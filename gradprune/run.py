@@ -384,28 +384,27 @@ def _launched_rank() -> int:
 def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False) -> int:
     """``gradprune run``: validate, guard the output dir, preflight, run, write, print the summary."""
     from gradprune.preflight import preflight
-    from gradprune.progress import layer_table, summary_table
-    from gradprune.record import check_output_dir
+    from gradprune.progress import layer_table, print_plain, summary_table
+    from gradprune.record import check_output_dir, write_output_or_show
 
     recipe = load_recipe(recipe_path, overrides)
     out_dir = check_output_dir(recipe.output.dir, overwrite)
     # every problem the recipe, the model's config, the data and this machine show, before anything loads
     report = preflight(recipe, out_dir=out_dir)
     console = Console(quiet=_launched_rank() > 0)  # DDP / FSDP: the other ranks re-run this command silently
-    console.print(f"[bold]gradprune run[/] {recipe_path}: {recipe.model.name_or_path}, "
-                  f"{recipe.importance.name} → {recipe.pruning.scope} {recipe.pruning.ratio:.0%}")
-    console.print(report.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)
+    from rich.text import Text  # not markup: the path and the model name are the user's text
+
+    console.print(Text("gradprune run", style="bold") + Text(f" {recipe_path}: {recipe.model.name_or_path}, "
+                  f"{recipe.importance.name} → {recipe.pruning.scope} {recipe.pruning.ratio:.0%}"))
+    print_plain(console, report.describe(), style="dim")
     out = run_experiment(recipe, console, keep_model=recipe.output.save_model)
     if not out.writes:
         return 0
     console.print(layer_table(out.layer_rows, out.stat_names))
-    from gradprune.record import write_output
-
-    path = write_output(out, out_dir, recipe.output.save_model)
-    console.print(summary_table(out.record["metrics"]))
-    console.print(f"wrote {path} and {out_dir / 'layers.csv'}", markup=False, highlight=False, soft_wrap=True)
+    console.print(summary_table(out.record["metrics"]))  # before writing: a full disk must not lose them
+    path = write_output_or_show(out, out_dir, recipe.output.save_model, console)
+    print_plain(console, f"wrote {path} and {out_dir / 'layers.csv'}")
     if recipe.output.save_model:
         model_dir = str(out_dir / "model")
-        console.print(f"pruned model in {model_dir} — load it with gradprune.load_pruned({model_dir!r})",
-                      markup=False, highlight=False, soft_wrap=True)
+        print_plain(console, f"pruned model in {model_dir} — load it with gradprune.load_pruned({model_dir!r})")
     return 0

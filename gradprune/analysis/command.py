@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from gradprune.errors import GradpruneError
-from gradprune.files import atomic_write_bytes, atomic_write_text
+from gradprune.files import atomic_write_text, failures_named, write_together
 from gradprune.outputs import ANALYSIS_FILES, check_writable_dir, refuse_existing
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str |
     a = run_analysis(csv, target, seed)
     files = analysis_files(a)
     _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
-    for name, content in files.items():
-        data = content.encode("utf-8") if isinstance(content, str) else content
-        atomic_write_bytes(out / name, data)
+    # all files or none: a full disk leaves the earlier analysis as it was
+    write_together(out, {name: content.encode("utf-8") if isinstance(content, str) else content
+                         for name, content in files.items()})
     stale = [out / n for n in OUTPUTS if n not in files and (out / n).exists()]
     for path in stale:  # e.g. per_config.csv of an earlier CSV with replicates: it would mislead
         path.unlink()
@@ -117,7 +117,8 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
         _check_predict_output(Path(output), [Path(model_json), *map(Path, inputs)])
     model = load_model(model_json)
     table, warnings = predict_runs(model, read_inputs(inputs))
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False)
+    err.soft_wrap = not err.is_terminal  # one line in a log; word-wrapped on a terminal
     for w in warnings:
         err.print(Text("warning: ", style="bold yellow") + Text(w))
     out = Console(highlight=False)
@@ -129,11 +130,13 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     view = Table()
     # a wide model's feature values would squeeze the table unreadable: they stay in --output
     shown = [c for c in table.columns if len(model.features) <= MAX_SHOWN_FEATURES or c not in model.features]
-    for col in shown:
-        view.add_column(str(col), justify="left" if col == "input" else "right", overflow="fold")
+    for col in shown:  # Text, not markup: file names and feature names may hold [brackets]
+        view.add_column(Text(str(col)), justify="left" if col == "input" else "right", overflow="fold")
     for row in table[shown].itertuples(index=False):
-        view.add_row(*(fmt_cell(v) for v in row))
+        view.add_row(*(Text(fmt_cell(v)) for v in row))
     out.print(view)
     if output is not None:
-        atomic_write_text(output, table.to_csv(index=False))
+        text = table.to_csv(index=False)
+        with failures_named(output, len(text.encode())):
+            atomic_write_text(output, text)
     return 0

@@ -5,7 +5,8 @@ Cache folder: ``$GRADPRUNE_CACHE/dense`` (default ``~/.cache/gradprune/dense``),
 model identity (the caller's: :func:`gradprune.models.loading.model_identity`, computed when the model
 is loaded), the model dtype, the tokenizer, the settings that change the numbers (data sets and their
 file contents, seq_len, windows, tasks, task folder contents, few-shot, limit, lm-eval version) but not
-the batch size. Files are written atomically; an unreadable entry is recomputed.
+the batch size. Files are written atomically; an unreadable entry is recomputed, and a cache that cannot
+be written is a warning (the run goes on; preflight says so before it starts).
 """
 
 from __future__ import annotations
@@ -115,33 +116,83 @@ def dense_metrics(model: Any, tokenizer: Any, cfg: Any, identity: str, console: 
     """The dense model's metrics for ``cfg`` (EvalSection), from the cache or evaluated and cached.
 
     Call it before pruning (surgery changes the model in place). ``{}`` when eval.dense is false or
-    eval.run is none.
+    eval.run is none. The parts missing from the cache are evaluated together (one "dense model
+    evaluation" block) and cached one file per part.
     """
     from gradprune.eval.evaluation import evaluate
-    from gradprune.files import atomic_write_json
+    from gradprune.progress import print_plain
 
     if cfg.run == "none" or not cfg.dense:
         return {}
     parts = [p for p, want in (("ppl", cfg.run in ("all", "ppl") and cfg.ppl_datasets),
                                ("zeroshot", cfg.run in ("all", "zeroshot") and cfg.tasks)) if want]
-    out: dict[str, float] = {}
+    entries: dict[str, dict] = {}
+    missing: dict[str, tuple[Path, dict]] = {}
     for part in parts:
-        sub = cfg.model_copy(update={"run": part})
-        stem, key_parts = cache_key(identity, part, sub, model, tokenizer)
+        stem, key_parts = cache_key(identity, part, cfg.model_copy(update={"run": part}), model, tokenizer)
         path = cache_dir() / f"{stem}.json"
         entry = _read_entry(path)
         if entry is None:
-            res = evaluate(model, tokenizer, sub, console=console, title="dense")
-            entry = {"key": key_parts, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "metrics": res.metrics, "info": res.info}
-            atomic_write_json(path, entry)
-        elif console is not None:
+            missing[part] = (path, key_parts)
+            continue
+        entries[part] = entry
+        if console is not None:
             shown = {k: v for k, v in entry["metrics"].items() if k in ("ppl", "acc_mean")}
             summary = ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
-            console.print(f"dense model evaluation ({part}): from the cache, {path} ({summary})",
-                          markup=False, highlight=False, soft_wrap=True)
-        out.update(entry["metrics"])
+            print_plain(console, f"dense model evaluation ({part}) from the cache ({summary}): {path}")
+    if missing:
+        run = next(iter(missing)) if len(missing) == 1 else "all"
+        res = evaluate(model, tokenizer, cfg.model_copy(update={"run": run}), console=console, title="dense")
+        for part, (path, key_parts) in missing.items():
+            entries[part] = {"key": key_parts, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "metrics": _part_of(res.metrics, part), "info": _info_of(res.info, part)}
+            _store(path, entries[part])
+    out: dict[str, float] = {}
+    for part in parts:
+        out.update(entries[part]["metrics"])
     return out
+
+
+def _part_of(metrics: dict[str, float], part: str) -> dict[str, float]:
+    """The metrics of one part of an evaluation of both: perplexities are ``ppl``/``ppl_*``."""
+    is_ppl = {k: k == "ppl" or k.startswith("ppl_") for k in metrics}
+    return {k: v for k, v in metrics.items() if is_ppl[k] == (part == "ppl")}
+
+
+def _info_of(info: dict[str, Any], part: str) -> dict[str, Any]:
+    """The info of one part of an evaluation of both (as an evaluation of that part alone records it)."""
+    seconds = info.get("seconds", {})
+    out = {"run": part, "seconds": {part: seconds[part]} if part in seconds else {}}
+    if part in info:
+        out[part] = info[part]
+    return out
+
+
+def unwritable_reason(folder: Path | None = None) -> str | None:
+    """Why the cache folder cannot be written (None: it can), checked without writing anything there."""
+    from gradprune.errors import GradpruneError
+    from gradprune.outputs import check_writable_dir
+
+    try:
+        check_writable_dir(folder or cache_dir(), "GRADPRUNE_CACHE")
+    except GradpruneError as exc:
+        return str(exc)
+    return None
+
+
+def _store(path: Path, entry: dict) -> None:
+    """Write a cache entry; a cache that cannot be written costs a re-evaluation next time, never this run."""
+    import warnings
+
+    from gradprune.errors import GradpruneWarning
+    from gradprune.files import atomic_write_json
+
+    try:
+        atomic_write_json(path, entry)
+    except OSError as exc:
+        warnings.warn(f"the dense-metric cache {str(path.parent)!r} cannot be written ({exc.strerror or exc}): "
+                      "the dense model's metrics are not cached and will be evaluated again next time; set "
+                      "GRADPRUNE_CACHE to a writable folder", GradpruneWarning, stacklevel=3)
 
 
 def add_dense_comparison(pruned: dict[str, float], dense: dict[str, float]) -> dict[str, float]:

@@ -44,8 +44,9 @@ class EvalProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         return Progress(
-            TextColumn("{task.description:<24}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=self.console,
+            # markup off: a row's label and note carry task and data set names, which are the user's
+            TextColumn("{task.description:<24}", markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[note]}", markup=False), console=self.console,
         )
 
     def __enter__(self) -> EvalProgress:
@@ -103,4 +104,4 @@ class EvalProgress:
             self._progress.update(row, total=done, completed=done, note=note)
         elif self.enabled:
             secs = seconds if seconds is not None else time.perf_counter() - self._started[key]
-            self.console.print(f"{self._labels[key]}: {note} ({secs:.1f} s)", highlight=False)
+            self.console.print(f"{self._labels[key]}: {note} ({secs:.1f} s)", markup=False, highlight=False)

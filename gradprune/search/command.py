@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from gradprune.errors import GradpruneError, RecipeError
-from gradprune.files import atomic_write_json
+from gradprune.files import atomic_write_json, temp_prefix
 from gradprune.outputs import ANALYSIS_FILES, check_writable_dir
+from gradprune.progress import print_plain
 from gradprune.search.spec import SEED_KEY, SearchSpec, load_search_spec, recipe_for
 from gradprune.search.study import (
     JOURNAL,
@@ -26,6 +30,7 @@ from gradprune.search.study import (
     retry_failed,
     stored_trial_numbers,
 )
+from gradprune.search.table import check_added_columns
 
 MARKER = "search.json"
 
@@ -64,6 +69,41 @@ def _read_marker(out: Path) -> str | None:
         raise GradpruneError(f"{marker} is damaged (no \"fingerprint\" string): it records which search "
                              f"{str(out)!r} holds. Restore it from a backup, or {START_OVER}")
     return data["fingerprint"]
+
+
+def claim_dir(out: Path, spec: SearchSpec, source: str | Path) -> None:
+    """Make ``out`` this search's folder before its first trial, atomically: ``search.json`` (naming the
+    search's fingerprint) is created only where none exists (a hard link of a complete temp file, which
+    fails where the name is taken), so of two searches started at once on a new folder one claims it and
+    the other is refused; a worker of the same search finds its own fingerprint there and joins."""
+    marker = out / MARKER
+    record = {"fingerprint": spec.fingerprint(), "source": str(source), "spec": spec.model_dump(mode="json")}
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(MARKER), suffix=".tmp", dir=out)
+    os.close(fd)
+    try:
+        atomic_write_json(tmp, record)
+        try:
+            _create_exclusive(Path(tmp), marker)
+        except FileExistsError:
+            old = _read_marker(out)
+            if old != spec.fingerprint():
+                raise GradpruneError(
+                    f"output_dir {str(out)!r} was claimed by a different search (fingerprint {old}, this one "
+                    f"{spec.fingerprint()}) started at the same time; its trials are running there. Choose "
+                    f"another --output_dir, or wait for it and rerun") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _create_exclusive(complete: Path, target: Path) -> None:
+    """Create ``target`` with the contents of ``complete`` unless it exists (FileExistsError)."""
+    try:
+        os.link(complete, target)  # readers never see a half-written file
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive creation, then the bytes
+        with open(target, "xb") as fh:
+            fh.write(complete.read_bytes())
 
 
 def results_on_disk(out: Path) -> set[int]:
@@ -230,28 +270,29 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
         raise GradpruneError(f"output_dir {str(out)!r} is a file; expected a directory")
     check_writable_dir(out, "output_dir")  # before the storage's lock file or any result is written
     _guard_dir(out, spec, overwrite, storage)
+    check_added_columns(out / "search_results.csv")
     if storage is not None:
         open_storage(storage, out)  # an unreachable storage fails before anything is written
     report = preflight_search(spec, out)
     out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, spec, path)
     clean_abandoned(out)
-    atomic_write_json(out / MARKER, {"fingerprint": spec.fingerprint(), "source": str(path),
-                                     "spec": spec.model_dump(mode="json")})
     console = Console()
-    console.print(f"[bold]gradprune search[/] {path}: {spec.describe()} → {out}")
-    console.print(report.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)
+    # Text, not markup: paths and grid values are the user's and may hold [brackets]
+    console.print(Text("gradprune search", style="bold") + Text(f" {path}: {spec.describe()} → {out}"))
+    print_plain(console, report.describe(), style="dim")
     for warning in report.warnings:
-        console.print(f"warning: {warning} (its trials will be failed rows)", style="yellow", markup=False,
-                      highlight=False, soft_wrap=True)
+        print_plain(console, f"warning: {warning} (its trials will be failed rows)", style="yellow")
     study, space, retried = open_study(spec, out, storage, retry)
     if retry:
         console.print(f"--retry-failed: {len(retried)} point(s) whose latest attempt failed enqueued again"
-                      + (f" (trial(s) {', '.join(map(str, retried))})" if retried else ""))
+                      + (f" (trial(s) {', '.join(map(str, retried))})" if retried else ""), markup=False,
+                      highlight=False)
     from gradprune.search.worker import Worker
 
     worker = Worker(spec, study, space, out, console)
     done = worker.run(max_trials=n_trials)
     csv_path = worker.write_csv()
-    console.print(f"this worker ran {done} trial(s), {worker.store.puts} calibration(s); wrote {csv_path}")
+    print_plain(console, f"this worker ran {done} trial(s), {worker.store.puts} calibration(s); wrote {csv_path}")
     return 0
 

@@ -142,7 +142,7 @@ class SearchDisplay:
                     r["status"] = INTERRUPTED
                     if self.live is None:
                         self.console.print(f"trial {n} {INTERRUPTED} (it will run again on resume)",
-                                           highlight=False, soft_wrap=True)
+                                           markup=False, highlight=False, soft_wrap=True)
         self.stage.clear()
         if self.live is not None:
             self.live.refresh()
@@ -169,13 +169,14 @@ class SearchDisplay:
         t.add_column("status")
         for k in self.keys:
             t.add_column(self.names[k], justify="right", no_wrap=True)
-        for c in ("acc_mean", "ppl", "grad_norm_ratio", "s"):
+        for c in ("acc_mean", "ppl", "grad_norm_ratio", "time (s)"):
             t.add_column(c, justify="right")
         for n in sorted(self.rows)[-30:]:
             r = self.rows[n]
-            t.add_row(str(n), r.get("status", ""), *[str(r.get(k, "")) for k in self.keys], _acc(r),
-                      _fmt(r.get("ppl"), ".3f"), _fmt(r.get("grad_norm_ratio"), ".3f"),
-                      _fmt(r.get("duration_s"), ".1f"))
+            # Text, not markup: a status or grid value is the user's text and may hold [brackets]
+            cells = [str(n), r.get("status", ""), *[str(r.get(k, "")) for k in self.keys], _acc(r),
+                     _fmt(r.get("ppl"), ".3f"), _fmt(r.get("grad_norm_ratio"), ".3f"), _fmt(r.get("duration_s"), ".1f")]
+            t.add_row(*(Text(str(c)) for c in cells))
         return t
 
     def stage_line(self, number: int) -> str:
@@ -201,14 +202,15 @@ class SearchDisplay:
         since = old[2] if old is not None and old[0] == stage else self.clock()
         self.stage[number] = (stage, detail, since)
         if self.live is None and (old is None or old[0] != stage):
-            self.console.print(f"trial {number}: {stage}" + (f" {detail}" if detail else ""), highlight=False, soft_wrap=True)
+            self.console.print(f"trial {number}: {stage}" + (f" {detail}" if detail else ""), markup=False,
+                               highlight=False, soft_wrap=True)
 
     def started(self, number: int, point: dict[str, Any]) -> None:
         """A trial began on this worker; stages reported inside it (until :meth:`finished`) are shown."""
         self._sync()
         self.rows[number] = {"status": "running", **point}
         if self.live is None:
-            self.console.print(f"trial {number} started: {point}", highlight=False, soft_wrap=True)
+            self.console.print(f"trial {number} started: {point}", markup=False, highlight=False, soft_wrap=True)
         self._stages.close()
         self._stages.enter_context(watching_stages(lambda stage, detail: self.on_stage(number, stage, detail)))
         self.on_stage(number, "loading")
@@ -230,4 +232,5 @@ class SearchDisplay:
                f"; {self.done}/{self.total} done, ETA {format_eta(self.eta())}")
         if row.get("error"):
             msg += f" error: {row['error']}"
-        self.console.print(msg, highlight=False, soft_wrap=True)
+        # markup off: an error quotes library text such as gloo's "[/__w/pytorch/.../pair.cc:553] ..."
+        self.console.print(msg, markup=False, highlight=False, soft_wrap=True)

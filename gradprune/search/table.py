@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gradprune.errors import GradpruneError
 from gradprune.files import atomic_write_text
 from gradprune.record import ORIGINAL_SETTINGS
 from gradprune.search.study import decode
@@ -83,8 +84,45 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _read_existing(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of an existing CSV (nothing where it is missing or unreadable)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            return list(reader.fieldnames or []), list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return [], []
+
+
+def check_added_columns(path: Path) -> None:
+    """A CSV with added columns must keep its ``trial`` column: rewriting it joins their values on it."""
+    header, _ = _read_existing(path)
+    if header and "trial" not in header:
+        raise GradpruneError(f"{path}: has no 'trial' column, so the columns added to it ({', '.join(header[:8])}) "
+                             "could not be kept when the search rewrites it; restore the 'trial' column, or move "
+                             "the file away (the search writes a new one from its study)")
+
+
+def keep_added_columns(rows: list[dict[str, Any]], path: Path) -> None:
+    """Carry the values of the columns added to the existing CSV over to the rows of the same trial, so a
+    rewrite from the study never drops them."""
+    header, old = _read_existing(path)
+    if "trial" not in header:
+        return
+    owned = {c for r in rows for c in r}
+    added = [c for c in header if c and c not in owned and c not in FIRST]
+    if not added:
+        return
+    by_trial = {str(r.get("trial")): r for r in old}
+    for row in rows:
+        previous = by_trial.get(str(row["trial"]), {})
+        for c in added:
+            row[c] = previous.get(c, "")
+
+
 def write_results(study, spec, out_dir: Path) -> Path:
-    """Rebuild and atomically rewrite ``search_results.csv`` from the study."""
+    """Rebuild and atomically rewrite ``search_results.csv`` from the study (columns added to the file by
+    hand keep their values)."""
     rows = trial_rows(study, spec)
     if spec.evaluation == "screen":
         from gradprune.search.screening import screen_rows
@@ -95,4 +133,5 @@ def write_results(study, spec, out_dir: Path) -> Path:
 
         rows = sync_rows(study, rows)
     add_stability(rows, out_dir / "trials")
+    keep_added_columns(rows, out_dir / "search_results.csv")
     return atomic_write_text(out_dir / "search_results.csv", csv_text(rows))
