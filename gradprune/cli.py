@@ -67,7 +67,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from gradprune.analysis.command import analyze_command
 
     return analyze_command(args.csv, target=args.target, output_dir=args.output_dir, seed=args.seed,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, include=args.include)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output_dir", "--output-dir", dest="output_dir", help="default: beside the CSV")
     a.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the bootstrap intervals")
     a.add_argument("--overwrite", action="store_true", help="replace analysis files already in the output dir")
+    a.add_argument("--include", action="append", default=[], metavar="COLUMN",
+                   help="use a numeric column gradprune does not record (ignored by default) as a gradient "
+                        "statistic; repeat it, or --include all")
     a.set_defaults(func=_cmd_analyze)
 
     pr = sub.add_parser("predict", help="apply a prediction_model.json to runs (run.json or a CSV)")

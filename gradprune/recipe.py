@@ -23,7 +23,8 @@ from gradprune.plugin_sections import DatasetSection, PluginSection
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are frozen after loading."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and ±inf are no setting (YAML's .nan / .inf): refused with the key named, not deep in a stage
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -42,7 +43,7 @@ class CalibrationSection(Section):
     seq_len: int = Field(64, gt=0)
     num_samples: int = Field(256, gt=0)
     batch_size: int = Field(8, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy and torch take non-negative seeds
     #: recompute each decoder layer's activations in the backward pass (transformers' activation
     #: checkpointing): activation memory of one layer instead of all, same gradients, ~1/3 more compute
     gradient_checkpointing: bool = False
@@ -450,7 +451,8 @@ def _schema_problems(err: ValidationError, schema: type[BaseModel]) -> list[str]
         # a whole-section check would echo the entire section as its input: leave it out
         if loc and not isinstance(e.get("input"), dict):
             got[loc] = f" (got {e.get('input')!r})"
-    return [f"{key}: {', or '.join(msgs)}{got.get(key, '')}" if msgs else key for key, msgs in by_key.items()]
+    return [f"{key}: {', or '.join(dict.fromkeys(msgs))}{got.get(key, '')}" if msgs else key
+            for key, msgs in by_key.items()]
 
 
 def validate_dict(data: dict[str, Any], source: str, schema: type[BaseModel] = Recipe,

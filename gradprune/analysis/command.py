@@ -54,9 +54,9 @@ def analysis_files(a: Analysis) -> dict[str, bytes | str]:
 
 
 def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str | Path | None = None,
-                    seed: int = 0, overwrite: bool = False) -> int:
+                    seed: int = 0, overwrite: bool = False, include: Sequence[str] = ()) -> int:
     """Analyse a search CSV and write the figures, report, tables and prediction model to ``output_dir``
-    (default: beside the CSV)."""
+    (default: beside the CSV). ``include``: numeric columns of unknown meaning to use as statistics."""
     from gradprune.analysis.findings import key_findings
     from gradprune.analysis.loading import require_file
     from gradprune.analysis.pipeline import run_analysis
@@ -65,7 +65,7 @@ def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str |
     out = Path(output_dir) if output_dir is not None else Path(csv).parent
     _check_output_dir(out, overwrite)  # before the work, so a refusal costs nothing
     check_writable_dir(out, "--output_dir")
-    a = run_analysis(csv, target, seed)
+    a = run_analysis(csv, target, seed, include)
     files = analysis_files(a)
     _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
     # all files or none: a full disk leaves the earlier analysis as it was
@@ -111,12 +111,16 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     from rich.text import Text
 
     from gradprune.analysis.predict import fmt_cell, predict_runs, read_inputs
-    from gradprune.prediction.model import load_model
+    from gradprune.prediction.model import load_model, stated_formula
 
     if output is not None:
         _check_predict_output(Path(output), [Path(model_json), *map(Path, inputs)])
     model = load_model(model_json)
     table, warnings = predict_runs(model, read_inputs(inputs))
+    applied = stated_formula(model)
+    if applied != model.formula:  # a description edited by hand: show what is applied, and say so
+        warnings.insert(0, f"{model_json}: its formula ({model.formula}) does not match its coefficients; the "
+                           "formula shown below is the one applied")
     err = Console(stderr=True, highlight=False)
     err.soft_wrap = not err.is_terminal  # one line in a log; word-wrapped on a terminal
     for w in warnings:
@@ -126,7 +130,7 @@ def predict_command(model_json: str | Path, inputs: Sequence[str | Path], output
     judged = ("" if m.permutation_p is None else
               f", nested {m.r2_cv_nested:.3f}, permutation p = {m.permutation_p:.2g}"
               + (": no better than chance" if m.permutation_p >= 0.05 else ""))
-    out.print(Text(f"{model.formula}  (cross-validated R² = {m.r2_cv:.3f}, {m.cv}{judged})"))
+    out.print(Text(f"{applied}  (cross-validated R² = {m.r2_cv:.3f}, {m.cv}{judged})"))
     view = Table()
     # a wide model's feature values would squeeze the table unreadable: they stay in --output
     shown = [c for c in table.columns if len(model.features) <= MAX_SHOWN_FEATURES or c not in model.features]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,29 @@ def _check_target(df: pd.DataFrame, target: str, path: Path) -> None:
     raise GradpruneError(f"{path}: no target column {target!r}.{hint} Numeric columns: {shown or '(none)'}")
 
 
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
+
+
+def _check_target_cells(raw: pd.Series, y: pd.Series, used: pd.Series, target: str, path: Path,
+                        notes: list[str]) -> None:
+    """A target cell that holds text instead of a number is named, never dropped silently: a decimal comma
+    (``0,7520``, a spreadsheet's locale) is an error, other text a note (the row is left out)."""
+    text = used & y.isna() & raw.notna() & (raw.astype("string").str.strip().fillna("") != "")
+    if not text.any():
+        return
+    cells = [(int(i) + 1, str(raw[i])) for i in raw.index[text]]
+    commas = [(row, v) for row, v in cells if _DECIMAL_COMMA.match(v)]
+    if commas:
+        row, v = commas[0]
+        more = f" (and {len(commas) - 1} more cell(s))" if len(commas) > 1 else ""
+        raise GradpruneError(f"{path}: row {row}, column {target!r} holds {v!r}{more}: a decimal comma; write "
+                             f"numbers with a decimal point ({v.strip().replace(',', '.')}), e.g. save the CSV "
+                             "from the spreadsheet with '.' as its decimal separator")
+    shown = ", ".join(f"row {row} ({v!r})" for row, v in cells[:MAX_LISTED])
+    notes.append(f"{target} is not a number in {shown}{' …' if len(cells) > MAX_LISTED else ''}: "
+                 "those rows are left out")
+
+
 def load_search_rows(path: str | Path, target: str) -> SearchRows:
     """Read ``path`` and keep successful, fully evaluated rows whose ``target`` is a number.
 
@@ -175,6 +199,7 @@ def load_search_rows(path: str | Path, target: str) -> SearchRows:
         partial |= ~as_bool(df["evaluated"], "evaluated", p)
     partial &= ok
     y = pd.to_numeric(df[target], errors="coerce")
+    _check_target_cells(df[target], y, ok & ~partial, target, p, notes)
     missing = ok & ~partial & y.isna()
     keep = ok & ~partial & y.notna()
     numbers = [int(i) + 1 for i in df.index[keep]]

@@ -6,6 +6,7 @@ this succeeded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from gradprune.analysis.replicates import (
     has_replicates,
 )
 from gradprune.prediction.columns import (
+    NEAR_DUPLICATE_MIN_ROWS,
     PROXY,
     SETTING,
     STATISTIC,
@@ -98,8 +100,20 @@ def _near_duplicate_notes(roles: ColumnRoles) -> list[str]:
     groups: dict[str, list[str]] = {}
     for member, (kept, _) in roles.near_duplicates.items():
         groups.setdefault(kept, []).append(member)
-    return [f"{' and '.join([kept, *members])} order the rows the same way (|Spearman| ≥ 0.999): one feature, "
-            f"reported as {kept} and counted once in the BH correction" for kept, members in groups.items()]
+    notes = [f"{' and '.join([kept, *members])} order the rows the same way (|Spearman| ≥ 0.999 on the "
+             f"{min(roles.near_duplicate_rows.get(m, 0) for m in members)} or more rows they share): one feature, "
+             f"reported as {kept} and counted once in the BH correction" for kept, members in groups.items()]
+    notes += [f"{a} and {b} order their {n} common rows the same way, too few (< {NEAR_DUPLICATE_MIN_ROWS}) to "
+              f"call them one feature: both are kept" for a, b, n in roles.too_few_to_merge]
+    return notes
+
+
+def _unknown_notes(roles: ColumnRoles) -> list[str]:
+    if not roles.unknown:
+        return []
+    names = ", ".join(roles.unknown)
+    return [f"numeric column(s) of unknown meaning ignored: {names} (gradprune does not record them; "
+            f"--include {roles.unknown[0]} uses one as a gradient statistic, --include all every such column)"]
 
 
 def feature_sets(roles: ColumnRoles, usable: list[str]) -> tuple[list[FeatureSet], tuple[str, ...]]:
@@ -114,11 +128,12 @@ def feature_sets(roles: ColumnRoles, usable: list[str]) -> tuple[list[FeatureSet
     return sets, default
 
 
-def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
-    """Compute the whole analysis of a search CSV; raises GradpruneError for unusable input."""
+def run_analysis(csv: str | Path, target: str, seed: int, include: Sequence[str] = ()) -> Analysis:
+    """Compute the whole analysis of a search CSV; raises GradpruneError for unusable input. ``include``:
+    numeric columns of unknown meaning to use as statistics (see :func:`assign_roles`)."""
     loaded = load_search_rows(csv, target)
     source = str(loaded.path)
-    roles = assign_roles(loaded.rows, target, source)
+    roles = assign_roles(loaded.rows, target, source, include)
     data = roles.data
     heat_features = _heatmap_features(data, target, roles.features)
     fams = correlate_families(data, {"target": target_pairs(target, roles.features),
@@ -131,7 +146,7 @@ def run_analysis(csv: str | Path, target: str, seed: int) -> Analysis:
         settings = [v.column for v in replicates.features if v.msw == 0]
         ranked = best_settings(data, groups, target, settings, higher_is_better=target_family(target) != "ppl")
     X, y, mask, notes = model_inputs(roles, source)
-    notes = [*_cell_notes(loaded, roles), *_near_duplicate_notes(roles), *notes]
+    notes = [*_cell_notes(loaded, roles), *_unknown_notes(roles), *_near_duplicate_notes(roles), *notes]
     g = None if groups is None else groups.to_numpy()[mask]
     sets, default = feature_sets(roles, list(X.columns))
     everything = compare_predictors(X, y, g, seed, sets)

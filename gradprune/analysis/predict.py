@@ -53,8 +53,10 @@ def read_inputs(paths: Sequence[str | Path]) -> pd.DataFrame:
             frames.append(read_run_json(p))
             continue
         df = read_table(p, min_columns=1)
-        label = df["trial"].astype(str) if "trial" in df.columns else pd.Series(range(1, len(df) + 1)).astype(str)
-        df.insert(0, INPUT, [f"{p}:{x}" for x in label])
+        # rows counted from 1 as analyze names them (the header is not a row); a search's trial number beside
+        trials = df["trial"].astype(str) if "trial" in df.columns else None
+        df.insert(0, INPUT, [f"{p}:row {i + 1}" + ("" if trials is None else f" (trial {trials.iloc[i]})")
+                             for i in range(len(df))])
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -63,7 +65,7 @@ def feature_matrix(model: PredictionModel, runs: pd.DataFrame) -> pd.DataFrame:
     """The model's features of every run as floats; a missing or non-numeric value raises GradpruneError."""
     absent = [f for f in model.features if f not in runs.columns]
     if absent:
-        sources = ", ".join(sorted({s.rsplit(":", 1)[0] for s in runs[INPUT]}))
+        sources = ", ".join(sorted({s.rsplit(":row ", 1)[0] for s in runs[INPUT]}))
         raise GradpruneError(
             f"{sources}: missing feature(s) {', '.join(absent)} needed by the prediction model of {model.target} "
             f"(features: {', '.join(model.features)})"

@@ -9,6 +9,7 @@ evaluation the predictors are meant to replace, so they are never features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,9 +20,20 @@ from gradprune.record import ORIGINAL_SETTINGS
 
 # identifiers and bookkeeping: numbers, but not properties of a calibration setting
 _BOOKKEEPING = {"trial", "trial_id", "number", "config_id", "seed", "success", "error", "status",
-                "evaluated", "state", "duration", "calibration_reused", "replicates_n", "tokens_per_s"}
+                "evaluated", "state", "duration", "calibration_reused", "replicates_n", "tokens_per_s", "attempts"}
+# what a run or a search records under names of its own, besides the settings, the proxies (proxy_*) and
+# every collector's cross-layer <stat>_ratio: the statistics known to be measured before the evaluation.
+# Any other numeric column (a note, an id added by hand) is not used unless asked for by name.
+KNOWN_STATISTICS = {"pruning_ratio", "target_ratio", "extreme_pruning_layers", "max_layer_pruning_rate",
+                    "calibration_loss", "calibration_micro_batch", "grad_noise_exact", "params_before",
+                    "params_after", "kept_jaccard_mean", "removed_jaccard_mean", "score_rank_corr_mean",
+                    "eval_fraction"}
+INCLUDE_ALL = "all"  # ``--include all``: every numeric column of unknown meaning is used as a statistic
 _FAMILIES = ("acc", "ppl")
 NEAR_DUPLICATE = 0.999  # |Spearman| at or above which two features are the same ordering, counted once
+# rows two features must both have before they can be called one: on fewer, unrelated columns order the
+# rows alike by chance (2/k! for k rows: 1 in 360 on 6 rows, 1 in 20,160 on 8)
+NEAR_DUPLICATE_MIN_ROWS = 8
 MIN_ROWS = 4  # rows a predictor fit needs at least (and so does an analysis)
 MIN_COVERAGE = 0.9  # a feature missing in more rows than this is not offered to the predictors
 MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is numeric; other cells are missing
@@ -41,6 +53,13 @@ def feature_role(name: str) -> str:
     if name in _SETTINGS or "." in name:
         return SETTING
     return STATISTIC
+
+
+def is_known_feature(name: str) -> bool:
+    """True for the features gradprune itself records: settings (recipe keys, the original tool's names),
+    proxies, collectors' ``<stat>_ratio`` and :data:`KNOWN_STATISTICS`."""
+    return (name.startswith("proxy_") or name in _SETTINGS or "." in name or name.endswith("_ratio")
+            or name in KNOWN_STATISTICS)
 
 
 def is_evaluation_output(name: str) -> bool:
@@ -107,6 +126,10 @@ class ColumnRoles:
     evaluation: list[str] = field(default_factory=list)  # evaluation outputs: never features
     near_duplicates: dict[str, tuple[str, float]] = field(default_factory=dict)  # member -> (kept, Spearman)
     bad_cells: list[tuple[int, str, str]] = field(default_factory=list)  # (row position, column, text)
+    unknown: list[str] = field(default_factory=list)  # numeric columns of unknown meaning, not used
+    near_duplicate_rows: dict[str, int] = field(default_factory=dict)  # member -> rows both it and kept have
+    # pairs that order their few common rows alike but were not merged: (a, b, rows in common)
+    too_few_to_merge: list[tuple[str, str, int]] = field(default_factory=list)
 
     def role(self, feature: str) -> str:
         """The role of a feature (see :func:`feature_role`)."""
@@ -134,33 +157,48 @@ def _drop_duplicates(numeric: dict[str, pd.Series]) -> tuple[list[str], dict[str
     return [c for c in numeric if c in kept], dropped
 
 
-def _near_duplicates(numeric: dict[str, pd.Series], features: list[str]) -> dict[str, tuple[str, float]]:
-    """Features whose |Spearman| with an earlier kept feature is ≥ NEAR_DUPLICATE: member → (kept, ρ).
+def _near_duplicates(numeric: dict[str, pd.Series], features: list[str]
+                     ) -> tuple[dict[str, tuple[str, float]], dict[str, int], list[tuple[str, str, int]]]:
+    """Features whose |Spearman| with an earlier kept feature is ≥ NEAR_DUPLICATE on the rows both have,
+    at least NEAR_DUPLICATE_MIN_ROWS of them: member → (kept, ρ); the rows each merge rests on; and the
+    pairs that order their common rows alike but share too few to be merged.
 
     Such columns order the rows the same way (grad_std_ratio and grad_norm_ratio when the mean gradient
-    is ≈ 0 and the layers are equally large): one feature, tested once.
+    is ≈ 0 and the layers are equally large): one feature, tested once. The group is represented by
+    the original tool's plain name, then the member with the most values (a column with gaps must not
+    stand for complete ones, or the group would go with it when gaps keep it from the predictors).
     """
     if len(features) < 2:
-        return {}
+        return {}, {}, []
     frame = pd.DataFrame({f: numeric[f] for f in features})
-    rho = frame.corr(method="spearman", min_periods=3)
-    order = sorted(features, key=lambda c: ("." in c, features.index(c)))
+    rho = frame.corr(method="spearman", min_periods=3)  # pairwise-complete rows
+    present = frame.notna().astype(int)
+    both = present.T @ present  # rows each pair has in common
+    order = sorted(features, key=lambda c: ("." in c, -int(present[c].sum()), features.index(c)))
     kept: list[str] = []
     out: dict[str, tuple[str, float]] = {}
+    rows: dict[str, int] = {}
+    too_few: list[tuple[str, str, int]] = []
     for name in order:
-        twin = next((k for k in kept if np.isfinite(rho.loc[k, name]) and abs(rho.loc[k, name]) >= NEAR_DUPLICATE),
-                    None)
+        alike = [k for k in kept if np.isfinite(rho.loc[k, name]) and abs(rho.loc[k, name]) >= NEAR_DUPLICATE]
+        twin = next((k for k in alike if both.loc[k, name] >= NEAR_DUPLICATE_MIN_ROWS), None)
         if twin is None:
             kept.append(name)
+            too_few += [(k, name, int(both.loc[k, name])) for k in alike]
         else:
             out[name] = (twin, float(rho.loc[twin, name]))
-    return out
+            rows[name] = int(both.loc[twin, name])
+    return out, rows, too_few
 
 
-def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
-    """Sort the columns of ``rows`` into roles; raise when no feature varies or the target is constant."""
+def assign_roles(rows: pd.DataFrame, target: str, source: str, include: Sequence[str] = ()) -> ColumnRoles:
+    """Sort the columns of ``rows`` into roles; raise when no feature varies or the target is constant.
+
+    A numeric column gradprune does not record (:func:`is_known_feature`) is listed as ``unknown`` and not
+    used, unless named in ``include`` (or ``include`` holds :data:`INCLUDE_ALL`): then it is a statistic.
+    """
     buckets: dict[str, list[str]] = {"constant": [], "non_numeric": [], "target_parts": [], "bookkeeping": [],
-                                     "evaluation": []}
+                                     "evaluation": [], "unknown": []}
     varying: dict[str, pd.Series] = {}
     bad_cells: list[tuple[int, str, str]] = []
     for name in map(str, rows.columns):
@@ -176,12 +214,19 @@ def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
             buckets["non_numeric"].append(name)
         elif (values := parsed[0]).nunique(dropna=True) < 2:
             buckets["constant"].append(name)
+        elif not (is_known_feature(name) or name in include or INCLUDE_ALL in include):
+            buckets["unknown"].append(name)
         else:
             varying[name] = values
             bad_cells += [(i, name, str(rows[name].iloc[i])) for i in parsed[1]]
     y = rows[target].astype(float)
     if y.nunique() < 2:
         raise GradpruneError(f"{source}: target {target!r} has the same value in every used row: nothing to explain")
+    if not varying and buckets["unknown"]:
+        unknown = ", ".join(buckets["unknown"][:10])
+        raise GradpruneError(
+            f"{source}: no feature gradprune records varies over the {len(rows)} used rows; the columns that vary "
+            f"are of unknown meaning ({unknown}). Pass --include NAME (or --include all) to use them as statistics")
     if not varying:
         shown = ", ".join(buckets["constant"][:20]) or "(no numeric candidate columns)"
         raise GradpruneError(
@@ -189,11 +234,11 @@ def assign_roles(rows: pd.DataFrame, target: str, source: str) -> ColumnRoles:
             f"can explain {target!r}; expected columns that vary between trials. Constant: {shown}"
         )
     features, duplicates = _drop_duplicates(varying)
-    near = _near_duplicates(varying, features)
+    near, near_rows, too_few = _near_duplicates(varying, features)
     features = [f for f in features if f not in near]
     data = pd.DataFrame({target: y, **{f: varying[f] for f in features}})
     return ColumnRoles(target, features, data, duplicates=duplicates, near_duplicates=near, bad_cells=bad_cells,
-                       **buckets)
+                       near_duplicate_rows=near_rows, too_few_to_merge=too_few, **buckets)
 
 
 def model_inputs(roles: ColumnRoles, source: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from gradprune.errors import GradpruneError
 from gradprune.prediction.predictors import IsotonicFit, LinearFit
@@ -17,10 +18,12 @@ from gradprune.registry import format_validation_error
 
 FORMAT = "gradprune.prediction_model"
 FORMAT_VERSION = 1
+LINEAR_PREDICTORS = ("ols", "ridge", "single_feature")  # the built-ins whose fit is linear
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN / ±inf in a number (JSON's NaN, or an edit) would make every prediction NaN: refused by name
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -88,6 +91,47 @@ class PredictionModel(_Strict):
     candidates: list[dict[str, Any]] = []
     isotonic: Isotonic | None = None  # set for the isotonic predictor: then the coefficients are empty
 
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictionModel:
+        """The fields that describe the fit agree with each other (an edit of one of them alone is refused,
+        naming it, rather than predicting with the other); :func:`load_model` checks ``predictor`` too."""
+        feats = list(self.features)
+        if len(set(feats)) != len(feats):
+            raise ValueError(f"features: a name repeats ({feats})")
+        for name in ("training_ranges", "coefficients", "standardized_coefficients"):
+            _same_names(name, getattr(self, name), feats if name == "training_ranges" or self.isotonic is None
+                        else [])
+        for name, r in self.training_ranges.items():
+            if r.min > r.max:
+                raise ValueError(f"training_ranges.{name}: min {r.min} is above max {r.max}")
+        if self.isotonic is not None:
+            _check_isotonic(self.isotonic, feats, self.predictor)
+            mean = float(np.mean(self.isotonic.y))  # what build_model records; an isotonic model does not use it
+            for name in ("intercept", "standardized_intercept"):
+                if not _close(getattr(self, name), mean):
+                    raise ValueError(f"{name}: {getattr(self, name):.6g} is not the mean of isotonic.y ({mean:.6g}); "
+                                     "an isotonic model predicts from its thresholds: edit isotonic.x / isotonic.y")
+            return self
+        if self.predictor == "isotonic":
+            raise ValueError("predictor: 'isotonic' needs its thresholds in the field isotonic, which is missing")
+        _same_names("standardisation.means", self.standardisation.means, feats)
+        _same_names("standardisation.scales", self.standardisation.scales, feats)
+        for f in feats:
+            if self.standardisation.scales[f] <= 0:
+                raise ValueError(f"standardisation.scales.{f}: {self.standardisation.scales[f]} is not a spread; "
+                                 "expected a value > 0 (the standard deviation of the feature in training)")
+        fit = self.linear_fit()
+        for f, c in fit.raw_coefficients().items():
+            if not _close(self.coefficients[f], c):
+                raise ValueError(f"coefficients.{f}: {self.coefficients[f]:.6g} disagrees with "
+                                 f"standardized_coefficients.{f} / standardisation.scales.{f} ({c:.6g}); the model "
+                                 "was edited in one place only: edit both consistently, or re-run gradprune analyze")
+        if not _close(self.intercept, fit.raw_intercept()):
+            raise ValueError(f"intercept: {self.intercept:.6g} disagrees with standardized_intercept and the "
+                             f"standardisation ({fit.raw_intercept():.6g}); the model was edited in one place only: "
+                             "edit both consistently, or re-run gradprune analyze")
+        return self
+
     def linear_fit(self) -> LinearFit:
         """The model as a LinearFit (the standardised form, which is what was fitted)."""
         f = self.features
@@ -101,6 +145,35 @@ class PredictionModel(_Strict):
             iso = self.isotonic
             return IsotonicFit((iso.feature,), tuple(iso.x), tuple(iso.y), iso.increasing).predict(X)
         return self.linear_fit().predict(X)
+
+
+def _same_names(field_name: str, values: dict, features: list[str]) -> None:
+    missing = [f for f in features if f not in values]
+    extra = [k for k in values if k not in features]
+    if missing or extra:
+        parts = ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has {', '.join(extra)}"] if extra else [])
+        raise ValueError(f"{field_name}: {' and '.join(parts)}; expected one entry per feature "
+                         f"({', '.join(features) or 'none'})")
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _check_isotonic(iso: Isotonic, feats: list[str], predictor: str) -> None:
+    if feats != [iso.feature]:
+        raise ValueError(f"isotonic.feature: {iso.feature!r} is not the model's one feature ({feats})")
+    if len(iso.x) != len(iso.y) or not iso.x:
+        raise ValueError(f"isotonic: x and y need the same number of thresholds, at least one (got {len(iso.x)} "
+                         f"and {len(iso.y)})")
+    if any(b < a for a, b in zip(iso.x, iso.x[1:], strict=False)):
+        raise ValueError("isotonic.x: the thresholds must be in increasing order")
+    steps = [b - a for a, b in zip(iso.y, iso.y[1:], strict=False)]
+    if any(d < 0 for d in steps) if iso.increasing else any(d > 0 for d in steps):
+        raise ValueError(f"isotonic.y: not {'increasing' if iso.increasing else 'decreasing'} as isotonic.increasing "
+                         "says")
+    if predictor in LINEAR_PREDICTORS:
+        raise ValueError(f"isotonic: set, but predictor {predictor!r} fits a linear model")
 
 
 def _number(v: float) -> str:
@@ -171,6 +244,31 @@ def load_model(path: str | Path) -> PredictionModel:
             f"version {FORMAT_VERSION}; re-run gradprune analyze with this version to rebuild it"
         )
     try:
-        return PredictionModel.model_validate(obj)
+        model = PredictionModel.model_validate(obj)
     except ValidationError as err:
         raise GradpruneError(f"{p}: invalid prediction model: {format_validation_error(err, '')}") from None
+    _check_predictor(p, model)
+    return model
+
+
+def _check_predictor(path: Path, model: PredictionModel) -> None:
+    """``predictor`` names a registered predictor and ``params`` fit it (they say how the fit was made)."""
+    from gradprune.errors import PluginError
+    from gradprune.plugins import PREDICTORS
+
+    names = PREDICTORS.names()
+    if model.predictor not in names:
+        raise GradpruneError(f"{path}: invalid prediction model: predictor {model.predictor!r} is not a registered "
+                             f"predictor (known: {', '.join(names)})")
+    try:
+        PREDICTORS.build(model.predictor, model.params, "params")
+    except PluginError as exc:
+        raise GradpruneError(f"{path}: invalid prediction model: {exc}") from None
+
+
+def stated_formula(model: PredictionModel) -> str:
+    """The formula the model's numbers give (what :meth:`PredictionModel.predict` applies)."""
+    if model.isotonic is not None:
+        iso = model.isotonic
+        return formula(model.target, IsotonicFit((iso.feature,), tuple(iso.x), tuple(iso.y), iso.increasing))
+    return formula(model.target, model.linear_fit())

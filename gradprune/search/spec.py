@@ -25,7 +25,7 @@ SEED_STRIDE = 1000
 class HalvingSection(BaseModel):
     """Successive halving over evaluation budget (nested subsets of each task's examples)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     min_fraction: float = Field(0.125, gt=0, le=1)
     reduction_factor: int = Field(2, ge=2)
     k_stderr: float = Field(1.0, ge=0)
@@ -120,17 +120,46 @@ def recipe_for(spec: SearchSpec, point: dict[str, Any]) -> Recipe:
     return validate_dict(data, f"{spec.source} (trial {point})")
 
 
+def _value_at(recipe: Recipe, key: str) -> Any:
+    """The validated value of a dotted key (what the recipe holds after its schema read the YAML value)."""
+    obj: Any = recipe.to_dict()
+    for part in key.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def _check_base(spec: SearchSpec) -> None:
+    """``base:`` names the recipe every trial runs, not another search recipe."""
+    raw = read_yaml(spec.base, "base recipe")
+    if "grid" in raw or "base" in raw:
+        own = f" (its own base: {raw['base']})" if "base" in raw else ""
+        raise RecipeError(f"{spec.source}: base: {spec.base} is a search recipe (it has "
+                          f"{' and '.join(k + ':' for k in ('base', 'grid') if k in raw)}), not a run recipe; "
+                          f"base: names the recipe every trial runs{own}")
+
+
 def _check_points(spec: SearchSpec) -> None:
-    """Validate every grid value on its own (names the key and value), then every combination."""
+    """Validate every grid value on its own (names the key and value), then every combination; values
+    that are one setting once validated (``16``, ``16.0`` and ``"16"`` for an integer key) are refused,
+    since each would run the same trials again."""
+    _check_base(spec)
     base = spec.base_recipe_dict()
     validate_dict(base, f"{spec.source}: base recipe {spec.base}")
     for key, vals in spec.grid.items():
+        same: dict[str, list[Any]] = {}
         for v in vals:
             try:
-                validate_dict(apply_overrides(base, override_list({key: v})), spec.source)
+                recipe = validate_dict(apply_overrides(base, override_list({key: v})), spec.source)
             except RecipeError as exc:
                 msg = str(exc).split(": ", 1)[-1]
                 raise RecipeError(f"{spec.source}: grid.{key} value {v!r} is not valid: {msg}") from None
+            normalised = _value_at(recipe, key)
+            same.setdefault(json.dumps(normalised, sort_keys=True, default=str), []).append(v)
+        for text, given in same.items():
+            if len(given) > 1:
+                raise RecipeError(f"{spec.source}: grid.{key}: the values {', '.join(map(repr, given))} are one "
+                                  f"setting ({text}) once checked against the recipe, so its trials would run "
+                                  f"{len(given)} times; list each value once")
 
 
 _RECIPE_SECTIONS = set(Recipe.model_fields)

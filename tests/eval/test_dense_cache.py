@@ -31,19 +31,22 @@ def test_second_call_reads_the_cache(eval_model, eval_tokenizer, eval_cfg, ppl_f
     cfg = eval_cfg(ppl_datasets=[str(ppl_file)], ppl_seq_len=32, ppl_max_windows=4, tasks=["piqa"])
     ident = model_identity(ModelSection(name_or_path="tiny-test"), eval_model)
     first = dense_metrics(eval_model, eval_tokenizer, cfg, ident)
-    assert counted == ["ppl", "zeroshot"]
+    assert counted == ["all"]  # both parts missing: evaluated together (one "dense model evaluation" block)
     assert {"ppl", "ppl_held_out", "acc_piqa", "acc_mean"} <= set(first)
     files = sorted(p.name for p in cache_dir().glob("*.json"))
     assert len(files) == 2 and files[0].startswith("ppl-") and files[1].startswith("zeroshot-")
-    entry = json.loads((cache_dir() / files[1]).read_text())
+    ppl_entry, entry = (json.loads((cache_dir() / f).read_text()) for f in files)
     assert entry["key"]["identity"] == ident and entry["info"]["zeroshot"]["lm_eval_version"]
+    # cached one file per part, each holding its own metrics only
+    assert set(ppl_entry["metrics"]) == {"ppl", "ppl_held_out"} and "zeroshot" not in ppl_entry["info"]
+    assert "ppl" not in entry["metrics"] and "acc_piqa" in entry["metrics"] and "ppl" not in entry["info"]
 
     again = dense_metrics(eval_model, eval_tokenizer, cfg.model_copy(update={"batch_size": 2}), ident)
-    assert again == first and counted == ["ppl", "zeroshot"]  # batch size is not part of the key
+    assert again == first and counted == ["all"]  # batch size is not part of the key
 
     more_tasks = cfg.model_copy(update={"tasks": ["piqa", "boolq"]})
     dense_metrics(eval_model, eval_tokenizer, more_tasks, ident)
-    assert counted == ["ppl", "zeroshot", "zeroshot"]  # perplexity still cached
+    assert counted == ["all", "zeroshot"]  # perplexity still cached
 
 
 def test_unreadable_entry_is_recomputed_and_dense_off_does_nothing(eval_model, eval_tokenizer, eval_cfg,
@@ -76,3 +79,19 @@ def test_atomic_json_write_replaces_whole_files(tmp_path):
     atomic_write_json(path, {"metrics": {"ppl": 2.5}})
     assert json.loads(path.read_text()) == {"metrics": {"ppl": 2.5}}
     assert [p.name for p in path.parent.iterdir()] == ["entry.json"]  # no temp file left behind
+
+
+def test_an_unwritable_cache_is_a_warning_and_the_metrics_are_kept(eval_model, eval_tokenizer, eval_cfg, ppl_file,
+                                                                    tmp_path, monkeypatch):
+    from gradprune.errors import GradpruneWarning
+    from gradprune.eval.dense_cache import unwritable_reason
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")  # the cache would have to be created inside a file: it cannot be written
+    monkeypatch.setenv("GRADPRUNE_CACHE", str(blocker))
+    assert "GRADPRUNE_CACHE" in unwritable_reason()
+    cfg = eval_cfg(run="ppl", ppl_datasets=[str(ppl_file)], ppl_seq_len=32, ppl_max_windows=2)
+    ident = model_identity(ModelSection(name_or_path="tiny-test"), eval_model)
+    with pytest.warns(GradpruneWarning, match="dense-metric cache .* cannot be written"):
+        out = dense_metrics(eval_model, eval_tokenizer, cfg, ident)
+    assert out["ppl"] > 0 and blocker.read_text() == "x"
