@@ -46,19 +46,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_from_cli(args.recipe, [*aliases, *args.overrides], overwrite=args.overwrite)
 
 
-def _unknown_run_option(extra: list[str]) -> str:
-    """The message for options ``gradprune run`` does not know (recipe keys are ``key=value``)."""
+def _unknown_run_option(extra: list[str], command: str = "run") -> str:
+    """The message for options ``gradprune run`` (``search``, ``validate``) does not know (recipe keys are
+    ``key=value``)."""
     flag, _, value = extra[0].partition("=")
     name = flag.lstrip("-")
     if "." in name:  # --pruning.ratio 0.3
         return f"unknown option {flag}: set recipe keys as key=value: {name}={value or '...'}"
+    own = {"run": "--overwrite and ", "validate": "--data and "}.get(command, f"see gradprune {command} --help; ")
     return (f"unknown option {flag}: recipe keys are set as key=value overrides (e.g. pruning.ratio=0.3); "
-            f"options: --overwrite and the original tool's --{', --'.join(ORIGINAL_FLAGS)}")
+            f"options: {own}the original tool's --{', --'.join(ORIGINAL_FLAGS)}")
+
+
+# the commands that read a recipe: they take the original tool's flags and --config FILE for the recipe
+_RECIPE_COMMANDS = ("run", "search", "validate")
+
+
+def _config_as_recipe(argv: list[str]) -> list[str]:
+    """``gradprune run|search|validate --config x.yaml ...`` (the original tool's habit): the file becomes
+    the recipe argument."""
+    if not argv or argv[0] not in _RECIPE_COMMANDS:
+        return argv
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return [argv[0], argv[i + 1], *argv[1:i], *argv[i + 2:]]
+        if arg.startswith("--config="):
+            return [argv[0], arg.partition("=")[2], *argv[1:i], *argv[i + 1:]]
+    return argv
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from gradprune.search.command import search_command
 
+    # the original tool's flags override the base recipe of every trial; --output_name names the search's folder
+    aliases = [a.replace("output.dir=", "output_dir=", 1) for a in original_flag_overrides(args)]
+    args.overrides = [*aliases, *args.overrides]
     return search_command(args.recipe, args.overrides, storage=args.storage, output_dir=args.output_dir,
                           n_trials=args.n_trials, overwrite=args.overwrite, retry=args.retry_failed)
 
@@ -79,7 +101,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from gradprune.inspection import validate_command
 
-    return validate_command(args.recipe, args.overrides, data=args.data)
+    return validate_command(args.recipe, [*original_flag_overrides(args), *args.overrides], data=args.data)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -121,6 +143,14 @@ def _warning_printer(show):
     return show_warning
 
 
+def _add_original_flags(parser: argparse.ArgumentParser) -> None:
+    orig = parser.add_argument_group("the original tool's flags (aliases of recipe keys; --config FILE: the recipe)")
+    for flag, key in ORIGINAL_FLAGS.items():
+        extra = {"nargs": "?", "const": "all"} if flag == "run_evaluation" else {}
+        orig.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, metavar="V",
+                          help=f"= {key}=V" + (" (alone: all; true/false → all/none)" if extra else ""), **extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every command."""
     p = argparse.ArgumentParser(prog="gradprune", description="Gradient-based structured pruning of LLMs.")
@@ -130,11 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", help="recipe YAML file")
     r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. pruning.ratio=0.3")
     r.add_argument("--overwrite", action="store_true", help="replace results already in output.dir")
-    orig = r.add_argument_group("the original tool's flags (aliases of recipe keys)")
-    for flag, key in ORIGINAL_FLAGS.items():
-        extra = {"nargs": "?", "const": "all"} if flag == "run_evaluation" else {}
-        orig.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, metavar="V",
-                          help=f"= {key}=V" + (" (alone: all; true/false → all/none)" if extra else ""), **extra)
+    _add_original_flags(r)
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("search", help="run a grid (or sampled) search over recipe keys, resumably")
@@ -148,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete the results of another (or a damaged) search in the output dir and start over")
     s.add_argument("--retry-failed", "--retry_failed", dest="retry_failed", action="store_true",
                    help="run again the points whose latest attempt failed; finished points are kept")
+    _add_original_flags(s)
     s.set_defaults(func=_cmd_search)
 
     a = sub.add_parser("analyze", help="correlations, figures, report and prediction model from a search CSV")
@@ -173,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", action="store_true",
                    help="also load every data set (calibration, perplexity, tasks) and the tokenizer, and check "
                         "the output dir and the accelerator: everything `run` checks before loading the weights")
+    _add_original_flags(v)
     v.set_defaults(func=_cmd_validate)
 
     ls = sub.add_parser("ls", help="list registered plugins")
@@ -184,14 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gradprune`` console script."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "run":  # overrides after an option (`run r.yaml --pruning_ratio 0.2 a.b=1`) land in extra
+    args, extra = parser.parse_known_args(_config_as_recipe(sys.argv[1:] if argv is None else list(argv)))
+    if args.command in _RECIPE_COMMANDS:  # overrides after an option (`run r.yaml --pruning_ratio 0.2 a.b=1`)
         args.overrides += [x for x in extra if not x.startswith("-")]
         extra = [x for x in extra if x.startswith("-")]
     if extra:
-        if args.command == "run":  # argparse would print the top-level usage and nothing about key=value
+        if args.command in _RECIPE_COMMANDS:  # argparse would print the top-level usage, nothing about key=value
             sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            sub.choices["run"].error(_unknown_run_option(extra))
+            sub.choices[args.command].error(_unknown_run_option(extra, args.command))
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         with warnings.catch_warnings():

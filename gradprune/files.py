@@ -31,6 +31,11 @@ from gradprune.errors import OutputError
 TEMP_MAX_AGE_S = 600.0
 
 
+def cache_root() -> Path:
+    """gradprune's cache folder: ``$GRADPRUNE_CACHE`` (default ``~/.cache/gradprune``)."""
+    return Path(os.environ.get("GRADPRUNE_CACHE", "~/.cache/gradprune")).expanduser()
+
+
 def temp_prefix(name: str) -> str:
     """The prefix of this process's temp files for ``name`` (host and PID of the writer)."""
     return f".{name}.{socket.gethostname()}.{os.getpid()}."

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.errors import GradpruneError
-from gradprune.pruning.reach import model_shape, reach, unreachable_message
+from gradprune.pruning.reach import cached_model_shape, reach, unreachable_message
 from gradprune.recipe import ModelSection, Recipe
 
 
@@ -29,7 +29,9 @@ class PreflightError(GradpruneError):
     """Every problem preflight found, in one message; ``problems`` holds them one by one."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
+        from gradprune.data.sources import dedupe_hints
+
+        self.problems = dedupe_hints(list(problems))
         if len(self.problems) == 1:
             message = self.problems[0]
         else:
@@ -132,14 +134,38 @@ def _hub_config_cached(name: str, revision: str | None) -> bool:
         return False
 
 
-def _tokenizer_problems(path: str, section: ModelSection) -> list[str]:
+def _load_tokenizer(path: str, section: ModelSection) -> tuple[Any, list[str]]:
+    """The model's tokenizer (None where it cannot be loaded) and the problem that stopped it."""
     from transformers import AutoTokenizer
 
     try:
-        AutoTokenizer.from_pretrained(path, revision=section.revision, trust_remote_code=section.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(path, revision=section.revision,
+                                            trust_remote_code=section.trust_remote_code)
     except Exception as exc:  # OSError, ValueError, and whatever a broken tokenizer file raises
-        return [f"cannot load the tokenizer of {path!r}: {' '.join(str(exc).split())[:300]}"]
-    return []
+        return None, [f"cannot load the tokenizer of {path!r}: {' '.join(str(exc).split())[:300]}"]
+    return tok, []
+
+
+def window_problems(dataset: Any, tokenizer: Any, seq_len: int, num_samples: int) -> tuple[list[str], str | None]:
+    """Whether the calibration text holds ``num_samples`` windows of ``seq_len`` tokens (counted as the draw
+    joins it) where that can be counted here (a local file, the embedded corpus); else a note saying it
+    is not checked."""
+    from gradprune import plugins
+    from gradprune.data.windows import available_windows, countable
+
+    params = dataset.model_dump()
+    source = plugins.DATA.build(params.pop("name"), params, "calibration.dataset")
+    if not countable(source):
+        return [], f"windows in calibration.dataset ({params.get('path', dataset.name)}) not counted (not a local file)"
+    try:
+        n = available_windows(source, tokenizer, seq_len, num_samples)
+    except GradpruneError as exc:
+        return [str(exc)], None
+    if n >= num_samples:
+        return [], None
+    return [f"calibration: the text ({source.describe()}) holds only {n} window(s) of calibration.seq_len="
+            f"{seq_len} tokens; calibration.num_samples={num_samples} asked. Lower calibration.num_samples or "
+            f"calibration.seq_len, or use a larger text"], None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,14 +196,23 @@ class Preflight:
         """Every problem of ``recipe`` these checks find (empty: none)."""
         found: list[str] = []
         model_key = ("model", json.dumps(recipe.model.model_dump(), sort_keys=True))
-        config, model_problems = self._once(model_key, lambda: self._model(recipe.model))
+        config, model_problems = self._once(model_key, lambda: self._model(recipe.model, model_key))
         found += model_problems
         if config is not None:
             found += self._bounds(recipe, config, model_key)
         if self.data:
             ds_key = ("calibration", json.dumps(recipe.calibration.dataset.model_dump(), sort_keys=True))
-            found += self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
+            data_problems = self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
+            found += data_problems
             self.checked["data sets"] = None
+            tok = self.memo.get(("tokenizer", *model_key[1:]), (None, []))[0]
+            if not data_problems and tok is not None:
+                c = recipe.calibration
+                problems, note = self._once((*ds_key, model_key[1], c.seq_len, c.num_samples),
+                                            lambda: window_problems(c.dataset, tok, c.seq_len, c.num_samples))
+                found += problems
+                if note is not None:
+                    self.notes[note] = None
         from gradprune.eval.checks import eval_problems
 
         found += eval_problems(recipe.eval, config, task_names=self.data, load_data=self.data, memo=self.memo)
@@ -197,7 +232,7 @@ class Preflight:
             self.checked[f"accelerator {recipe.trainer.accelerator}"] = None
         return found
 
-    def _model(self, section: ModelSection) -> tuple[Any, list[str]]:
+    def _model(self, section: ModelSection, model_key: tuple) -> tuple[Any, list[str]]:
         """The model's config (None where it cannot be had) and the problems of the model's files."""
         from gradprune.models.loading import (
             _check_causal_lm,
@@ -222,7 +257,10 @@ class Preflight:
         except GradpruneError as exc:
             return None, [str(exc)]
         self.checked["model config"] = None
-        return config, _tokenizer_problems(path, section) if self.data else []
+        if not self.data:
+            return config, []
+        tok, problems = self._once(("tokenizer", *model_key[1:]), lambda: _load_tokenizer(path, section))
+        return config, problems
 
     def _bounds(self, recipe: Recipe, config: Any, model_key: tuple) -> list[str]:
         """Recipe values bounded by the model: seq_len, layer ranges, the reachable ratio."""
@@ -247,7 +285,7 @@ class Preflight:
         if not ranges_ok:
             return found
         try:
-            shape = self._once(("shape", *model_key[1:]), lambda: model_shape(config))
+            shape = self._once(("shape", *model_key[1:]), lambda: cached_model_shape(config))
         except Exception as exc:  # a config transformers cannot build: the load will say more; do not guess
             self.notes[f"pruning.ratio not checked ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"] = None
             return found

@@ -215,6 +215,37 @@ def _feature(env: Env) -> str:
     return json.loads(env.prediction_model().read_text())["features"][0]
 
 
+def _edited_model(env: Env, edit: Callable[[dict], None]) -> Path:
+    obj = json.loads(env.prediction_model().read_text())
+    edit(obj)
+    return env.write("prediction_model.json", json.dumps(obj))  # NaN is written as JSON's NaN
+
+
+def _triple_coefficients(m: dict) -> None:
+    m["coefficients"] = {k: 3 * v for k, v in m["coefficients"].items()}
+
+
+def _zero_scale(m: dict) -> None:
+    m["standardisation"]["scales"] = dict.fromkeys(m["standardisation"]["scales"], 0.0)
+
+
+def _decimal_comma(env: Env) -> list[str]:
+    text = planted_frame().to_csv(index=False).splitlines()
+    head, rows = text[0].split(","), [r.split(",") for r in text[1:]]
+    rows[2][head.index("acc_mean")] = '"0,7520"'
+    return ["analyze", str(env.csv("\n".join([text[0], *(",".join(r) for r in rows)]) + "\n"))]
+
+
+def _search_recipe_as_base(env: Env) -> list[str]:
+    inner = env.search(output_dir=str(env.tmp / "inner"))[1]
+    return env.search(base=inner)
+
+
+def _relative_corpus(env: Env) -> list[str]:
+    os.chdir(env.tmp)  # the env fixture restores the working directory
+    return env.run("calibration.dataset.path=data/nope.txt")
+
+
 BAD_YAML = "model: {name_or_path: embedded\ncalibration: [1, 2\n"
 
 CASES = [
@@ -238,6 +269,10 @@ CASES = [
     Case("run-wrong-type", lambda e: e.run("calibration.seq_len=abc"), ("calibration.seq_len", "valid integer", "'abc'")),
     Case("run-wrong-type-list", lambda e: e.run("stats.collectors=grad_norm"), ("stats.collectors", "valid list")),
     Case("run-ratio-out-of-range", lambda e: e.run("pruning.ratio=1.5"), ("pruning.ratio", "less than 1", "1.5")),
+    Case("run-ratio-nan", lambda e: e.run("pruning.ratio=.nan"), ("pruning.ratio", "finite number", "nan")),
+    Case("run-seed-negative", lambda e: e.run("calibration.seed=-5"),
+         ("calibration.seed", "greater than or equal to 0", "-5")),
+    Case("run-limit-inf", lambda e: e.run("eval.limit=.inf"), ("eval.limit", "finite number", "inf")),
     Case("run-worker-launched-strategy", lambda e: e.run("trainer.strategy=ddp_spawn"),
          ("trainer.strategy", "ddp_spawn", "torchrun")),
     Case("run-batch-size-zero", lambda e: e.run("calibration.batch_size=0"), ("calibration.batch_size", "greater than 0")),
@@ -265,6 +300,12 @@ CASES = [
          ("empty.txt", "holds no text")),
     Case("run-corpus-bad-jsonl", lambda e: e.run(f"calibration.dataset.path={e.write('c.jsonl', '{nope')}"),
          ("c.jsonl:1", "not valid JSON")),
+    Case("run-corpus-relative-missing", _relative_corpus,
+         ("'data/nope.txt' is missing", "relative path, read from the working directory")),
+    Case("run-corpus-one-line", lambda e: e.run(f"calibration.dataset.path={e.write('one.txt', 'one line only')}"),
+         ("one.txt", "holds only 0 window(s)", "calibration.num_samples=16")),
+    Case("run-num-samples-beyond-the-text", lambda e: e.run("calibration.num_samples=10000000"),
+         ("corpus.txt", "holds only", "calibration.num_samples=10000000")),
     # -- run: the model directory -----------------------------------------------------------------
     Case("run-model-missing", lambda e: e.run(f"model.name_or_path={e.tmp / 'no_model'}"),
          ("no_model", "does not exist")),
@@ -299,6 +340,9 @@ CASES = [
          ("grid.importance.name value 'tylor'", "Did you mean 'taylor'")),
     Case("search-n-trials-zero", lambda e: [*e.search(), "--n_trials", "0"], ("--n_trials", "integer >= 1")),
     Case("search-sampler-needs-n-trials", lambda e: e.search(sampler="random"), ("needs n_trials",)),
+    Case("search-grid-one-setting-thrice", lambda e: e.search(grid={"calibration.seq_len": [16, 16.0, "16"]}),
+         ("grid.calibration.seq_len", "16, 16.0, '16' are one setting (16)", "list each value once")),
+    Case("search-base-is-a-search-recipe", _search_recipe_as_base, ("search.yaml is a search recipe", "base:")),
     Case("search-output-dir-is-file", lambda e: e.search(output_dir=str(e.write("s.txt", "x"))),
          ("s.txt", "is a file; expected a directory")),
     Case("search-other-search-in-dir", _other_search, ("holds a different search", "--overwrite")),
@@ -313,6 +357,7 @@ CASES = [
     Case("analyze-target-typo", lambda e: ["analyze", str(e.csv(planted_frame())), "--target", "acc_meen"],
          ("no target column 'acc_meen'", "Did you mean 'acc_mean'")),
     Case("analyze-too-few-rows", lambda e: ["analyze", str(e.csv(planted_frame(3)))], ("at least 4",)),
+    Case("analyze-decimal-comma", _decimal_comma, ("row 3", "'acc_mean'", "'0,7520'", "decimal comma", "0.7520")),
     Case("analyze-success-not-bool", lambda e: ["analyze", str(e.csv(_flag(planted_frame(), success="maybe")))],
          ("column 'success' should hold True/False",)),
     Case("analyze-output-dir-is-file", lambda e: ["analyze", str(e.csv(planted_frame())), "--output_dir",
@@ -330,6 +375,20 @@ CASES = [
     Case("predict-model-missing-field", lambda e: _predict(e, e.model_json(features=None)),
          ("invalid prediction model", "features")),
     Case("predict-model-is-dir", lambda e: _predict(e, e.tmp), ("is a directory", "prediction_model.json")),
+    Case("predict-model-nan-intercept", lambda e: _predict(e, e.model_json(intercept=float("nan"))),
+         ("prediction_model.json", "intercept", "finite number")),
+    Case("predict-model-edited-coefficients", lambda e: _predict(e, _edited_model(e, _triple_coefficients)),
+         ("prediction_model.json", "coefficients.", "disagrees with standardized_coefficients")),
+    Case("predict-model-edited-intercept", lambda e: _predict(e, e.model_json(intercept=99.0)),
+         ("intercept: 99 disagrees",)),
+    Case("predict-model-unknown-predictor", lambda e: _predict(e, e.model_json(predictor="xgboost")),
+         ("predictor 'xgboost' is not a registered predictor", "ols")),
+    Case("predict-model-bad-params", lambda e: _predict(e, e.model_json(params={"alpah": 1})),
+         ("params.alpah",)),
+    Case("predict-model-no-training-ranges", lambda e: _predict(e, e.model_json(training_ranges={})),
+         ("training_ranges: lacks",)),
+    Case("predict-model-zero-scale", lambda e: _predict(e, _edited_model(e, _zero_scale)),
+         ("standardisation.scales.", "expected a value > 0")),
     Case("predict-input-missing-column", lambda e: _predict(e, None, e.runs_csv(pd.DataFrame({"x": [1.0]}))),
          ("runs.csv", "missing feature(s)")),
     Case("predict-input-not-numeric", lambda e: _predict(e, None, e.runs_csv(
@@ -346,6 +405,10 @@ CASES = [
     Case("validate-search-bad-grid", lambda e: ["validate", e.search(grid={"pruning.ratio": [2.0]})[1]],
          ("grid.pruning.ratio value 2.0 is not valid",)),
     Case("validate-missing", lambda e: ["validate", str(e.tmp / "nope.yaml")], ("nope.yaml", "does not exist")),
+    Case("validate-seed-negative", lambda e: ["validate", TINY, "calibration.seed=-5"], ("calibration.seed", "-5")),
+    Case("validate-limit-inf", lambda e: ["validate", TINY, "eval.limit=.inf"], ("eval.limit", "finite number")),
+    Case("validate-grid-one-setting", lambda e: ["validate", e.search(grid={"pruning.ratio": [0.2, "0.2"]})[1]],
+         ("grid.pruning.ratio", "one setting")),
 ]
 
 
@@ -374,7 +437,8 @@ def _log(case_id: str, message: str) -> None:
 
 
 @pytest.fixture
-def env(tmp_path, recipe_args, model_dir, corpus_file, request) -> Env:
+def env(tmp_path, recipe_args, model_dir, corpus_file, request, monkeypatch) -> Env:
+    monkeypatch.chdir(os.getcwd())  # a case may change the working directory; it is restored after
     # the expensive inputs are built only by the cases that use them
     return Env(tmp_path, recipe_args, model_dir, corpus_file,
                lambda: request.getfixturevalue("pruned_dir"), lambda: request.getfixturevalue("prediction_model"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -84,7 +85,8 @@ class TextFile(TextSource):
         path = Path(self.params.path)
         if not path.is_file():
             what = "a directory" if path.is_dir() else "missing"
-            raise DataError(f"calibration.dataset.path: {str(path)!r} is {what}; expected a .txt or .jsonl file")
+            raise DataError(f"calibration.dataset.path: {str(path)!r} is {what}{relative_note(self.params.path)}; "
+                            "expected a .txt or .jsonl file")
         if path.suffix in (".jsonl", ".json"):
             yield from self._jsonl(path)
         else:
@@ -306,6 +308,41 @@ def is_offline_error(exc: BaseException) -> bool:
     return False
 
 
+def relative_note(path: str | Path) -> str:
+    """`` (a relative path, read from the working directory /x)`` for a relative path, else ``""``: a path
+    that exists from one folder and not from another reads as missing without it."""
+    p = str(path)
+    if Path(p).is_absolute() or p.startswith("~"):
+        return ""
+    return f" (a relative path, read from the working directory {os.getcwd()})"
+
+
+# an offline hint starts with this; several problems with the same hint state it once (dedupe_hints)
+HINT_START = "It is not in the local cache and "
+
+
+_TASK_PROBLEM = re.compile(r"^eval\.tasks: task ('[^']+') (.+)$", re.S)
+
+
+def dedupe_hints(problems: list[str]) -> list[str]:
+    """``problems`` with repeated advice given once: tasks that fail the same way are one problem naming
+    them all, and a repeated offline hint is kept only on the last problem that carries it (five tasks
+    that cannot be loaded offline give the same advice once, not five times)."""
+    merged: dict[str, list[str]] = {}
+    for p in problems:
+        m = _TASK_PROBLEM.match(p)
+        merged.setdefault(m.group(2) if m else p, []).append(m.group(1) if m else "")
+    problems = [f"eval.tasks: task{'s' if len(names) > 1 else ''} {', '.join(names)} {rest}" if names[0] else rest
+                for rest, names in merged.items()]
+    hints = [p[p.index(HINT_START):] if HINT_START in p else None for p in problems]
+    out = []
+    for i, (problem, hint) in enumerate(zip(problems, hints, strict=True)):
+        if hint is not None and hint in hints[i + 1:]:
+            problem = problem[: problem.index(HINT_START)].rstrip(" .") + " (see below)"
+        out.append(problem)
+    return out
+
+
 def offline_hint(alternative: str, fetch: str | None = None) -> str:
     """The hint for an offline failure: why (the flags set, or no network), how to cache it (``fetch``, a
     command), or what to use instead (``alternative``)."""
@@ -313,4 +350,4 @@ def offline_hint(alternative: str, fetch: str | None = None) -> str:
     why = f"offline mode is on ({', '.join(flags)})" if flags else "the hub could not be reached"
     how = f"fetch it once with network access: {fetch}" if fetch else \
         "run once with network access (offline flags unset) to cache it"
-    return f"It is not in the local cache and {why}: {how}; or {alternative}"
+    return f"{HINT_START}{why}: {how}; or {alternative}"

@@ -70,6 +70,29 @@ def _read_tokens_shuffled(seq, tokenizer, need: int, rng) -> list[list[int]]:
     return read
 
 
+def countable(source) -> bool:
+    """Whether the windows a source can give are counted before a run: a local file or the embedded corpus
+    (read whole anyway); a hub data set would have to be downloaded and tokenized first."""
+    from gradprune.data.sources import EmbeddedCorpus, TextFile
+
+    return isinstance(source, EmbeddedCorpus | TextFile)
+
+
+def available_windows(source, tokenizer, seq_len: int, num_samples: int) -> int:
+    """How many windows of ``seq_len`` tokens the whole source holds as :func:`draw_windows` joins it
+    (documents and their EOS separators), counted only up to ``num_samples``: the draw can be made
+    exactly when the result is ``num_samples``."""
+    sep = int(tokenizer.eos_token_id is not None)
+    total = 0
+    for text in (source.indexed() if countable(source) else source.documents()):
+        if not text.strip():
+            continue
+        total += len(tokenizer(text, add_special_tokens=False)["input_ids"]) + sep
+        if total >= seq_len * num_samples:
+            return num_samples
+    return total // seq_len
+
+
 def draw_windows(source, tokenizer, seq_len: int, num_samples: int, seed: int) -> Windows:
     """Draw the windows; too little text for the request is a DataError naming the numbers."""
     need = seq_len * num_samples * _OVERSAMPLE

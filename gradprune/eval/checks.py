@@ -151,6 +151,8 @@ def _task_data_problem(tm: Any, task: str) -> list[str]:
 
 def check_eval_config(cfg: Any, model_config: Any = None, *, load_data: bool = False) -> None:
     """Raise one EvalError naming every problem :func:`eval_problems` finds (cheap unless ``load_data``)."""
+    from gradprune.data.sources import dedupe_hints
+
     problems = eval_problems(cfg, model_config, load_data=load_data)
     if problems:
-        raise EvalError("; ".join(problems))
+        raise EvalError("; ".join(dedupe_hints(problems)))

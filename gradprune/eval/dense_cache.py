@@ -24,7 +24,9 @@ HASH_WHOLE_FILE_BYTES = 64 * 2**20  # larger files are fingerprinted by size, mt
 
 def cache_dir() -> Path:
     """``$GRADPRUNE_CACHE/dense`` (default ``~/.cache/gradprune/dense``)."""
-    return Path(os.environ.get("GRADPRUNE_CACHE", "~/.cache/gradprune")).expanduser() / "dense"
+    from gradprune.files import cache_root
+
+    return cache_root() / "dense"
 
 
 def _sha(data: bytes | str) -> str:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradprune.data.sources import is_offline_error, offline_hint
+from gradprune.data.sources import is_offline_error, offline_hint, relative_note
 from gradprune.errors import EvalError
 
 
@@ -81,7 +81,8 @@ def check_ppl_name(name: str) -> None:
     path = Path(name).expanduser()
     if not path.is_file():
         known = ", ".join([*HUB_TEXTS, EMBEDDED])
-        raise EvalError(f"eval.ppl_datasets: {name!r} is neither a known data set ({known}) nor a text file")
+        raise EvalError(f"eval.ppl_datasets: {name!r} is neither a known data set ({known}) nor a text file"
+                        + relative_note(name))
 
 
 def check_ppl_data(name: str) -> None:

@@ -65,7 +65,9 @@ def resolve_task_dir(task_dir: str | None) -> Path | None:
     else:
         path = Path(task_dir).expanduser()
     if not path.is_dir():
-        raise EvalError(f"eval.task_dir: {str(path)!r} is not a folder of lm-eval task YAMLs")
+        from gradprune.data.sources import relative_note
+
+        raise EvalError(f"eval.task_dir: {str(path)!r} is not a folder of lm-eval task YAMLs{relative_note(task_dir)}")
     return path.resolve()
 
 

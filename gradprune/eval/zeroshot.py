@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -52,9 +53,31 @@ _UNAVAILABLE = ("DatasetNotFoundError", "DataFilesNotFoundError", "EmptyDatasetE
                 "LocalEntryNotFoundError", "HfHubHTTPError", "RepositoryNotFoundError")
 
 
+_MISSING_FILE = re.compile(r"Unable to find '([^']+)'|No such file or directory: '([^']+)'")
+
+
+def _missing_local_file(exc: BaseException) -> str | None:
+    """The local data file a task's YAML names that does not exist (datasets: "Unable to find '/x.jsonl'")."""
+    m = _MISSING_FILE.search(str(exc))
+    path = next((g for g in m.groups() if g), None) if m else None
+    return path if path and os.path.isabs(path) and not os.path.exists(path) else None
+
+
 def _load_error(tm: Any, name: str, exc: Exception) -> EvalError:
-    """A data set that is not available (offline, missing file) gets the offline hint; other errors not."""
+    """A data set that is not available offline gets the offline hint; a missing local data file, a cache
+    that cannot be written and other errors say what they are (the hint would not fix them)."""
+    from gradprune.files import write_failure
+
     what = f"{type(exc).__name__}: {exc}"
+    missing = _missing_local_file(exc)
+    if missing is not None:
+        return EvalError(f"eval.tasks: task {name!r} cannot be loaded: its data file {missing!r} does not exist "
+                         "(the task's YAML names it under dataset_kwargs.data_files); restore the file or fix "
+                         "the task's YAML")
+    kind = write_failure(exc)
+    if kind is not None:
+        return EvalError(f"eval.tasks: task {name!r} cannot be loaded: the datasets cache cannot be written "
+                         f"({kind}: {exc}); set HF_DATASETS_CACHE (or HF_HOME) to a writable folder")
     unavailable = isinstance(exc, ConnectionError | OSError) or type(exc).__name__ in _UNAVAILABLE \
         or "offline" in str(exc).lower()
     if unavailable:

@@ -6,6 +6,7 @@ Preflight refuses an unreachable ``pruning.ratio`` before anything loads; the pl
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,35 @@ def model_shape(config: Any) -> ModelShape:
     layers = tuple(LayerGroups(lm.n_kv, lm.attn_group_params(), lm.n_channels, lm.mlp_group_params())
                    for lm in adapter.layers(model))
     return ModelShape(adapter.count_params(model), layers)
+
+
+SHAPE_FORMAT = 1
+
+
+def cached_model_shape(config: Any) -> ModelShape:
+    """:func:`model_shape`, remembered in ``$GRADPRUNE_CACHE/shapes`` by the config's contents (and the
+    transformers version that builds it): building the model imports its modeling code, seconds that
+    ``gradprune validate`` should not spend on every call. A cache that cannot be read or written is
+    bypassed."""
+    import hashlib
+    import json
+    from importlib import metadata
+
+    from gradprune.files import atomic_write_json, cache_root
+
+    key = json.dumps({"format": SHAPE_FORMAT, "transformers": metadata.version("transformers"),
+                      "config": config.to_dict()}, sort_keys=True, default=str)
+    path = cache_root() / "shapes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return ModelShape(int(d["total"]), tuple(LayerGroups(*map(int, g)) for g in d["layers"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    shape = model_shape(config)
+    with contextlib.suppress(OSError):  # not written: only the next call is slower
+        atomic_write_json(path, {"total": shape.total, "layers": [[g.n_kv, g.attn_cost, g.n_channels, g.mlp_cost]
+                                                                  for g in shape.layers]}, indent=None)
+    return shape
 
 
 @dataclass(frozen=True)

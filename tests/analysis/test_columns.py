@@ -41,13 +41,31 @@ def test_roles(planted):
     df["empty"] = float("nan")
     df["calibration.seq_len"] = df["taylor_seq_len"]
     df["numbers_as_text"] = [str(v) for v in range(10)]
-    roles = assign_roles(df, "acc_mean", "x.csv")
+    roles = assign_roles(df, "acc_mean", "x.csv", include=["numbers_as_text"])
     assert roles.non_numeric == ["normalizer.name"]
     assert set(roles.constant) == {"pruning.ratio", "empty"}
     assert roles.duplicates == {"calibration.seq_len": "taylor_seq_len"}
     assert "acc_hellaswag" in roles.target_parts and "trial" in roles.bookkeeping
     assert "numbers_as_text" in roles.features and "taylor_seq_len" in roles.features
     assert list(roles.data.columns) == ["acc_mean", *roles.features]
+    assert roles.unknown == []
+
+
+def test_a_numeric_column_of_unknown_meaning_is_ignored_unless_included(planted):
+    df = planted(n=12).assign(note_id=range(12), grad_l1_ratio=np.linspace(1, 3, 12),
+                           proxy_kl=np.random.default_rng(1).uniform(0, 1, 12))
+    roles = assign_roles(df, "acc_mean", "x.csv")
+    assert roles.unknown == ["note_id"] and "note_id" not in roles.features and "note_id" not in roles.data
+    # a plugin collector's ratio and a proxy are known without being listed anywhere
+    assert {"grad_l1_ratio", "proxy_kl"} <= set(roles.features)
+    assert "note_id" in assign_roles(df, "acc_mean", "x.csv", include=["note_id"]).features
+    assert "note_id" in assign_roles(df, "acc_mean", "x.csv", include=["all"]).features
+
+
+def test_only_unknown_columns_vary_names_them_and_the_flag():
+    df = pd.DataFrame({"acc_mean": np.linspace(0.5, 0.7, 6), "note_id": range(6), "taylor_seq_len": 64})
+    with pytest.raises(GradpruneError, match=r"unknown meaning \(note_id\).*--include"):
+        assign_roles(df, "acc_mean", "x.csv")
 
 
 def test_every_feature_constant_is_an_error(planted):
@@ -95,3 +113,30 @@ def test_one_text_cell_keeps_the_rest_of_the_column(planted):
     roles = assign_roles(df, "acc_mean", "x.csv")
     assert "grad_max_ratio" in roles.features and roles.bad_cells == [(6, "grad_max_ratio", "oom")]
     assert roles.data["grad_max_ratio"].isna().sum() == 1
+
+
+def test_near_duplicates_need_enough_shared_rows():
+    """Six rows, two gaps in grad_norm_ratio: on the four rows it shares with the others, unrelated columns
+    can order the rows alike by chance; they must not be merged into its group."""
+    df = pd.DataFrame({"acc_mean": [0.61, 0.58, 0.66, 0.52, 0.6, 0.55],
+                       "grad_norm_ratio": [2.0, np.nan, 4.0, 5.0, np.nan, 7.0],
+                       "grad_std_ratio": [1.0, 9.0, 2.0, 3.0, 0.5, 4.0],  # same order as grad_norm on the 4 shared
+                       "proxy_loss": [3.0, 1.0, 4.0, 5.0, 2.0, 6.0]})
+    roles = assign_roles(df, "acc_mean", "x.csv")
+    assert roles.near_duplicates == {}
+    assert {"grad_norm_ratio", "grad_std_ratio", "proxy_loss"} <= set(roles.features)
+    assert ("grad_norm_ratio", "grad_std_ratio", 4) in roles.too_few_to_merge or \
+        ("grad_std_ratio", "grad_norm_ratio", 4) in roles.too_few_to_merge
+
+
+def test_a_near_duplicate_with_gaps_is_represented_by_its_complete_twin(planted):
+    from gradprune.prediction.columns import model_inputs
+
+    df = planted(n=20)
+    df["grad_std_ratio"] = df["grad_norm_ratio"] * (1 + 1e-9 * np.arange(20))
+    df.loc[[3, 11, 17], "grad_norm_ratio"] = np.nan  # 85 % coverage: below what the predictors accept
+    roles = assign_roles(df, "acc_mean", "x.csv")
+    kept, _ = roles.near_duplicates["grad_norm_ratio"]
+    assert kept == "grad_std_ratio" and roles.near_duplicate_rows["grad_norm_ratio"] == 17
+    X, _, _, notes = model_inputs(roles, "x.csv")
+    assert "grad_std_ratio" in X.columns  # the group is still offered to the predictors

@@ -160,3 +160,42 @@ def test_near_duplicates_are_one_test_in_the_bh_correction(planted, make_csv):
     assert [c.spearman_p_adj for c in tested] == pytest.approx(
         stats.false_discovery_control([c.spearman_p for c in tested], method="bh"))
     assert any("grad_norm_ratio and grad_std_ratio order the rows the same way" in n for n in a.notes)
+
+
+def _acceptance_frame():
+    """15 settings; acc_mean falls with grad_norm_ratio."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for i, (s, k) in enumerate([(s, k) for s in (16, 32, 64, 128, 256) for k in (128, 256, 512)]):
+        g = rng.uniform(2, 20)
+        rows.append(dict(trial=i, success=True, taylor_seq_len=s, taylor_num_samples=k, grad_norm_ratio=g,
+                         grad_mean_ratio=rng.uniform(1, 30), grad_std_ratio=rng.uniform(1, 5),
+                         grad_max_ratio=rng.uniform(1, 5), extreme_pruning_layers=int(rng.integers(0, 3)),
+                         ppl=rng.uniform(10, 30), pruning_ratio=0.2, acc_mean=0.6 - 0.01 * g + rng.normal(0, 0.01)))
+    return pd.DataFrame(rows)
+
+
+def test_empty_cells_in_one_statistic_keep_it_and_merge_nothing_into_it(make_csv):
+    from gradprune.analysis.pipeline import run_analysis
+
+    df = _acceptance_frame()
+    df.loc[[2, 9], "grad_norm_ratio"] = None
+    a = run_analysis(make_csv(df), "acc_mean", 0)
+    tested = {c.x: c for c in a.target_corrs if c.defined}
+    assert tested["grad_norm_ratio"].n == 13 and tested["grad_norm_ratio"].spearman < -0.8
+    assert a.roles.near_duplicates == {}  # unrelated columns are not merged into its group
+    assert any("grad_norm_ratio is missing in 13% of the rows" in n for n in a.notes)  # why it is not fitted
+
+
+def test_an_extra_numeric_column_is_listed_as_ignored_not_tested(make_csv):
+    from gradprune.analysis.pipeline import run_analysis
+
+    df = _acceptance_frame().assign(note_id=range(15))
+    a = run_analysis(make_csv(df), "acc_mean", 0)
+    assert "note_id" not in {c.x for c in a.target_corrs} and "note_id" not in a.model.features
+    assert any("ignored: note_id" in n and "--include note_id" in n for n in a.notes)
+    plain = run_analysis(make_csv(_acceptance_frame(), "plain.csv"), "acc_mean", 0)
+    # the p-values of the other features are those of the CSV without the column
+    assert [c.spearman_p_adj for c in a.target_corrs] == pytest.approx(
+        [c.spearman_p_adj for c in plain.target_corrs], nan_ok=True)
+    assert a.model.metrics.permutation_p == plain.model.metrics.permutation_p
