@@ -241,6 +241,19 @@ def open_study(spec: SearchSpec, out: Path, storage_url: str | None, retry: bool
     return study, space, retried
 
 
+def _stored_study(spec: SearchSpec, out: Path, storage_url: str | None):
+    """The search's study as stored (read only), or None where there is none yet."""
+    import optuna
+
+    journal = journal_path(storage_url, out)
+    if journal is not None and not journal.is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=study_name(spec), storage=open_storage(storage_url, out))
+    except KeyError:
+        return None
+
+
 def preflight_search(spec: SearchSpec, out: Path | None, **checks: bool):
     """Preflight every grid point's recipe (each model and data set once) and the search's output dir.
 
@@ -270,7 +283,7 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
         raise GradpruneError(f"output_dir {str(out)!r} is a file; expected a directory")
     check_writable_dir(out, "output_dir")  # before the storage's lock file or any result is written
     _guard_dir(out, spec, overwrite, storage)
-    check_added_columns(out / "search_results.csv")
+    check_added_columns(out / "search_results.csv", _stored_study(spec, out, storage), spec)
     if storage is not None:
         open_storage(storage, out)  # an unreachable storage fails before anything is written
     report = preflight_search(spec, out)

@@ -94,13 +94,19 @@ def _read_existing(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return [], []
 
 
-def check_added_columns(path: Path) -> None:
-    """A CSV with added columns must keep its ``trial`` column: rewriting it joins their values on it."""
+def check_added_columns(path: Path, study, spec) -> None:
+    """Columns added to the CSV by hand are kept on a rewrite by joining their values on ``trial``: a CSV
+    that has such columns but lost its ``trial`` column is refused, naming them (``study``: the search's
+    study as stored, or None for a new one)."""
     header, _ = _read_existing(path)
-    if header and "trial" not in header:
-        raise GradpruneError(f"{path}: has no 'trial' column, so the columns added to it ({', '.join(header[:8])}) "
-                             "could not be kept when the search rewrites it; restore the 'trial' column, or move "
-                             "the file away (the search writes a new one from its study)")
+    if not header or "trial" in header:
+        return
+    owned = {c for r in (trial_rows(study, spec) if study is not None else []) for c in r}
+    added = [c for c in header if c and c not in owned and c not in FIRST]
+    if added:
+        raise GradpruneError(f"{path}: has no 'trial' column, so the column(s) added to it ({', '.join(added)}) could "
+                             "not be kept when the search rewrites it; restore the 'trial' column, or move the file "
+                             "away (the search writes a new one from its study)")
 
 
 def keep_added_columns(rows: list[dict[str, Any]], path: Path) -> None:

@@ -518,3 +518,99 @@ def test_a_worker_killed_mid_append_does_not_break_the_journal_for_the_others(tm
     (s,) = reread.get_all_studies()
     assert [t.system_attrs["fixed_params"] for t in reread.get_all_trials(s._study_id)] == [
         {"x": 1}, {"x": 2}, {"x": 3}]
+
+
+# -- 4. two searches at once, columns added by hand, error text with [brackets] -------------------------
+
+
+def test_a_second_search_that_claims_the_same_new_folder_at_once_is_refused(model_dir, corpus_file, tmp_path,
+                                                                             fake_trials, monkeypatch, capsys):
+    """B passed its output-dir check while the folder was still new; A claims it before B does (as when both
+    are started together): B is refused, A's claim untouched, B leaves nothing behind."""
+    import gradprune.search.command as command
+    from gradprune.search.spec import load_search_spec
+
+    out = tmp_path / "race"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump(_spec(model_dir, corpus_file, out, grid={"pruning.ratio": [0.1]})))
+    b.write_text(yaml.safe_dump(_spec(model_dir, corpus_file, out, grid={"pruning.ratio": [0.2]})))
+    real = command.preflight_search
+
+    def a_claims_meanwhile(spec, where, **checks):  # runs after B's checks of the folder, before its claim
+        report = real(spec, where, **checks)
+        out.mkdir()
+        command.claim_dir(out, load_search_spec(a), a)
+        return report
+
+    monkeypatch.setattr(command, "preflight_search", a_claims_meanwhile)
+    assert _search(b, out) == 2
+    err = capsys.readouterr().err
+    assert "was claimed by a different search" in err and "Traceback" not in err
+    claimed = json.loads((out / "search.json").read_text())
+    assert claimed["fingerprint"] == load_search_spec(a).fingerprint() and claimed["source"] == str(a)
+    assert sorted(p.name for p in out.iterdir()) == ["search.json"]  # B wrote nothing: no journal, no trial
+    monkeypatch.setattr(command, "preflight_search", real)
+    assert _search(a, out) == 0  # A goes on in its folder
+    assert pd.read_csv(out / "search_results.csv")["pruning.ratio"].tolist() == [0.1]
+
+
+def test_a_worker_of_the_same_search_joins_a_claimed_folder(model_dir, corpus_file, tmp_path):
+    from gradprune.search.command import claim_dir
+    from gradprune.search.spec import load_search_spec
+
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text(yaml.safe_dump(_spec(model_dir, corpus_file, tmp_path / "out")))
+    spec = load_search_spec(recipe)
+    (tmp_path / "out").mkdir()
+    claim_dir(tmp_path / "out", spec, recipe)
+    first = (tmp_path / "out/search.json").read_bytes()
+    claim_dir(tmp_path / "out", spec, recipe)  # the second worker: no error, the claim unchanged
+    assert (tmp_path / "out/search.json").read_bytes() == first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["search.json"]
+
+
+def test_a_column_added_by_hand_survives_the_next_search_run(copy_of, fake_trials):
+    recipe, out = copy_of
+    df = pd.read_csv(out / "search_results.csv")
+    df["my_note"] = [f"looked at {t}" for t in df.trial]
+    df.to_csv(out / "search_results.csv", index=False)
+    assert _search(recipe, out) == 0  # resumes (nothing left to run) and rewrites the CSV from the study
+    after = pd.read_csv(out / "search_results.csv")
+    assert after.columns[-1] == "my_note"
+    assert dict(zip(after.trial, after.my_note, strict=True)) == {t: f"looked at {t}" for t in df.trial}
+    # a trial that runs after the edit gets an empty cell, the others keep theirs
+    from gradprune.search.table import keep_added_columns
+
+    rows = [{"trial": t} for t in [*df.trial, 99]]
+    keep_added_columns(rows, out / "search_results.csv")
+    assert [r["my_note"] for r in rows] == [*(f"looked at {t}" for t in df.trial), ""]
+
+
+def test_a_csv_whose_trial_column_was_removed_is_not_rewritten(copy_of, fake_trials, capsys):
+    recipe, out = copy_of
+    df = pd.read_csv(out / "search_results.csv").drop(columns="trial").assign(my_note="x")
+    df.to_csv(out / "search_results.csv", index=False)
+    before = _snapshot(out)
+    assert _search(recipe, out) == 2
+    err = capsys.readouterr().err
+    assert "search_results.csv: has no 'trial' column" in err and "my_note" in err
+    assert _snapshot(out) == before
+
+
+def _failing_with_brackets(recipe, trial_dir, store, console):
+    from gradprune.search.trial import one_line
+
+    return {"metrics": {}, "success": False, "error": one_line(RuntimeError("[/x] boom")), "duration_s": 0.1}
+
+
+def test_a_trial_error_with_markup_brackets_does_not_kill_the_worker(model_dir, corpus_file, tmp_path, monkeypatch,
+                                                                      capsys):
+    """The plain-log display (no terminal: a log file, CI, nohup) prints the error as written."""
+    monkeypatch.setattr("gradprune.search.worker.run_trial", _failing_with_brackets)
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text(yaml.safe_dump(_spec(model_dir, corpus_file, tmp_path / "out", grid={"pruning.ratio": [0.1, 0.2]})))
+    assert _search(recipe, tmp_path / "out") == 0
+    out = capsys.readouterr().out
+    assert out.count("error: RuntimeError: [/x] boom") == 2
+    df = pd.read_csv(tmp_path / "out/search_results.csv")
+    assert len(df) == 2 and (df.error == "RuntimeError: [/x] boom").all()
