@@ -67,3 +67,31 @@ def test_csv_column_names_as_override_keys_name_the_recipe_key(override, key):
 def test_a_bare_section_field_names_its_section():
     with pytest.raises(RecipeError, match=r"seq_len: unknown key\. Did you mean 'calibration\.seq_len'\?"):
         load_recipe(TINY, ["seq_len=64"])
+
+
+def test_search_and_validate_take_the_original_flags_and_config(monkeypatch):
+    import gradprune.inspection
+    import gradprune.search.command
+
+    seen = {}
+    monkeypatch.setattr(gradprune.search.command, "search_command",
+                        lambda recipe, overrides, **kw: seen.update(search=(recipe, overrides, kw)) or 0)
+    monkeypatch.setattr(gradprune.inspection, "validate_command",
+                        lambda recipe, overrides, data=False: seen.update(validate=(recipe, overrides)) or 0)
+    search = str(ROOT / "recipes/tiny_param_search.yaml")
+    assert cli.main(["search", "--config", search, "--pruning_ratio", "0.2", "--output_name", "o",
+                     "replicates=1"]) == 0
+    recipe, overrides, _ = seen["search"]
+    # a recipe key for every trial's base recipe; the output name is the search's folder
+    assert recipe == search and overrides == ["pruning.ratio=0.2", "output_dir=o", "replicates=1"]
+    assert cli.main(["validate", "--pruning_ratio", "0.3", f"--config={TINY}", "eval.run=none"]) == 0
+    assert seen["validate"] == (TINY, ["pruning.ratio=0.3", "eval.run=none"])
+
+
+@pytest.mark.parametrize("command", ["search", "validate"])
+def test_an_unknown_option_of_search_or_validate_is_that_commands_usage(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, TINY, "--pruning.ratio", "0.3"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: gradprune {command}" in err and "set recipe keys as key=value: pruning.ratio=" in err

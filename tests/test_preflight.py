@@ -455,3 +455,76 @@ def test_end_of_run_names_the_saved_model(recipe_args, tmp_path, capfd):
     model = str(tmp_path / "out/model")
     assert f"pruned model in {model}" in out and f"gradprune.load_pruned({model!r})" in out
     assert (tmp_path / "out/model").is_dir()
+
+
+# --------------------------------------------------------------------------------------------------
+# what the calibration text can give, the model's shape cached, advice given once
+
+
+def test_the_windows_of_a_hub_stream_are_noted_as_not_counted(corpus_file, tokenizer):
+    from gradprune.preflight import window_problems
+    from gradprune.recipe import CalibrationSection
+
+    stream = CalibrationSection(dataset={"name": "hf", "path": "allenai/c4", "streaming": True}).dataset
+    problems, note = window_problems(stream, tokenizer, 64, 10**7)
+    assert problems == [] and "not counted" in note and "allenai/c4" in note
+    local = CalibrationSection(dataset={"name": "text_file", "path": str(corpus_file)}).dataset
+    problems, note = window_problems(local, tokenizer, 32, 10**7)
+    assert note is None and "holds only" in problems[0] and "calibration.num_samples=10000000" in problems[0]
+
+
+def test_the_count_of_windows_matches_what_the_draw_can_take(corpus_file, tokenizer):
+    from gradprune.data.sources import TextFile
+    from gradprune.data.windows import available_windows, draw_windows
+    from gradprune.errors import DataError
+
+    source = TextFile(TextFile.Params(path=str(corpus_file)))
+    n = available_windows(source, tokenizer, 64, 10**9)
+    assert draw_windows(source, tokenizer, 64, n, seed=3).input_ids.shape == (n, 64)
+    with pytest.raises(DataError, match="holds only"):
+        draw_windows(source, tokenizer, 64, n + 1, seed=3)
+
+
+def test_the_model_shape_is_built_once_then_read_from_the_cache(monkeypatch, tmp_path):
+    import gradprune.pruning.reach as reach_module
+    from gradprune.models.loading import _load_config, resolve_model_path
+    from gradprune.recipe import ModelSection
+
+    monkeypatch.setenv("GRADPRUNE_CACHE", str(tmp_path))
+    config = _load_config(resolve_model_path("embedded"), ModelSection())
+    first = reach_module.cached_model_shape(config)
+    assert first == model_shape(config) and list((tmp_path / "shapes").glob("*.json"))
+
+    def no_build(config):
+        raise AssertionError("the model was built again")
+
+    monkeypatch.setattr(reach_module, "model_shape", no_build)
+    assert reach_module.cached_model_shape(config) == first
+
+
+def test_tasks_that_fail_alike_are_one_problem_and_the_offline_hint_is_given_once():
+    from gradprune.data.sources import HINT_START, dedupe_hints
+
+    hint = f"{HINT_START}offline mode is on: run once with network access; or point eval.task_dir at local files"
+    problems = [f"eval.tasks: task 'a' cannot be loaded: its data set 'x' is not available (E). {hint}",
+                f"eval.tasks: task 'b' cannot be loaded: its data set 'y' is not available (E). {hint}",
+                "eval.tasks: task 'c' cannot be loaded: the datasets cache cannot be written (E)",
+                "eval.tasks: task 'd' cannot be loaded: the datasets cache cannot be written (E)"]
+    out = dedupe_hints(problems)
+    assert sum(HINT_START in p for p in out) == 1 and HINT_START in out[1] and "(see below)" in out[0]
+    assert out[2] == "eval.tasks: tasks 'c', 'd' cannot be loaded: the datasets cache cannot be written (E)"
+    assert len(out) == 3
+
+
+def test_a_missing_task_data_file_is_named_without_the_offline_hint(tmp_path):
+    from gradprune.assets import TASKS_DIR
+    from gradprune.data.sources import HINT_START
+    from gradprune.eval.checks import eval_problems
+    from gradprune.recipe import EvalSection
+
+    shutil.copytree(TASKS_DIR, tmp_path / "tasks")
+    (tmp_path / "tasks/tiny_piqa/test.jsonl").unlink()
+    cfg = EvalSection(run="zeroshot", tasks=["tiny_piqa"], task_dir=str(tmp_path / "tasks"))
+    (problem,) = eval_problems(cfg, load_data=True)
+    assert f"its data file {str(tmp_path / 'tasks/tiny_piqa/test.jsonl')!r} does not exist" in problem
+    assert HINT_START not in problem

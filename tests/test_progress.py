@@ -179,3 +179,27 @@ def test_no_git_noise_from_lm_eval_outside_a_checkout(tmp_path, monkeypatch, cap
         assert evaluator.get_git_commit_hash() is None
     assert evaluator.get_git_commit_hash is original  # restored
     assert "fatal" not in capfd.readouterr().err
+
+
+def test_the_summary_shows_one_perplexity_row_per_text_and_the_proxies():
+    metrics = {"params_after": 1, "params_before": 2, "pruning_ratio": 0.5, "ppl": 2.47, "ppl_embedded": 2.47,
+               "dense_ppl": 2.28, "dense_ppl_embedded": 2.28, "proxy_loss": 0.91, "proxy_dense_loss": 0.83,
+               "proxy_kl": 0.05, "proxy_flip": 0.12}
+    lines = terminal_text(summary_table(metrics)).splitlines()
+    assert sum("ppl" in line and "proxy" not in line for line in lines) == 1
+    assert any("ppl (embedded)" in line and "2.4700" in line and "2.2800" in line for line in lines)
+    assert any("proxy_loss" in line and "0.9100" in line and "0.8300" in line for line in lines)
+    assert any("proxy_kl" in line for line in lines) and any("proxy_flip" in line for line in lines)
+    two = {**metrics, "ppl": 3.0, "ppl_ptb": 3.53}  # two texts: the mean and each text
+    assert sum("ppl" in line and "proxy" not in line for line in terminal_text(summary_table(two)).splitlines()) == 3
+
+
+def test_the_live_table_names_the_unit_of_its_time_column_in_80_columns():
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    d = SearchDisplay(console, ["calibration.seq_len", "calibration.num_samples", "calibration.seed"], total=2)
+    d.rows[0] = {"status": "complete", "calibration.seq_len": 128, "calibration.num_samples": 512,
+                 "calibration.seed": 2000, "acc_mean": 0.7714, "ppl": 2.533, "grad_norm_ratio": 2.309,
+                 "duration_s": 42.6}
+    console.print(d._table())
+    text = console.file.getvalue()
+    assert "time (s)" in text and "42.6" in text and all(len(line) <= 80 for line in text.splitlines())

@@ -100,3 +100,44 @@ def test_run_json_without_metrics(model_dir, tmp_path, capsys):
     path.write_text('{"recipe": {}}')
     assert main(["predict", str(d / "prediction_model.json"), str(path)]) == 2
     assert "no 'metrics' object" in capsys.readouterr().err
+
+
+def test_csv_rows_are_numbered_from_1_as_analyze_numbers_them(tmp_path):
+    runs = tmp_path / "runs.csv"
+    pd.DataFrame({"trial": [0, 7], "grad_norm_ratio": [3.0, 4.0]}).to_csv(runs, index=False)
+    assert list(read_inputs([runs])["input"]) == [f"{runs}:row 1 (trial 0)", f"{runs}:row 2 (trial 7)"]
+    pd.DataFrame({"grad_norm_ratio": [3.0]}).to_csv(runs, index=False)
+    assert list(read_inputs([runs])["input"]) == [f"{runs}:row 1"]
+
+
+def _linear_model(df) -> dict:
+    """The best linear predictor of the planted CSV, as analyze exports one."""
+    from dataclasses import replace
+
+    from gradprune.prediction.model import build_model
+    from gradprune.prediction.selection import compare_predictors
+
+    X = df[["grad_norm_ratio", "grad_max_ratio", "taylor_seq_len"]]
+    cmp = compare_predictors(X, df["acc_mean"].to_numpy(), None, seed=0)
+    cmp = replace(cmp, scores=[s for s in cmp.scores if s.name != "isotonic"])
+    return json.loads(build_model("acc_mean", cmp, X, None, "s.csv").model_dump_json())
+
+
+def test_a_consistently_edited_model_is_used_as_edited(model_dir, tmp_path, capsys):
+    d, df = model_dir
+    model = _linear_model(df)
+    f = model["features"][0]
+    # the effect of the first feature doubled, in both forms; the formula text left as it was
+    model["coefficients"][f] *= 2
+    model["standardized_coefficients"][f] *= 2
+    shift = model["coefficients"][f] / 2 * model["standardisation"]["means"][f]
+    model["intercept"] -= shift
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(model))
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(edited), str(d / "search_results.csv"), "--output", str(out)]) == 0
+    expected = model["intercept"] + sum(model["coefficients"][g] * df[g] for g in model["features"])
+    assert pd.read_csv(out)["predicted_acc_mean"].to_numpy() == pytest.approx(expected.to_numpy(), abs=1e-9)
+    captured = capsys.readouterr()
+    assert "its formula" in captured.err and "does not match its coefficients" in captured.err
+    assert f"{abs(model['coefficients'][f]):.4g} × {f}" in captured.out  # the formula applied is shown
