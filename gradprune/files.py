@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -226,7 +227,7 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     named like a temp file, so one a killed writer left is recognised by :func:`abandoned_temp`)."""
     t = Path(target)
     t.parent.mkdir(parents=True, exist_ok=True)
-    for old in t.parent.glob(f".{t.name}.*.tmp"):  # left by a killed writer of the same target
+    for old in t.parent.glob(f".{glob.escape(t.name)}.*.tmp"):  # left by a killed writer of the same target
         if old.is_dir() and not old.is_symlink() and abandoned_temp(old):
             shutil.rmtree(old, ignore_errors=True)
     staged = Path(tempfile.mkdtemp(prefix=temp_prefix(t.name), suffix=".tmp", dir=t.parent))

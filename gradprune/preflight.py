@@ -327,7 +327,28 @@ def preflight(recipe: Recipe, *, data: bool = True, out_dir: str | Path | None =
         checks.checked["output dir"] = None
     if problems:
         raise PreflightError(problems)
+    if out_dir is not None and recipe.output.save_model:
+        checks.notes.update(dict.fromkeys(_space_notes(recipe, out_dir, checks.memo)))
     return checks.report(started)
+
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _space_notes(recipe: Recipe, out_dir: str | Path, memo: dict) -> list[str]:
+    """A warning where the output dir's disk has less free space than the pruned model will take (the
+    dense size less the pruned share, from the model's shape): the run would end unable to save it."""
+    from gradprune.files import free_bytes
+
+    shapes = [v for k, v in memo.items() if k[0] == "shape"]
+    free = free_bytes(out_dir)
+    if not shapes or free is None:
+        return []
+    needed = shapes[0].total * _DTYPE_BYTES[recipe.model.dtype] * (1 - recipe.pruning.ratio)
+    if free >= needed:
+        return []
+    return [f"warning: {str(out_dir)!r} has {free / 2**20:.3g} MB free; the pruned model (output.save_model) "
+            f"needs about {needed / 2**20:.3g} MB: free space before the run ends, or it ends unable to save it"]
 
 
 def preflight_points(points: Sequence[tuple[dict[str, Any], Recipe]], *, out_dir: str | Path | None = None,

@@ -165,3 +165,16 @@ def test_preflight_says_up_front_that_the_dense_cache_cannot_be_written(tmp_path
     report = preflight(load_recipe(TINY, ["eval.tasks=[tiny_piqa]"]), hardware=False)
     assert any("dense metrics will not be cached" in n and "GRADPRUNE_CACHE" in n for n in report.notes)
     assert "dense metrics will not be cached" in report.describe()
+
+
+def test_preflight_warns_when_the_pruned_model_will_not_fit_on_the_disk(tmp_path, monkeypatch):
+    from gradprune.preflight import preflight
+    from gradprune.recipe import load_recipe
+
+    recipe = load_recipe(TINY, ["eval.run=none", "output.save_model=true"])
+    monkeypatch.setattr("gradprune.files.free_bytes", lambda path: 2 * 2**20)
+    report = preflight(recipe, out_dir=tmp_path / "out", hardware=False)
+    (note,) = [n for n in report.notes if "output.save_model" in n]
+    assert "has 2 MB free" in note and "needs about 5.33 MB" in note  # 1.75 M fp32 parameters, 20 % pruned
+    monkeypatch.setattr("gradprune.files.free_bytes", lambda path: 2**30)
+    assert not [n for n in preflight(recipe, out_dir=tmp_path / "out", hardware=False).notes if "save_model" in n]
