@@ -151,7 +151,7 @@ def layer_table(rows: list[dict], stats: list[str], title: str = "per-layer plan
                    box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
         st.add_column("layer", justify="right")
         for n in chunk:
-            st.add_column(n, justify="right")
+            st.add_column(Text(n), justify="right")  # Text: a plugin collector's name is printed as written
         for r in rows:
             st.add_row(str(r["layer"]), *[_sci(r.get(n)) for n in chunk])
         tables.append(st)

@@ -53,3 +53,12 @@ def test_analyze_target_error_comes_before_any_heavy_import(tmp_path):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["rc"] == 2 and "no target column 'nope'" in proc.stderr
     assert res["heavy"] == [] and res["s"] < 3.0
+
+
+def test_a_recipe_path_with_markup_brackets_is_printed_as_written(tmp_path, capsys):
+    from gradprune.cli import main
+
+    recipe = tmp_path / "[red]r[/red].yaml"
+    recipe.write_text((ROOT / "recipes/tiny.yaml").read_text())
+    assert main(["validate", str(recipe)]) == 0
+    assert "[red]r[/red].yaml" in "".join(capsys.readouterr().out.split())

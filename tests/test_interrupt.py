@@ -177,21 +177,21 @@ def test_ctrl_c_inside_lightning_fit_is_a_keyboard_interrupt():
 # a crash while results are written, and --overwrite
 
 
-def test_crash_while_overwriting_leaves_no_stale_run_json(recipe_args, tmp_path, monkeypatch):
+def test_crash_while_overwriting_keeps_the_previous_run_whole(recipe_args, tmp_path, monkeypatch):
     import gradprune.record
 
     assert main(["run", TINY, *recipe_args]) == 0
     out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def crash(path, text, encoding="utf-8"):
+    def crash(path, data):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(gradprune.record, "atomic_write_text", crash)
-    with pytest.raises(OSError, match="No space left"):
-        main(["run", TINY, *recipe_args, "pruning.ratio=0.4", "--overwrite"])
-    # run.json marks a complete run: the old one is gone rather than standing beside the new plan.json
-    assert not (out / "run.json").exists()
-    assert not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(gradprune.record, "atomic_write_bytes", crash)
+    assert main(["run", TINY, *recipe_args, "pruning.ratio=0.4", "--overwrite"]) == 1
+    # the new files were written aside: the old run stands whole, with nothing of the new one beside it
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     monkeypatch.undo()
     assert main(["run", TINY, *recipe_args]) == 2  # what is left is still guarded
 

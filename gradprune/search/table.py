@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.errors import GradpruneError
-from gradprune.files import atomic_write_text
+from gradprune.files import atomic_write_text, failures_named
 from gradprune.record import ORIGINAL_SETTINGS
 from gradprune.search.study import decode
 
@@ -140,4 +140,7 @@ def write_results(study, spec, out_dir: Path) -> Path:
         rows = sync_rows(study, rows)
     add_stability(rows, out_dir / "trials")
     keep_added_columns(rows, out_dir / "search_results.csv")
-    return atomic_write_text(out_dir / "search_results.csv", csv_text(rows))
+    text = csv_text(rows)
+    # a full disk: exit 1 naming the file; the study holds every result, a rerun after freeing space rewrites it
+    with failures_named(out_dir / "search_results.csv", len(text.encode())):
+        return atomic_write_text(out_dir / "search_results.csv", text)
