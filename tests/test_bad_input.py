@@ -225,6 +225,16 @@ def _triple_coefficients(m: dict) -> None:
     m["coefficients"] = {k: 3 * v for k, v in m["coefficients"].items()}
 
 
+def _bad_params(m: dict) -> None:  # edited consistently with the exported candidate's label, but unknown
+    m["params"] = {"alpah": 1}
+    m["candidates"][0]["predictor"] = f"{m['predictor']}(alpah=1)"
+
+
+def _other_predictor(m: dict) -> None:
+    assert m["isotonic"] is None, "the fixture's model is linear"
+    m["predictor"] = "ridge" if m["predictor"] != "ridge" else "ols"
+
+
 def _zero_scale(m: dict) -> None:
     m["standardisation"]["scales"] = dict.fromkeys(m["standardisation"]["scales"], 0.0)
 
@@ -381,10 +391,11 @@ CASES = [
          ("prediction_model.json", "coefficients.", "disagrees with standardized_coefficients")),
     Case("predict-model-edited-intercept", lambda e: _predict(e, e.model_json(intercept=99.0)),
          ("intercept: 99 disagrees",)),
-    Case("predict-model-unknown-predictor", lambda e: _predict(e, e.model_json(predictor="xgboost")),
+    Case("predict-model-unknown-predictor", lambda e: _predict(e, e.model_json(predictor="xgboost", candidates=[])),
          ("predictor 'xgboost' is not a registered predictor", "ols")),
-    Case("predict-model-bad-params", lambda e: _predict(e, e.model_json(params={"alpah": 1})),
-         ("params.alpah",)),
+    Case("predict-model-bad-params", lambda e: _predict(e, _edited_model(e, _bad_params)), ("params.alpah",)),
+    Case("predict-model-other-predictor", lambda e: _predict(e, _edited_model(e, _other_predictor)),
+         ("is not the candidate the analysis exported", "candidates[0]")),
     Case("predict-model-no-training-ranges", lambda e: _predict(e, e.model_json(training_ranges={})),
          ("training_ranges: lacks",)),
     Case("predict-model-zero-scale", lambda e: _predict(e, _edited_model(e, _zero_scale)),

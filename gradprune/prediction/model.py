@@ -257,6 +257,14 @@ def _check_predictor(path: Path, model: PredictionModel) -> None:
     from gradprune.plugins import PREDICTORS
 
     names = PREDICTORS.names()
+    args = ", ".join(f"{k}={v}" for k, v in model.params.items())
+    label = f"{model.predictor}({args})" if args else model.predictor  # as CandidateScore.label writes it
+    chosen = model.candidates[0].get("predictor") if model.candidates else None
+    if isinstance(chosen, str) and chosen != label and not chosen.startswith(f"{label} on "):
+        raise GradpruneError(f"{path}: invalid prediction model: predictor {model.predictor!r} with params "
+                             f"{model.params} is not the candidate the analysis exported ({chosen!r}, candidates[0]); "
+                             "the coefficients are that candidate's fit: restore predictor/params, or re-run "
+                             "gradprune analyze")
     if model.predictor not in names:
         raise GradpruneError(f"{path}: invalid prediction model: predictor {model.predictor!r} is not a registered "
                              f"predictor (known: {', '.join(names)})")
