@@ -46,6 +46,9 @@ class CalibrationSection(Section):
     #: recompute each decoder layer's activations in the backward pass (transformers' activation
     #: checkpointing): activation memory of one layer instead of all, same gradients, ~1/3 more compute
     gradient_checkpointing: bool = False
+    #: micro-batches between two host-side checks of the losses and gradient norms (each one waits for the
+    #: device; a non-finite value is reported at the next check, naming its micro-batch and layer)
+    check_every: int = Field(16, gt=0)
 
 
 class StatsSection(Section):

@@ -153,7 +153,8 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
             res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
                             {recipe.importance.name: est}, cols, recipe.trainer, progress=progress,
                             gradient_checkpointing=c.gradient_checkpointing, weights=loaded.weights,
-                            gather_to="cpu" if recipe.eval.device_map == "auto" else None)
+                            gather_to="cpu" if recipe.eval.device_map == "auto" else None,
+                            check_every=c.check_every)
     except CalibrationError as exc:
         if "non-finite" not in str(exc) or loaded.weights is not None:
             raise
