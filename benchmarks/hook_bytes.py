@@ -151,20 +151,24 @@ def count_hook_bytes(config: str, dtype: torch.dtype, shape: dict) -> dict:
 # ---------------------------------------------------------------------------------------------- CPU timing
 
 
-def _loop(model, layers, batches, dispatcher) -> float:
-    """Forward + backward per micro-batch; with ``dispatcher``: gradprune's hooks, else each gradient freed."""
+def run_loop(model, layers, batches, dispatcher=None) -> float:
+    """Seconds of forward + backward per micro-batch; with ``dispatcher``: gradprune's hooks (as calibration
+    registers them), else the bare loop: gradients of the prunable weights only, each freed at once."""
     from gradprune.hooks import register_hooks
 
     with contextlib.ExitStack() as stack:
         if dispatcher is not None:
             register_hooks(stack, model, layers, dispatcher, grads=True, acts=False)
         else:
+            flags = {p: p.requires_grad for p in model.parameters()}
+            stack.callback(lambda: [p.requires_grad_(f) for p, f in flags.items()])
             for p in model.parameters():
                 p.requires_grad_(False)
             for lm in layers:
                 for p in lm.weights().values():
                     p.requires_grad_(True)
                     stack.enter_context(p.register_post_accumulate_grad_hook(lambda q: setattr(q, "grad", None)))
+        _sync(batches[0].device)
         t0 = time.perf_counter()
         for ids in batches:
             if dispatcher is not None:
@@ -179,7 +183,13 @@ def _loop(model, layers, batches, dispatcher) -> float:
             del loss
         if dispatcher is not None:
             dispatcher.flush()
+        _sync(batches[0].device)
         return time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def measure_cpu(config: str, batch: int, seq: int, repeats: int, micro_batches: int) -> float:
@@ -190,12 +200,12 @@ def measure_cpu(config: str, batch: int, seq: int, repeats: int, micro_batches: 
     layers = get_adapter(model).layers(model)
     gen = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, SMALL["vocab_size"], (batch, seq), generator=gen) for _ in range(micro_batches)]
-    _loop(model, layers, batches[:1], None)  # warm-up
+    run_loop(model, layers, batches[:1], None)  # warm-up
     ratios = []
-    bare = _loop(model, layers, batches, None)
+    bare = run_loop(model, layers, batches, None)
     for _ in range(repeats):
-        hooked = _loop(model, layers, batches, dispatcher_for(config, layers, torch.device("cpu")))
-        after = _loop(model, layers, batches, None)
+        hooked = run_loop(model, layers, batches, dispatcher_for(config, layers, torch.device("cpu")))
+        after = run_loop(model, layers, batches, None)
         ratios.append(hooked / ((bare + after) / 2))
         bare = after
     return statistics.median(ratios)
