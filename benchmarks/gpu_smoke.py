@@ -196,7 +196,7 @@ def calibration_stages(args, recipe, table: Table) -> dict:
     from hook_bytes import count_hook_bytes, roofline, run_loop
 
     from gradprune import plugins
-    from gradprune.calibration import calibrate
+    from gradprune.calibration import activation_checkpointing, calibrate, calibration_mode
     from gradprune.data.sources import EmbeddedCorpus
     from gradprune.data.windows import draw_windows
     from gradprune.run import load_stage
@@ -204,7 +204,7 @@ def calibration_stages(args, recipe, table: Table) -> dict:
 
     loaded, seconds, peak, _ = measured(args.device, lambda: load_stage(recipe))
     table.add("load: from_pretrained", device_of(loaded.model), seconds, peak=peak, note="device_map=" + args.device)
-    (n, seq_len, micro), _ = WORKLOAD[args.shape]
+    n, seq_len, micro = args.windows, args.seq_len, args.micro_batch
     ids = draw_windows(EmbeddedCorpus(), loaded.tokenizer, seq_len, n, args.seed).input_ids.to(args.device)
     batches = list(ids.split(micro))
     model, layers = loaded.model, loaded.layers
@@ -214,11 +214,21 @@ def calibration_stages(args, recipe, table: Table) -> dict:
     out["bare"] = {"seconds": bare_s, "tokens_per_s": ids.numel() / bare_s, "peak_bytes": bare_peak}
     table.add(f"bare fwd+bwd ({n}x{seq_len}, mb {micro})", device_of(model), bare_s, ids.numel() / bare_s, bare_peak)
 
-    def gradprune_calibrate():
+    def gradprune_calibrate(checkpointing: bool = False):
         cols = [plugins.COLLECTORS.build(c) for c in COLLECTORS]
         return calibrate(model, layers, ids, micro, {"taylor": plugins.IMPORTANCE.build("taylor")}, cols,
-                         recipe.trainer)
+                         recipe.trainer, gradient_checkpointing=checkpointing)
 
+    if args.checkpointing:  # the same pair with activation checkpointing
+        with activation_checkpointing(model):
+            calibration_mode(model, True)  # transformers checkpoints the layers whose training flag is set
+            _, s, peak, _ = measured(args.device, lambda: run_loop(model, layers, batches))
+            model.eval()
+        out["bare_checkpointing"] = {"seconds": s, "tokens_per_s": ids.numel() / s, "peak_bytes": peak}
+        table.add("bare fwd+bwd, checkpointing", device_of(model), s, ids.numel() / s, peak)
+        _, s, peak, _ = measured(args.device, lambda: gradprune_calibrate(True))
+        out["calibrate_checkpointing"] = {"seconds": s, "tokens_per_s": ids.numel() / s, "peak_bytes": peak}
+        table.add("calibrate, checkpointing", device_of(model), s, ids.numel() / s, peak)
     res, cal_s, cal_peak, _ = measured(args.device, gradprune_calibrate)
     prunable = sum(p.numel() for lm in layers for p in lm.weights().values())
     hidden, inter, n_layers, heads, kv = SHAPES[args.shape]
@@ -292,6 +302,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="default: bfloat16 on a GPU, float32 on a CPU")
     p.add_argument("--ppl-windows", type=int, default=None,
                    help="perplexity windows of 128 tokens per evaluation (default: 64 for 7b, else 8)")
+    p.add_argument("--windows", type=int, help="calibration table: windows (default per shape)")
+    p.add_argument("--seq-len", type=int, help="calibration table: tokens per window (default per shape)")
+    p.add_argument("--micro-batch", type=int, help="calibration table: windows per micro-batch (default per shape)")
+    p.add_argument("--checkpointing", action="store_true", help="also both loops with activation checkpointing")
+    p.add_argument("--skip-search", action="store_true", help="stop after the calibration table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the checkpoint and the search folder")
     p.add_argument("--json", help="also write the numbers to this JSON file")
@@ -299,6 +314,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.device = str(torch.device(args.device)) if args.device != "cuda" else "cuda:0"
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     args.ppl_windows = args.ppl_windows or (64 if args.shape == "7b" else 8)
+    (n, seq_len, micro), _ = WORKLOAD[args.shape]
+    args.windows, args.seq_len, args.micro_batch = args.windows or n, args.seq_len or seq_len, args.micro_batch or micro
     return args
 
 
@@ -325,7 +342,8 @@ def main(argv=None) -> int:
         recipe = load_recipe(ROOT / "recipes/tiny.yaml", overrides)
         result["calibration"] = calibration_stages(args, recipe, table)
         gc.collect()
-        result["search"] = search_stages(args, overrides, work, table)
+        if not args.skip_search:
+            result["search"] = search_stages(args, overrides, work, table)
     except Exception as exc:  # noqa: BLE001 - the table so far, then the error, then exit 1
         failures.append(f"{type(exc).__name__}: {exc}")
         import traceback

@@ -192,8 +192,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _cpu_seconds(*args) -> float:
+    """CPU seconds of this process for one :func:`run_loop` (other jobs on a shared machine barely move it)."""
+    t0 = time.process_time()
+    run_loop(*args)
+    return time.process_time() - t0
+
+
 def measure_cpu(config: str, batch: int, seq: int, repeats: int, micro_batches: int) -> float:
-    """Median over ``repeats`` of (hooked loop ÷ the mean of the bare loops just before and after it)."""
+    """Median over ``repeats`` of (hooked loop ÷ the mean of the bare loops just before and after it), in CPU
+    time of this process."""
     from gradprune.models.adapters import get_adapter
 
     model = build_model(SMALL, torch.float32, "cpu")
@@ -202,10 +210,10 @@ def measure_cpu(config: str, batch: int, seq: int, repeats: int, micro_batches: 
     batches = [torch.randint(0, SMALL["vocab_size"], (batch, seq), generator=gen) for _ in range(micro_batches)]
     run_loop(model, layers, batches[:1], None)  # warm-up
     ratios = []
-    bare = run_loop(model, layers, batches, None)
+    bare = _cpu_seconds(model, layers, batches, None)
     for _ in range(repeats):
-        hooked = run_loop(model, layers, batches, dispatcher_for(config, layers, torch.device("cpu")))
-        after = run_loop(model, layers, batches, None)
+        hooked = _cpu_seconds(model, layers, batches, dispatcher_for(config, layers, torch.device("cpu")))
+        after = _cpu_seconds(model, layers, batches, None)
         ratios.append(hooked / ((bare + after) / 2))
         bare = after
     return statistics.median(ratios)
@@ -270,7 +278,7 @@ def main(argv=None) -> int:
     if not args.skip_cpu:
         print(f"\nmeasured on this CPU (1 thread, fp32, small Mistral shape {SMALL['hidden_size']}/"
               f"{SMALL['num_hidden_layers']} layers, {args.micro_batches} micro-batches, median of "
-              f"{args.repeats} paired runs): hooked loop / bare loop")
+              f"{args.repeats} paired runs): hooked loop / bare loop, CPU time of this process")
         print(f"{'configuration':<24}{head}")
         for config in MEASURED:
             vals = [measure_cpu(config, b, s, args.repeats, args.micro_batches) for b, s in points]
