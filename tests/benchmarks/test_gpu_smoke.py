@@ -29,7 +29,7 @@ def test_gpu_smoke_runs_on_a_tiny_cpu_shape(tmp_path):
         assert stage in stages
     cal = res["calibration"]
     assert cal["bare"]["tokens_per_s"] > 0 and cal["calibrate"]["tokens_per_s"] > 0
-    assert cal["calibrate"]["hook_bytes_per_param"] <= 16  # fp32 on this CPU: read g and w, fp32 buffer
+    assert cal["calibrate"]["hook_bytes_per_param"] < 16.5  # fp32: g read once, the fp32 buffer read and written
     trials = res["search"]["trials"]
     assert len(trials) == 2 and all(t["peak_bytes"] > 0 for t in trials)
     assert [t["devices"]["calibration"] for t in trials] == ["cpu", "cpu"]
