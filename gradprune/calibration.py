@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from gradprune.errors import CalibrationError
-from gradprune.hooks import HookDispatcher, register_hooks
+from gradprune.hooks import CHECK_EVERY, HookDispatcher, register_hooks
 from gradprune.importance.base import ImportanceEstimator, Scores
 from gradprune.models.adapters import LayerModules
 from gradprune.stats.gradient import StatCollector
@@ -69,7 +69,7 @@ class CalibrationModule(L.LightningModule):
         self.do_backward = backward
         self.per_sample = per_sample
         self.automatic_optimization = False
-        self.losses: list[float] = []
+        self.losses: list[float] = []  # on the host as far as the last flush (the progress view shows the last)
         self.sizes: list[int] = []  # samples per micro-batch: the mean loss is a mean over samples
 
     @property
@@ -135,11 +135,15 @@ class CalibrationModule(L.LightningModule):
                 with torch.no_grad(), self.dispatcher.forward_pass():
                     loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
             self.dispatcher.end_batch(loss)
-            self.losses.append(float(loss.detach()))
             self.sizes.append(ids.shape[0])
             # the spent graph's root still pins some activations: drop it before the next forward
             del loss
-        self.log("loss", self.losses[-1], prog_bar=False, logger=False, batch_size=batch.shape[0])
+            if self.dispatcher.due():  # the loop's only host synchronisation, once per check_every micro-batches
+                self.losses += self.dispatcher.flush()
+
+    def on_train_epoch_end(self) -> None:
+        """The last micro-batches' losses and finiteness check."""
+        self.losses += self.dispatcher.flush()
 
     def _pass(self, ids: torch.Tensor) -> None:
         """One uncounted forward (and backward) pass."""
@@ -153,14 +157,15 @@ class CalibrationModule(L.LightningModule):
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
               progress=None, gradient_checkpointing: bool = False, weights=None,
-              gather_to: str | None = None) -> CalibrationResult:
+              gather_to: str | None = None, check_every: int = CHECK_EVERY) -> CalibrationResult:
     """Run calibration and return every estimator's scores and every collector's per-layer values.
 
     The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
     it is neither moved nor converted, and stays there afterwards. Under FSDP it may instead be on the meta
     device with ``weights`` (a :class:`gradprune.models.shard_loading.CheckpointIndex`): each rank then
     reads only its shards once the model is sharded. ``gather_to``: where rank 0 puts the full model it
-    gathers after FSDP calibration (default: its own device).
+    gathers after FSDP calibration (default: its own device). ``check_every``: micro-batches between two
+    host-side looks at the losses and gradient norms (the loop's only synchronisations with the device).
     """
     from gradprune.parallel import is_fsdp
     from gradprune.trainer import build_trainer
@@ -168,26 +173,18 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     ests = list(estimators.values())
     grads = bool(collectors) or any(e.needs_gradients for e in ests)
     acts = any(e.needs_activations for e in ests)
-    n_layers = max(lm.index for lm in layers) + 1
     sharded = is_fsdp(trainer_cfg)
     if sharded:
         _check_group_level(estimators)
-    for e in ests:
-        e.setup(layers)
     trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if grads or acts else None
     device = next(model.parameters()).device
     if device.type == "meta":
         if weights is None or not sharded or trainer is None:
             raise CalibrationError("the model is on the meta device: only FSDP calibration can load its weights")
         device = trainer.strategy.root_device
-    for c in collectors:
-        c.setup(layers, device)
-    dispatcher = HookDispatcher(layers, ests, collectors, n_layers,
-                                sharded_over=trainer.world_size if sharded and trainer is not None else 0)
-    if dispatcher.mean_grad is not None:
-        for e in ests:  # element-level Taylor reads the collectors' mean-gradient buffer: one copy, not two
-            if hasattr(e, "share_mean_gradient"):
-                e.share_mean_gradient(dispatcher.mean_grad)
+    dispatcher = hook_dispatcher(layers, ests, collectors, device,
+                                 sharded_over=trainer.world_size if sharded and trainer is not None else 0,
+                                 check_every=check_every)
     batches = list(input_ids.split(batch_size))
     per_sample = any(e.per_sample for e in ests)
     checkpointing = gradient_checkpointing and grads
@@ -231,6 +228,25 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
               ("ddp" if world > 1 else "single")},
         rank=rank, model=gathered,
     )
+
+
+def hook_dispatcher(layers: list[LayerModules], estimators: list[ImportanceEstimator],
+                    collectors: list[StatCollector], device: torch.device, sharded_over: int = 0,
+                    check_every: int = CHECK_EVERY) -> HookDispatcher:
+    """Set up the estimators and collectors for a pass over ``layers`` (gradients on ``device``) and the
+    dispatcher their hooks feed; estimators that can read the collectors' mean-gradient buffer share it."""
+    for e in estimators:
+        e.setup(layers)
+    for c in collectors:
+        c.setup(layers, device)
+    n_layers = max(lm.index for lm in layers) + 1
+    dispatcher = HookDispatcher(layers, estimators, collectors, n_layers, sharded_over=sharded_over,
+                                check_every=check_every)
+    if dispatcher.mean_grad is not None:
+        for e in estimators:  # one fp32 copy of the mean gradient, not two
+            if hasattr(e, "share_mean_gradient"):
+                e.share_mean_gradient(dispatcher.mean_grad)
+    return dispatcher
 
 
 def _check_group_level(estimators: dict[str, ImportanceEstimator]) -> None:

@@ -90,8 +90,9 @@ def _calibration_progress_class() -> type:
             self.done += step
             dt = max(time.perf_counter() - self.t0, 1e-9)
             tps = f"{self.done * self.tokens_per_batch / dt:,.0f}"
-            loss = pl_module.losses[-1] if pl_module.losses else float("nan")
-            self.progress.update(self.task, advance=step, tps=tps, loss=f"{loss:.3f}")
+            # the losses reach the host at calibration's checks (every calibration.check_every micro-batches)
+            loss = f"{pl_module.losses[-1]:.3f}" if pl_module.losses else "-"
+            self.progress.update(self.task, advance=step, tps=tps, loss=loss)
             report_stage("calibrating", f"{self.done}/{self.total}")
 
         def on_train_end(self, trainer, pl_module) -> None:

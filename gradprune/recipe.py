@@ -47,6 +47,9 @@ class CalibrationSection(Section):
     #: recompute each decoder layer's activations in the backward pass (transformers' activation
     #: checkpointing): activation memory of one layer instead of all, same gradients, ~1/3 more compute
     gradient_checkpointing: bool = False
+    #: micro-batches between two host-side checks of the losses and gradient norms (each one waits for the
+    #: device; a non-finite value is reported at the next check, naming its micro-batch and layer)
+    check_every: int = Field(16, gt=0)
 
 
 class StatsSection(Section):
@@ -107,17 +110,20 @@ class EvalSection(Section):
     task_dir: str | None = None  # extra lm-eval task YAML dir; "embedded" = the shipped tiny tasks
     num_fewshot: int = Field(0, ge=0)
     batch_size: int | Literal["auto"] = "auto"
+    #: where lm-eval's batch-size search starts under batch_size: auto ("auto": what half the GPU memory free
+    #: at evaluation holds, gradprune/eval/batching.py; 64 on the CPU)
+    max_batch_size: int | Literal["auto"] = "auto"
     limit: int | float | None = None
     dense: bool = True  # evaluate the dense model too (cached by model identity)
     #: "auto": spread the model rank 0 gathers after FSDP calibration over every GPU it sees (accelerate,
     #: whole decoder layers per GPU) for surgery and evaluation; null: rank 0's own device
     device_map: Literal["auto"] | None = None
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", "max_batch_size")
     @classmethod
     def _batch_size(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 1:
-            raise ValueError("batch_size must be an integer >= 1 or 'auto'")
+            raise ValueError("must be an integer >= 1 or 'auto'")
         return v
     #: cheap proxies on held-out windows (gradprune/eval/proxies.py); 0 = none
     proxy_windows: int = Field(32, ge=0)
@@ -154,6 +160,9 @@ class TrainerSection(Section):
     strategy: str = "auto"
     precision: str = "32-true"
     num_nodes: int = Field(1, ge=1)
+    #: torch's float32 matmul precision on CUDA for the whole run ("high": TF32 tensor cores); "auto" is
+    #: "high" with bf16-mixed (an fp32 model whose calibration already computes in bf16), else "highest"
+    matmul_precision: Literal["auto", "highest", "high", "medium"] = "auto"
 
     @field_validator("precision")
     @classmethod

@@ -153,7 +153,8 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
             res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
                             {recipe.importance.name: est}, cols, recipe.trainer, progress=progress,
                             gradient_checkpointing=c.gradient_checkpointing, weights=loaded.weights,
-                            gather_to="cpu" if recipe.eval.device_map == "auto" else None)
+                            gather_to="cpu" if recipe.eval.device_map == "auto" else None,
+                            check_every=c.check_every)
     except CalibrationError as exc:
         if "non-finite" not in str(exc) or loaded.weights is not None:
             raise
@@ -248,7 +249,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     from gradprune.importance.normalizers import normalize_scores
     from gradprune.pruning.planner import plan_pruning
     from gradprune.record import layer_rows, run_metrics, versions
-    from gradprune.trainer import device_of
+    from gradprune.trainer import device_of, float32_matmul_precision
 
     console = console or Console()
     t: dict[str, float] = {}
@@ -257,6 +258,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     loaded = loaded or load_stage(recipe)
     t["time_load"] = time.perf_counter() - t0
     devices["load"] = device_of(loaded.model)
+    matmul_precision = float32_matmul_precision(recipe.trainer, devices["load"].split(",")[0])
     est, normalizer, collectors = build_plugins(recipe)
     if not (est.needs_calibration or collectors):
         loaded = materialized(recipe, loaded)  # no calibration pass would read the shards
@@ -330,6 +332,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         "eval": ev_info,
         "timings": t,
         "devices": devices,
+        "float32_matmul_precision": matmul_precision,
         "planning": {"warnings": planning_warnings, "emptied_layers": plan.meta.get("emptied_layers"),
                      "achieved_ratio": plan.meta.get("achieved_ratio")},
         "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),

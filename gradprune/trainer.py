@@ -52,3 +52,21 @@ def device_of(model: Any) -> str:
     """Where ``model``'s weights are, as recorded in run.json (``cuda:0``, ``cpu``, or a list if split)."""
     devices = sorted({str(p.device) for p in model.parameters()})
     return devices[0] if len(devices) == 1 else ",".join(devices)
+
+
+def float32_matmul_precision(trainer_cfg: Any, device: Any) -> str:
+    """Set torch's float32 matmul precision from ``trainer.matmul_precision`` for a run on ``device``; returns
+    the precision in effect, which run.json records. CUDA only: elsewhere it stays as it is (on a CPU with
+    AMX, "medium" would compute in bf16)."""
+    import torch
+
+    wanted = trainer_cfg.matmul_precision
+    if wanted == "auto":
+        from gradprune.recipe import MIXED_PRECISIONS
+
+        wanted = "high" if trainer_cfg.precision in MIXED_PRECISIONS else "highest"
+    if torch.device(device).type == "meta":  # FSDP loads on meta: the run computes where the trainer says
+        device = run_device(trainer_cfg)
+    if torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision(wanted)
+    return torch.get_float32_matmul_precision()

@@ -49,11 +49,29 @@ class PplStats:
         return {**asdict(self), "nll_mean": self.nll_sum / self.predicted_tokens, "ppl": self.ppl}
 
 
-def ppl_batch_size(batch_size: int | str, seq_len: int, vocab_size: int) -> int:
-    """Windows per forward pass: the recipe's number, or for ``auto`` what keeps fp32 logits ≲256 MiB."""
+def ppl_batch_size(batch_size: int | str, seq_len: int, vocab_size: int, model: Any = None,
+                   budget: int | None = None) -> int:
+    """Windows per forward pass: the recipe's number, or for ``auto`` what ``budget`` bytes hold
+    (:func:`gradprune.eval.batching.sequences_per_batch`): the logits in the model's dtype, their fp32 copy
+    and fp32 log-softmax, and one layer's activations. The default budget is half the accelerator memory
+    free now; on the CPU (or without ``model``) fp32 logits of ≲256 MiB, at most 64 windows."""
+    from gradprune.eval.batching import (
+        activation_bytes_per_token,
+        device_budget,
+        model_dtype_bytes,
+        sequences_per_batch,
+    )
+
     if isinstance(batch_size, int):
         return batch_size
-    return max(1, min(64, LOGITS_BUDGET_BYTES // max(1, seq_len * vocab_size * 4)))
+    if budget is None and model is not None:
+        budget = device_budget(_model_device(model))
+    if budget is None:
+        return sequences_per_batch(LOGITS_BUDGET_BYTES, seq_len, vocab_size, 4, cap=64)
+    dtype_bytes = model_dtype_bytes(model) if model is not None else 4
+    logit_bytes = dtype_bytes + (4 if dtype_bytes != 4 else 0) + 4
+    extra = activation_bytes_per_token(model, dtype_bytes) if model is not None else 0
+    return sequences_per_batch(budget, seq_len, vocab_size, logit_bytes, extra)
 
 
 def tokenize_text(tokenizer: Any, text: str) -> list[int]:
@@ -130,6 +148,7 @@ def evaluate_ppl(model: Any, tokenizer: Any, cfg: Any, progress: Any = None) -> 
     vocab = int(getattr(model.config, "vocab_size", 0) or len(tokenizer))
     metrics: dict[str, float] = {}
     datasets: dict[str, Any] = {}
+    windows_per_batch: dict[str, int] = {}
     for name in cfg.ppl_datasets:
         text = load_ppl_text(name)
         ids = tokenize_text(tokenizer, text.text)
@@ -141,8 +160,9 @@ def evaluate_ppl(model: Any, tokenizer: Any, cfg: Any, progress: Any = None) -> 
             if progress is not None:
                 progress.add_row(row, f"ppl {text.key} @{seq_len}", total=total)
             advance = (lambda n, row=row: progress.advance(row, n)) if progress is not None else None
-            stats = perplexity(model, ids, seq_len, ppl_batch_size(cfg.batch_size, seq_len, vocab),
-                               cfg.ppl_max_windows, on_batch=advance)
+            batch = ppl_batch_size(cfg.batch_size, seq_len, vocab, model)
+            windows_per_batch[str(seq_len)] = batch
+            stats = perplexity(model, ids, seq_len, batch, cfg.ppl_max_windows, on_batch=advance)
             if progress is not None:
                 progress.finish(row, f"ppl {stats.ppl:.4g} ({stats.windows} windows)")
             by_len[str(seq_len)] = stats.to_dict()
@@ -153,5 +173,5 @@ def evaluate_ppl(model: Any, tokenizer: Any, cfg: Any, progress: Any = None) -> 
     if datasets:
         metrics["ppl"] = metrics[f"ppl_{next(iter(datasets))}"]
     info = {"protocol": PROTOCOL, "seq_lens": seq_lens, "max_windows": cfg.ppl_max_windows,
-            "datasets": datasets}
+            "windows_per_batch": windows_per_batch, "datasets": datasets}
     return metrics, info

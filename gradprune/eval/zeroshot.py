@@ -88,12 +88,45 @@ def _load_error(tm: Any, name: str, exc: Exception) -> EvalError:
     return EvalError(f"eval.tasks: task {name!r} failed while being set up (loading its documents): {what}")
 
 
-def make_lm(model: Any, tokenizer: Any, batch_size: int | str) -> Any:
-    """HFLM around the in-memory model; the tokenizer is copied (HFLM may set its pad token)."""
+def make_lm(model: Any, tokenizer: Any, batch_size: int | str, max_batch_size: int | str = "auto") -> Any:
+    """HFLM around the in-memory model; the tokenizer is copied (HFLM may set its pad token).
+
+    ``batch_size: auto`` with ``max_batch_size: auto`` on a GPU: each batch size lm-eval asks for (at its
+    longest request) comes from a byte budget, half the GPU memory free then
+    (:func:`gradprune.eval.batching.lm_eval_rows`), without lm-eval's trial forward passes; a number caps
+    lm-eval's own search (which starts there); on the CPU lm-eval searches from its default 64.
+    """
+    from gradprune.eval.batching import MAX_SEQUENCES, device_budget
+
+    budgeted = max_batch_size == "auto" and device_budget(next(model.parameters()).device) is not None
+    cls = _budgeted_hflm() if budgeted else _hflm()
+    cap = max_batch_size if isinstance(max_batch_size, int) else (MAX_SEQUENCES if budgeted else 64)
+    return cls(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size, max_batch_size=cap,
+               device=str(getattr(model, "device", "cpu")))
+
+
+def _hflm() -> type:
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size,
-                device=str(getattr(model, "device", "cpu")))
+    return HFLM
+
+
+def _budgeted_hflm() -> type:
+    """HFLM whose automatic batch size follows the byte budget at the longest request's length."""
+    from gradprune.eval.batching import lm_eval_rows
+
+    class BudgetedHFLM(_hflm()):
+        """HFLM: ``batch_size: auto`` sized from a byte budget (no trial forward passes)."""
+
+        def _detect_batch_size(self, requests=None, pos: int = 0) -> int:
+            if requests:  # the request lm-eval would try, cut to the context window as it would
+                _, context, continuation = requests[pos]
+                length = len((context + continuation)[-(self.max_length + 1):][:-1])
+            else:
+                length = self.max_length
+            return lm_eval_rows(self._model, max(length, 1), cap=self.max_batch_size) or 1
+
+    return BudgetedHFLM
 
 
 def _metric_name(key: str, task: str) -> str | None:
@@ -145,7 +178,7 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: Any, progress: Any = None
     start = time.perf_counter()
     tm = task_manager_for(cfg.tasks, cfg.task_dir)
     tasks, load_s = load_tasks(tm, cfg.tasks, progress)
-    lm = make_lm(model, tokenizer, cfg.batch_size)
+    lm = make_lm(model, tokenizer, cfg.batch_size, cfg.max_batch_size)
     with RequestTracker(lm, progress) as tracker:
         for task in tasks.values():
             tracker.watch_task(task)
@@ -167,6 +200,7 @@ def evaluate_zeroshot(model: Any, tokenizer: Any, cfg: Any, progress: Any = None
         "n_original": {t: res["n-samples"][t]["original"] for t in names if t in res.get("n-samples", {})},
         "requests": dict(tracker.requests),
         "num_fewshot": cfg.num_fewshot, "limit": cfg.limit, "batch_size": cfg.batch_size,
+        "max_batch_size": lm.max_batch_size,
         "batch_sizes": res.get("config", {}).get("batch_sizes", []),
         "task_dir": cfg.task_dir,
         "seconds": {"load": load_s, "model": {t: tracker.model_seconds.get(t, 0.0) for t in names},
@@ -234,7 +268,7 @@ def evaluate_zeroshot_examples(model: Any, tokenizer: Any, cfg: Any,
     if unknown:
         raise EvalError(f"eval.tasks: no task {unknown[0]!r} among {sorted(tasks)}")
     run = {t: tasks[t] for t in wanted}
-    lm = make_lm(model, tokenizer, cfg.batch_size)
+    lm = make_lm(model, tokenizer, cfg.batch_size, cfg.max_batch_size)
     with RequestTracker(lm, None) as tracker:
         for task in run.values():
             tracker.watch_task(task)

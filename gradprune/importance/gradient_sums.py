@@ -30,11 +30,11 @@ COLUMN_ROLES = ("o", "down")
 LEVELS = ("element", "rows", "groups")
 
 
-def row_sums(values: torch.Tensor, role: str, layer: LayerModules) -> torch.Tensor:
+def row_sums(values: torch.Tensor, role: str, layer: LayerModules, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``[n_groups, rows]``: the sum of ``values`` over each row (q/k/v/gate/up) or column (o/down) of the
     role's weight that the group removes; a bias element is its own row."""
     g3 = group_view3(values, role, layer)  # rows: [n, rows, in]; columns: [n, out, cols]; bias: [n, 1, rows]
-    return g3.sum(dim=2) if values.dim() == 2 and role not in COLUMN_ROLES else g3.sum(dim=1)
+    return g3.sum(dim=2 if values.dim() == 2 and role not in COLUMN_ROLES else 1, dtype=dtype)
 
 
 def group_size(role: str, layer: LayerModules) -> int:
@@ -71,10 +71,26 @@ class GroupReducer:
         return {k: a.cpu() for k, a in self.acc.items()}
 
 
+#: per level: the sum of a term over each row / group
+_LEVEL_SUMS = {"rows": row_sums, "groups": group_sum}
+
+
 def _zeros_like_in(store: dict, key, like: torch.Tensor) -> torch.Tensor:
     if key not in store:
         store[key] = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
     return store[key]
+
+
+_ZERO: dict[torch.device, torch.Tensor] = {}
+
+
+def fp32_product(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """w⊙g in fp32 from weights and gradients as they are (bf16: each read once, converted inside the op;
+    the product is exact in fp32 and rounded once, as ``w.float() * g.float()``)."""
+    zero = _ZERO.get(g.device)
+    if zero is None:  # one element, not 0-d: a 0-d tensor would not lift the result to fp32
+        zero = _ZERO[g.device] = torch.zeros(1, dtype=torch.float32, device=g.device)
+    return torch.addcmul(zero, w, g)
 
 
 class GradientSums(ImportanceEstimator):
@@ -103,8 +119,11 @@ class GradientSums(ImportanceEstimator):
 
     def share_mean_gradient(self, mean_grad) -> None:
         """Read Σ n_b·g_b from ``mean_grad`` (a :class:`gradprune.stats.gradient.MeanGradient` fed the same
-        gradients) instead of keeping a second fp32 buffer per prunable weight."""
-        if self.element_state and self.formula.uses_grad:
+        gradients, all of them on this process) instead of keeping a second fp32 buffer per prunable weight;
+        a term linear in G alone (first order) is then summed per row or group once, from it, at the end."""
+        if not self.formula.uses_grad or mean_grad.sharded_over:
+            return
+        if self.element_state or not self.formula.uses_sq:
             self._shared = mean_grad
 
     def setup(self, layers: list[LayerModules]) -> None:
@@ -123,22 +142,33 @@ class GradientSums(ImportanceEstimator):
         if role in UNGROUPED_ROLES:
             return  # no group removes these elements
         f, name, n = self.formula, f"{layer.index}.{role}", float(self.batch_samples)
-        g = grad.float()
         self._weights[name] = (layer, role)
+        # gradients are read as they are (bf16 included): the fused adds convert inside, no fp32 copy
         if self.level == "element":
             if f.uses_grad and self._shared is None:
-                _zeros_like_in(self.grad_sum, name, g).add_(g, alpha=n)
+                _zeros_like_in(self.grad_sum, name, grad).add_(grad, alpha=n)
             if f.uses_sq:
-                _zeros_like_in(self.sq_sum, name, g).addcmul_(g, g, value=n)
+                _zeros_like_in(self.sq_sum, name, grad).addcmul_(grad, grad, value=n)
             return
+        if self._shared is not None:
+            return  # summed once from Σ n_b·g_b after calibration
         # the term of this micro-batch's moments (g_b, g_b²): linear in them, so its sums stream
-        term = f.term(weight.detach().float(), g if f.uses_grad else None, g * g if f.uses_sq else None)
-        if self.level == "rows":
-            part = row_sums(term, role, layer)
-            _zeros_like_in(self.row_sum, name, part).add_(part, alpha=n)
-        else:
-            part = group_sum(term, role, layer)
-            _zeros_like_in(self.group_sums, (layer.index, kind_of(role)), part).add_(part, alpha=n)
+        level_sum = _LEVEL_SUMS[self.level]
+        form = f.product_form()
+        if form is None:
+            g = grad.float()
+            part = level_sum(f.term(weight.detach().float(), g if f.uses_grad else None,
+                                    g * g if f.uses_sq else None), role, layer)
+        else:  # term(w, g_b, g_b²) = a·(w⊙g_b) + b·(w⊙g_b)²: one fp32 product, one sum per coefficient
+            a, b = form
+            p = fp32_product(weight.detach(), grad)
+            part = level_sum(p, role, layer).mul_(a) if a else None
+            if b:  # squared in place (a norm would skip that pass, but CPU norms lose digits a sum keeps)
+                sq = level_sum(p.square_(), role, layer)
+                part = sq.mul_(b) if part is None else part.add_(sq, alpha=b)
+        key = name if self.level == "rows" else (layer.index, kind_of(role))
+        store = self.row_sum if self.level == "rows" else self.group_sums
+        _zeros_like_in(store, key, part).add_(part, alpha=n)
 
     def end_batch(self) -> None:
         """Count the samples (the means below divide by them)."""
@@ -160,6 +190,8 @@ class GradientSums(ImportanceEstimator):
             raise RuntimeError("Taylor importance saw no calibration batch")
         if self.level == "element":
             return self._element_scores(n)
+        if self._shared is not None:
+            self._sum_from_mean_gradient()
         if self.level == "rows":
             out: Scores = {}
             for name, rows in self.row_sum.items():
@@ -170,6 +202,21 @@ class GradientSums(ImportanceEstimator):
             return {k: v.cpu() for k, v in out.items()}
         sizes = self._group_sizes() if self.reduction == "mean" else {}
         return {k: (self.formula.score(v / n) / sizes.get(k, 1)).cpu() for k, v in self.group_sums.items()}
+
+    def _sum_from_mean_gradient(self) -> None:
+        """Rows / groups of a term linear in G alone: Σ_b n_b·term(w, g_b) = term(w, Σ_b n_b·g_b), summed
+        here once (reduced in fp64) instead of per micro-batch."""
+        level_sum = _LEVEL_SUMS[self.level]
+        self.row_sum, self.group_sums = {}, {}
+        for name, (layer, role) in self._weights.items():
+            w = layer.weights()[role].detach()
+            term = self.formula.term(w, self._grad_sum(name, layer, role), None)
+            part = level_sum(term, role, layer, dtype=torch.float64).float()
+            if self.level == "rows":
+                self.row_sum[name] = part
+            else:
+                key = (layer.index, kind_of(role))
+                self.group_sums[key] = self.group_sums[key] + part if key in self.group_sums else part
 
     def _element_scores(self, n: float) -> Scores:
         f, red = self.formula, GroupReducer(self.reduction)

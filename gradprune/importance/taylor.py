@@ -54,6 +54,24 @@ class TaylorFormula:
         """A (fresh) term tensor made a score, in place."""
         return term.abs_() if self.absolute else term
 
+    @classmethod
+    def product_form(cls) -> tuple[float, float] | None:
+        """``(a, b)`` when ``term(w, G, F) = a·w·G + b·w²·F``, so that one micro-batch's term is
+        ``a·p + b·p²`` with ``p = w⊙g_b`` (the hooks then read w and g_b once); None for another form.
+
+        Read off the formula itself (at w = 1) and checked at two other points, so it is stated once."""
+        if "_product_form" not in cls.__dict__:
+            def at(w: float, g: float, f: float) -> float:
+                t = torch.tensor([w], dtype=torch.float64)
+                return float(cls.term(t, torch.tensor([g], dtype=torch.float64) if cls.uses_grad else None,
+                                      torch.tensor([f], dtype=torch.float64) if cls.uses_sq else None))
+
+            a, b = at(1.0, 1.0, 0.0), at(1.0, 0.0, 1.0)
+            fits = all(abs(at(w, g, f) - (a * w * g + b * w * w * f)) <= 1e-12 * (1 + abs(at(w, g, f)))
+                       for w, g, f in ((3.0, 5.0, 7.0), (-0.5, 2.0, 0.25)))
+            cls._product_form = (a, b) if fits else None
+        return cls._product_form
+
 
 class TaylorFirstOrder(TaylorFormula):
     """First order: |w·G|, the linear change of the loss when w is set to zero."""

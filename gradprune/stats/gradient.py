@@ -21,8 +21,8 @@ The noise around it, from the same pass, with B the number of micro-batch gradie
 * grad_snr  = ‖G_l‖² / τ̂_l: per-sample signal-to-noise ratio; the mean gradient's own SNR is N × grad_snr.
 
 A :class:`MeanGradient` holds one fp32 sum per prunable weight (4 bytes per parameter; under FSDP on one
-owner rank per layer) plus O(layers)
-sums, shared by every collector that reads it; per-layer reductions are fp64.
+owner rank per layer) plus O(layers) sums, shared by every collector that reads it; per-layer reductions
+are fp64.
 """
 
 from __future__ import annotations
@@ -39,22 +39,64 @@ if TYPE_CHECKING:
 
 
 class Moments:
-    """fp32 per-tensor reductions of one gradient, computed once and shared by every collector."""
+    """fp32 per-tensor reductions of one gradient, shared by every collector; each is computed the first
+    time a collector reads it (one pass over the gradient as it is, never an fp32 copy of it), so a
+    reduction nobody reads costs nothing. ``sumsq`` comes from the norm the hooks take anyway."""
 
-    __slots__ = ("sum", "sumsq", "min", "max", "count")
+    __slots__ = ("_grad", "_norm", "_sum", "_sumsq", "_extremes", "count")
 
-    def __init__(self, grad: torch.Tensor) -> None:
-        g = grad if grad.dtype == torch.float32 else grad.float()
-        self.sum = g.sum()
-        self.sumsq = torch.linalg.vector_norm(g).square()
-        mn, mx = torch.aminmax(g) if g.numel() else (g.new_zeros(()), g.new_zeros(()))
-        self.min, self.max = mn, mx
-        self.count = g.numel()
+    def __init__(self, grad: torch.Tensor, norm: torch.Tensor | None = None) -> None:
+        self._grad, self._norm = grad, norm
+        self._sum = self._sumsq = self._extremes = None
+        self.count = grad.numel()
+
+    @property
+    def sum(self) -> torch.Tensor:
+        """Σ g (fp32)."""
+        if self._sum is None:
+            self._sum = self._grad.sum(dtype=torch.float32)
+        return self._sum
+
+    @property
+    def sumsq(self) -> torch.Tensor:
+        """Σ g² (fp32)."""
+        if self._sumsq is None:
+            norm = self._norm if self._norm is not None else fp32_norm(self._grad)
+            self._sumsq = norm.square()
+        return self._sumsq
+
+    @property
+    def min(self) -> torch.Tensor:
+        """min g (fp32)."""
+        return self._minmax()[0]
+
+    @property
+    def max(self) -> torch.Tensor:
+        """max g (fp32)."""
+        return self._minmax()[1]
+
+    def _minmax(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._extremes is None:
+            g = self._grad
+            mn, mx = torch.aminmax(g) if g.numel() else (g.new_zeros(()), g.new_zeros(()))
+            self._extremes = (mn.float(), mx.float())
+        return self._extremes
+
+
+def fp32_norm(grad: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """‖g‖ accumulated in fp32 from ``grad`` as it is (a bf16 gradient is read once, not copied to fp32
+    first); ``out``: an fp32 0-d tensor (or view) to write it into."""
+    return torch.linalg.vector_norm(grad, dtype=torch.float32, out=out)
 
 
 class MeanGradient:
     """Σ_b n_b·g_b per prunable weight (fp32) and Σ_b n_b·‖g_b‖² per layer, allocated on the gradients'
-    device at first use; :meth:`summary` turns them into the per-layer statistics of the module docstring."""
+    device at first use; :meth:`summary` turns them into the per-layer statistics of the module docstring.
+
+    Per micro-batch and prunable parameter the hooks move what one fused add needs: the gradient read
+    once and the fp32 sum read and written (:meth:`observe`); ‖g_b‖² comes from the norm the hooks take
+    for their finiteness check, folded once per micro-batch (:meth:`end_batch`), and Σ G_l from the sums
+    at the end."""
 
     def __init__(self, n_layers: int, sharded_over: int = 0) -> None:
         self.n_layers = n_layers
@@ -74,18 +116,16 @@ class MeanGradient:
         """The next gradients are the mean over ``n_samples`` samples."""
         self._n = n_samples
 
-    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments) -> None:
-        """Fold one micro-batch's gradient of one prunable weight."""
+    def observe(self, layer: int, role: str, grad: torch.Tensor, moments: Moments | None = None) -> None:
+        """Fold one micro-batch's gradient of one prunable weight into its sum (``moments``: unused, kept
+        for callers that pass them)."""
         key = (layer, role)
         if self.sharded_over:
             self._reduce_to_owner(key, grad)
         else:
             if key not in self.sums:
                 self.sums[key] = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)
-            self.sums[key].add_(grad, alpha=float(self._n))
-        self._vec("sample_sq", grad)[layer] += moments.sumsq.double() * self._n
-        # Σ of G's elements is linear: streamed in fp64, since it cancels (mean ≈ 0) and fp32 sums would not
-        self._vec("elem_sum", grad)[layer] += moments.sum.double() * self._n
+            self.sums[key].add_(grad, alpha=float(self._n))  # bf16 read once, converted inside the add
 
     def observe_padding(self, layer: int, role: str, like: torch.Tensor) -> None:
         """A padding pass (FSDP): nothing is counted, but the owner rank waits for every rank's part."""
@@ -106,11 +146,13 @@ class MeanGradient:
             else:
                 self.sums[key] = part
 
-    def end_batch(self) -> None:
-        """Count the micro-batch and its samples."""
-        if "sample_sq" not in self._scalars:
+    def end_batch(self, sumsq: torch.Tensor | None = None) -> None:
+        """Count the micro-batch and its samples; ``sumsq``: fp64 ``[n_layers]``, Σ‖g_b‖² over each layer's
+        prunable weights in this micro-batch."""
+        if sumsq is None:
             return
-        counts = self._vec("counts", self._scalars["sample_sq"], (2,))
+        self._vec("sample_sq", sumsq).add_(sumsq, alpha=float(self._n))
+        counts = self._vec("counts", sumsq, (2,))
         counts[0] += self._n
         counts[1] += 1
 
@@ -130,6 +172,8 @@ class MeanGradient:
         device = self._scalars["counts"].device
         tot = torch.zeros((4, self.n_layers), dtype=torch.float64, device=device)  # sum, sumsq, max, count
         for (layer, _), acc in self.sums.items():
+            # Σ of G's elements is linear in the sums; it cancels (mean ≈ 0), so it is reduced in fp64
+            tot[0, layer] += acc.sum(dtype=torch.float64)
             mean = acc.double() / n_samples
             tot[1, layer] += mean.square().sum()
             tot[2, layer] = torch.maximum(tot[2, layer], mean.abs().max() if mean.numel() else tot[2, layer])
@@ -137,10 +181,11 @@ class MeanGradient:
         if self.sharded_over:  # every layer's sums are on its owner: combine the per-layer reductions
             import torch.distributed as dist
 
+            dist.all_reduce(tot[0], op=dist.ReduceOp.SUM)
             dist.all_reduce(tot[1], op=dist.ReduceOp.SUM)
             dist.all_reduce(tot[2], op=dist.ReduceOp.MAX)
             dist.all_reduce(tot[3], op=dist.ReduceOp.SUM)
-        tot[0] = self._scalars["elem_sum"] / n_samples
+        tot[0] /= n_samples
         s, ss, mx, count = tot.cpu().tolist()
         spread = (self._scalars["sample_sq"].cpu() - n_samples * torch.tensor(ss, dtype=torch.float64)).tolist()
         out: dict[str, list[float]] = {k: [] for k in ("grad_norm", "grad_mean", "grad_std", "grad_max",
