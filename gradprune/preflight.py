@@ -178,6 +178,11 @@ class Preflight:
             ds_key = ("calibration", json.dumps(recipe.calibration.dataset.model_dump(), sort_keys=True))
             found += self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
             self.checked["data sets"] = None
+        if recipe.recovery is not None:
+            from gradprune.recovery.checks import recovery_problems
+
+            rec_key = ("recovery", json.dumps(recipe.recovery.model_dump(), sort_keys=True), model_key)
+            found += self._once(rec_key, lambda: recovery_problems(recipe, config, load_data=self.data))
         from gradprune.eval.checks import eval_problems
 
         found += eval_problems(recipe.eval, config, task_names=self.data, load_data=self.data, memo=self.memo)

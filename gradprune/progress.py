@@ -53,12 +53,13 @@ def _calibration_progress_class() -> type:
         Also reports the stage ``calibrating k/n`` (see :func:`report_stage`).
         """
 
-        def __init__(self, console: Console, total_batches: int, tokens_per_batch: int,
-                     label: str = "calibrating") -> None:
+        def __init__(self, console: Console, total_batches: int, tokens_per_batch: float,
+                     label: str = "calibrating", after: tuple[str, str] = ("pruning", "scores → plan → cut")) -> None:
             self.console = console
             self.total = total_batches
             self.tokens_per_batch = tokens_per_batch
             self.label = label
+            self.after = after  # the stage reported when the pass ends
             self.progress: Progress | None = None
 
         def on_train_start(self, trainer, pl_module) -> None:
@@ -73,7 +74,7 @@ def _calibration_progress_class() -> type:
             self.task = self.progress.add_task(self.label, total=self.total, tps="-", loss="-")
             self.t0 = time.perf_counter()
             self.done = 0
-            report_stage("calibrating", f"0/{self.total}")
+            report_stage(self.label, f"0/{self.total}")
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if self.progress is None:
@@ -85,13 +86,13 @@ def _calibration_progress_class() -> type:
             tps = f"{self.done * self.tokens_per_batch / dt:,.0f}"
             loss = pl_module.losses[-1] if pl_module.losses else float("nan")
             self.progress.update(self.task, advance=step, tps=tps, loss=f"{loss:.3f}")
-            report_stage("calibrating", f"{self.done}/{self.total}")
+            report_stage(self.label, f"{self.done}/{self.total}")
 
         def on_train_end(self, trainer, pl_module) -> None:
             if self.progress is not None:
                 self.progress.stop()
                 self.progress = None
-                report_stage("pruning", "scores → plan → cut")
+                report_stage(*self.after)
 
         def on_exception(self, trainer, pl_module, exception) -> None:
             self.on_train_end(trainer, pl_module)  # never leave a live display behind
@@ -158,11 +159,14 @@ def ratio_names(metrics: dict) -> list[str]:
 
 
 def summary_table(metrics: dict, title: str = "run summary") -> Table:
-    """The headline numbers of a run (pruned vs dense where the dense value is known), and every
-    configured collector's cross-layer ratio."""
+    """The headline numbers of a run (pruned vs dense where the dense value is known, and after recovery
+    when the run had one), and every configured collector's cross-layer ratio."""
+    recovered = any(k.endswith("_recovered") for k in metrics)
     t = Table(title=title, header_style="bold")
     t.add_column("metric")
     t.add_column("pruned", justify="right")
+    if recovered:
+        t.add_column("recovered", justify="right")
     t.add_column("dense", justify="right")
 
     def fmt(v) -> str:
@@ -172,15 +176,19 @@ def summary_table(metrics: dict, title: str = "run summary") -> Table:
             return f"{v:,.4f}" if abs(v) < 1e4 else f"{v:,.0f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
 
-    t.add_row("params", fmt(metrics.get("params_after")), fmt(metrics.get("params_before")))
-    t.add_row("pruning_ratio (achieved)", fmt(metrics.get("pruning_ratio")), "")
-    for k in sorted(metrics):
+    def row(name: str, pruned: str, dense: str, after: str = "") -> None:
+        t.add_row(name, pruned, *([after] if recovered else []), dense)
+
+    row("params", fmt(metrics.get("params_after")), fmt(metrics.get("params_before")))
+    row("pruning_ratio (achieved)", fmt(metrics.get("pruning_ratio")), "")
+    shown = [k for k in sorted(metrics) if not k.endswith("_recovered")]
+    for k in shown:
         if k.startswith("ppl") and not k.startswith("ppl_ratio"):
-            t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
-    for k in sorted(metrics):
+            row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")), fmt(metrics.get(f"{k}_recovered")))
+    for k in shown:
         if k.startswith("acc_") and "stderr" not in k and not k.endswith("_drop"):
-            t.add_row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")))
+            row(k, fmt(metrics[k]), fmt(metrics.get(f"dense_{k}")), fmt(metrics.get(f"{k}_recovered")))
     for k in [*ratio_names(metrics), "extreme_pruning_layers"]:
         if k in metrics:
-            t.add_row(k, fmt(metrics[k]), "")
+            row(k, fmt(metrics[k]), "")
     return t

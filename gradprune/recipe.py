@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gradprune import plugin_sections as ps
 from gradprune.errors import GradpruneError, RecipeError, did_you_mean
-from gradprune.plugin_sections import DatasetSection, PluginSection
+from gradprune.plugin_sections import DatasetSection, PluginSection, RecoverySection
 
 
 class Section(BaseModel):
@@ -200,6 +200,8 @@ class Recipe(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    #: training after pruning (gradprune/recovery/); None: the run stops at the untuned model
+    recovery: RecoverySection | None = None
 
     @model_validator(mode="after")
     def _something_to_prune(self) -> Recipe:
@@ -227,6 +229,24 @@ class Recipe(Section):
             return self
         if est.element_state:
             raise ValueError(f"importance {self.importance.name!r} {ELEMENT_LEVEL_REFUSAL}")
+        return self
+
+    @model_validator(mode="after")
+    def _recovery_fits(self) -> Recipe:
+        from gradprune.parallel import device_count, settle_strategy
+
+        r, t = self.recovery, self.trainer
+        if r is None:
+            return self
+        if r.save_merged and not self.output.save_model:
+            raise ValueError("recovery.save_merged saves the merged model beside the pruned one: it needs "
+                             "output.save_model: true")
+        one = device_count(t.devices, t.accelerator) == 1 and t.num_nodes == 1
+        if not one or settle_strategy(t.strategy, t.devices, t.accelerator).lower() in ("ddp", "fsdp"):
+            raise ValueError(f"recovery trains on the one device that holds the pruned model (rank 0's); "
+                             f"trainer.strategy={t.strategy!r}, devices={t.devices!r}, num_nodes={t.num_nodes} "
+                             f"start several processes; with a recovery section use trainer.devices: 1 (calibration then "
+                             f"runs on that device too)")
         return self
 
     @model_validator(mode="after")

@@ -175,7 +175,9 @@ def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
     # run.json (written last) marks a complete run: an old one must not outlive a crash among new files
     (d / "run.json").unlink(missing_ok=True)
     if save_model and out.model is not None:
-        save_pruned(out.model, out.tokenizer, out.plan, d / "model")
+        recovery = getattr(out, "recovery", None)  # the adapter (and merged model) go into the checkpoint
+        extras = recovery.checkpoint_extras(out.tokenizer, out.plan) if recovery is not None else None
+        save_pruned(out.model, out.tokenizer, out.plan, d / "model", extras=extras)
     elif (d / "model" / MANIFEST).is_file():
         shutil.rmtree(d / "model")  # an earlier run's pruned model would pass for this run's
     flat = {f"{layer}.{kind}": s.contiguous() for (layer, kind), s in out.scores.items()}

@@ -44,9 +44,10 @@ def feature_role(name: str) -> str:
 
 
 def is_evaluation_output(name: str) -> bool:
-    """True for what the evaluation measures (``ppl*``, ``acc*``, ``dense_*``, ``*_stderr``)."""
+    """True for what the evaluation measures (``ppl*``, ``acc*``, ``dense_*``, ``*_stderr``) and for what
+    recovery training measured after pruning (``recovery_*``, ``*_recovered``)."""
     return (any(name == fam or name.startswith(fam + "_") for fam in _FAMILIES)
-            or name.startswith("dense_") or name.endswith("_stderr"))
+            or name.startswith(("dense_", "recovery_")) or name.endswith(("_stderr", "_recovered")))
 
 
 def is_bookkeeping(name: str) -> bool:
