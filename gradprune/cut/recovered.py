@@ -28,15 +28,12 @@ STATE_ATTR = "gradprune_recovery"
 
 
 def merged_checkpoint(path: Path, manifest: dict[str, Any]) -> Path | None:
-    """The merged checkpoint saved beside the adapter, if the manifest names one that exists."""
+    """The merged checkpoint saved beside the adapter, if the manifest names one and it is there (deleted to
+    save space, the adapter is merged on load instead)."""
     entry = manifest.get(RECOVERY_KEY)
     name = entry.get("merged") if isinstance(entry, dict) else None
-    if not isinstance(name, str):
-        return None
-    folder = path / name
-    if not folder.is_dir():
-        raise ModelError(f"{str(path)!r}: the manifest names a merged model in {name}/, which is missing")
-    return folder
+    folder = path / name if isinstance(name, str) else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def apply_recovery(model: Any, path: Path, manifest: dict[str, Any], recovered: bool, merge: bool) -> Any:
