@@ -74,7 +74,6 @@ class LoRARecovery(RecoveryMethod):
     def __init__(self, params: LoRAParams | None = None) -> None:
         super().__init__(params)
         self._peft: Any = None
-        self._requires_grad: dict[str, bool] = {}
         self._targets: list[str] = []
         #: peft's adapter state (CPU tensors) and config, once released
         self.state: dict[str, Any] | None = None
@@ -89,7 +88,6 @@ class LoRARecovery(RecoveryMethod):
         if not self._targets:
             raise RecoveryError(f"recovery.params.target_modules: no {', '.join(p.target_modules or PROJECTIONS)} "
                                 f"Linear with weights is left in the pruned model: nothing to adapt")
-        self._requires_grad = {n: t.requires_grad for n, t in model.named_parameters()}
         self.config = LoraConfig(r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=self._targets,
                                  bias="none", task_type="CAUSAL_LM")
         with warnings.catch_warnings():  # peft asks transformers 5 for a deprecated attribute name
@@ -113,8 +111,6 @@ class LoRARecovery(RecoveryMethod):
         self.state = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(self._peft).items()}
         self._peft.unload()  # never merged: the base weights are the untuned ones, bit for bit
         self._peft = None
-        for name, t in model.named_parameters():  # peft froze every base weight
-            t.requires_grad_(self._requires_grad.get(name, t.requires_grad))
 
     def write(self, folder: Path) -> dict[str, Any]:
         """The adapter in peft's format in ``folder/adapter``; returns the manifest's recovery entry."""

@@ -59,10 +59,11 @@ class TrainingParams(BaseModel):
 class RecoveryMethod:
     """Base class of recovery methods (registry family ``recovery``).
 
-    The stage calls :meth:`attach` before training (trainable parameters are added to, or chosen in, the
-    model in place), trains the returned parameters, evaluates the model as it then is, and calls
-    :meth:`release`, which must leave the model with its untuned weights and plain modules again while the
-    method keeps what was learned; :meth:`write` stores that in a pruned checkpoint's folder.
+    The stage freezes every parameter of the model and calls :meth:`attach` (trainable parameters are added
+    to, or chosen in, the model in place); it trains the returned parameters, evaluates the model as it then
+    is, and calls :meth:`release`, which must leave the model with its untuned weights and plain modules
+    again while the method keeps what was learned (the stage then restores every ``requires_grad``);
+    :meth:`write` stores what was learned in a pruned checkpoint's folder.
     """
 
     Params: type[TrainingParams] = TrainingParams

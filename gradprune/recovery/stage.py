@@ -9,9 +9,11 @@ dense and the untuned evaluations are not repeated.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,28 @@ def _training_set(recipe: Any, method: Any, tokenizer: Any):
     return build_training_set(source, tokenizer, p.cutoff_len, p.train_on_inputs, limit)
 
 
+@contextlib.contextmanager
+def _attached(method: Any, model: Any, seed: int) -> Iterator[list]:
+    """Inside: ``method`` attached to ``model``, only its parameters trainable (yielded). After, however the
+    block ends: released, and every parameter's ``requires_grad`` as before."""
+    import torch
+
+    flags = {n: t.requires_grad for n, t in model.named_parameters()}
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # the adapters' initial weights and dropout
+        model.requires_grad_(False)
+        try:
+            trainable = method.attach(model)
+            for t in trainable:
+                t.requires_grad_(True)
+            yield trainable
+        finally:
+            method.release(model)
+            for n, t in model.named_parameters():
+                t.requires_grad_(flags.get(n, t.requires_grad))
+
+
 def recovery_stage(recipe: Any, model: Any, tokenizer: Any, console: Any, dense: dict | None = None) -> RecoveryResult:
     """Recover ``model`` (pruned, on the run's device) as ``recipe.recovery`` asks and evaluate it again;
     the model is left untuned (and the method holds the adapter) however the stage ends."""
@@ -101,40 +125,40 @@ def recovery_stage(recipe: Any, model: Any, tokenizer: Any, console: Any, dense:
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    steps, micro = total_steps(len(data.examples), p)
+    _, micro = total_steps(len(data.examples), p)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     progress = CalibrationProgress(console, micro, data.tokens / len(data.examples) * p.micro_batch_size,
                                    label="recovering", after=("recovered eval", ""))
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(p.seed)  # the adapters' initial weights and dropout
-        trainable = method.attach(model)
-        try:
-            fit = fit_recovery(model, trainable, data, p, recipe.trainer, pad, progress)
-            peak = _peak_memory(device)
-            t_train = time.perf_counter() - t0
-            _say(console, method, fit)
-            t1 = time.perf_counter()
-            metrics, eval_info = _evaluate(recipe, model, tokenizer, console, dense)
-            t_eval = time.perf_counter() - t1
-            summary = method.summary()
-        finally:
-            method.release(model)
+    with _attached(method, model, p.seed) as trainable:
+        fit = fit_recovery(model, trainable, data, p, recipe.trainer, pad, progress)
+        peak = _peak_memory(device)
+        t_train = time.perf_counter() - t0
+        _say(console, method, fit)
+        metrics, eval_info = _evaluate(recipe, model, tokenizer, console, dense)
+        summary = method.summary()
+    timings = {"time_recovery": t_train, "time_eval_recovered": time.perf_counter() - t0 - t_train}
+    return _result(method, fit, data, peak, metrics, {**summary, "device": str(device),
+                   "precision": recipe.trainer.precision, "eval": eval_info}, timings, section.save_merged)
+
+
+def _result(method: Any, fit: Any, data: Any, peak: dict, metrics: dict, info: dict, timings: dict,
+            save_merged: bool) -> RecoveryResult:
+    from gradprune.recovery.module import total_steps
+
     curve = [[s, round(loss, 6), lr] for s, loss, lr in fit.curve]
-    metrics.update({
-        "recovery_steps": fit.steps, "recovery_tokens": fit.tokens, "recovery_trained_tokens": fit.trained_tokens,
-        "recovery_loss_first": curve[0][1] if curve else None, "recovery_loss_final": curve[-1][1] if curve else None,
-        "recovery_tokens_per_s": fit.tokens_per_s, "recovery_peak_memory_mb": peak["mb"],
-        "recovery_trainable_params": summary.get("trainable_params"),
-    })
-    info = {"method": method.name, "params": p.model_dump(mode="json"), "data": data.provenance, **summary,
-            "steps": fit.steps, "planned_steps": steps, "micro_batches": fit.micro_batches,
-            "tokens": fit.tokens, "trained_tokens": fit.trained_tokens, "seconds": fit.seconds,
-            "tokens_per_s": fit.tokens_per_s, "peak_memory": peak, "device": str(device),
-            "precision": recipe.trainer.precision, "loss_curve": curve, "loss_curve_columns": ["step", "loss", "lr"],
-            "eval": eval_info}
-    return RecoveryResult(method, metrics, info, {"time_recovery": t_train, "time_eval_recovered": t_eval},
-                          section.save_merged)
+    metrics = {**metrics,
+               "recovery_steps": fit.steps, "recovery_tokens": fit.tokens, "recovery_trained_tokens": fit.trained_tokens,
+               "recovery_loss_first": curve[0][1] if curve else None,
+               "recovery_loss_final": curve[-1][1] if curve else None,
+               "recovery_tokens_per_s": fit.tokens_per_s, "recovery_peak_memory_mb": peak["mb"],
+               "recovery_trainable_params": info.get("trainable_params")}
+    info = {"method": method.name, "params": method.params.model_dump(mode="json"), "data": data.provenance,
+            **info, "steps": fit.steps, "planned_steps": total_steps(len(data.examples), method.params)[0],
+            "micro_batches": fit.micro_batches, "tokens": fit.tokens, "trained_tokens": fit.trained_tokens,
+            "seconds": fit.seconds, "tokens_per_s": fit.tokens_per_s, "peak_memory": peak,
+            "loss_curve": curve, "loss_curve_columns": ["step", "loss", "lr"]}
+    return RecoveryResult(method, metrics, info, timings, save_merged)
 
 
 def _evaluate(recipe: Any, model: Any, tokenizer: Any, console: Any, dense: dict | None) -> tuple[dict, dict]:
@@ -148,6 +172,5 @@ def _evaluate(recipe: Any, model: Any, tokenizer: Any, console: Any, dense: dict
 
 def _say(console: Any, method: Any, fit: Any) -> None:
     first, last = (fit.curve[0][1], fit.curve[-1][1]) if fit.curve else (float("nan"), float("nan"))
-    console.print(f"recovery ({method.name}): {fit.steps} steps, {fit.tokens:,} tokens in {fit.seconds:.1f} s "
-                  f"({fit.tokens_per_s:,.0f} tokens/s), loss {first:.4f} → {last:.4f}",
-                  markup=False, highlight=False)
+    console.print(f"{method.name}: {fit.steps} steps, {fit.tokens:,} tokens, {fit.seconds:.1f} s "
+                  f"({fit.tokens_per_s:,.0f} tok/s), loss {first:.3f} → {last:.3f}", markup=False, highlight=False)
