@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gradprune.data.sources import HFDataset, HFDatasetParams, TextSource
+from gradprune.data.sources import TextSource, is_offline_error, offline_hint
 from gradprune.data.templates import TEMPLATES, PromptTemplate, get_template
 from gradprune.errors import DataError
 
@@ -112,12 +112,21 @@ class InstructionSet(TextSource):
 
     def _hub_rows(self) -> Iterator[tuple[str, Any]]:
         p = self.params
-        loader = HFDataset(HFDatasetParams(path=p.path, config=p.config, revision=p.revision, split=p.split,
-                                           data_files=p.data_files))
-        loader.key = self.key
-        ds = loader._load()  # its failures name the data set, the key and (offline) how to fetch it
+        kwargs = {k: v for k, v in (("data_files", p.data_files), ("revision", p.revision)) if v is not None}
+        try:
+            import datasets
+
+            ds = datasets.load_dataset(p.path, p.config, split=p.split, **kwargs)
+        except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError, ...)
+            msg = f"{self.key}: cannot load {self.describe()}: {type(exc).__name__}: {str(exc)[:300]}"
+            if is_offline_error(exc):
+                msg += ". " + offline_hint(
+                    f"point {self.key}.path at a local .json/.jsonl file of records",
+                    f"hf download {p.path} --repo-type dataset --local-dir DIR, then set {self.key}.path to "
+                    f"the records file in DIR")
+            raise DataError(msg) from None
         for i, row in enumerate(ds):
-            yield f"{loader.describe()} row {i}", row
+            yield f"{p.path} row {i}", row
 
 
 def _json(text: str, where: str) -> Any:

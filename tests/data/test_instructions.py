@@ -63,3 +63,11 @@ def test_unknown_template_and_missing_file(tmp_path):
     src.key = "recovery.dataset"
     with pytest.raises(DataError, match=r"recovery.dataset.path: .*absent.json' is missing"):
         next(src.records())
+
+
+def test_a_local_folder_in_the_hub_layout_loads_through_datasets(tmp_path):
+    folder = tmp_path / "alpaca-cleaned"  # as `hf download yahma/alpaca-cleaned --local-dir` leaves it
+    folder.mkdir()
+    (folder / "alpaca_data_cleaned.json").write_text(json.dumps(RECORDS))
+    records = list(_source(folder).records())
+    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in records] == RECORDS
