@@ -161,7 +161,7 @@ def ratio_names(metrics: dict) -> list[str]:
 def summary_table(metrics: dict, title: str = "run summary") -> Table:
     """The headline numbers of a run (pruned vs dense where the dense value is known, and after recovery
     when the run had one), and every configured collector's cross-layer ratio."""
-    recovered = any(k.endswith("_recovered") for k in metrics)
+    recovered = any(k.endswith("_recovered") and not k.startswith("time_") for k in metrics)
     t = Table(title=title, header_style="bold")
     t.add_column("metric")
     t.add_column("pruned", justify="right")
