@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -377,7 +377,9 @@ def _submodel(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None
     if model is None or key not in model.model_fields:
         return None
     ann = model.model_fields[key].annotation
-    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    # an optional section (``RecoverySection | None``) is its section
+    found = [a for a in (get_args(ann) or (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return found[0] if len(found) == 1 else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type[BaseModel] = Recipe) -> dict[str, Any]:
