@@ -21,8 +21,7 @@ from gradprune.analysis.loading import SearchRows
 from gradprune.analysis.replicates import config_labels, has_replicates
 from gradprune.prediction.columns import MIN_ROWS, ROLE_TITLES, assign_roles, feature_role, model_inputs
 from gradprune.prediction.selection import RoleScore, compare_predictors, judge_roles
-
-SUFFIX = "_recovered"
+from gradprune.recovery.stage import SUFFIX
 
 
 def counterpart(target: str, columns: Sequence[str]) -> tuple[str, str] | None:
