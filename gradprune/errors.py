@@ -63,6 +63,10 @@ class EvalError(GradpruneError):
     """An evaluation task or data set failed (a search turns this into a failed row)."""
 
 
+class RecoveryError(GradpruneError):
+    """Recovery training cannot run as the recipe asks (nothing to adapt, a loss that is not finite)."""
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` Did you mean 'a', 'b'?`` for up to three close matches of ``word``, else ``""``."""
     close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)

@@ -1,10 +1,12 @@
 """The places a recipe names plugins, how their params are checked, and what an override switch does.
 
-A recipe names a plugin in four places, each with its params:
+A recipe names a plugin in these places, each with its params:
 
 * ``importance.name`` with ``importance.params``, ``normalizer.name`` with ``normalizer.params``;
 * ``stats.collectors`` (a list of names) with ``stats.params.<collector>``;
-* ``calibration.dataset.name`` with the dataset's other keys.
+* ``calibration.dataset.name`` with the dataset's other keys;
+* when the recipe has a ``recovery`` section: ``recovery.name`` with ``recovery.params``, and
+  ``recovery.dataset.name`` with that dataset's other keys.
 
 :func:`plugin_problems` checks every one of them (names, then params against each plugin's ``Params``)
 and returns every problem, so a recipe's errors are reported together. :func:`carry_params` is the rule
@@ -40,6 +42,18 @@ class DatasetSection(BaseModel):
     name: str = "embedded"
 
 
+class RecoverySection(BaseModel):
+    """Training after pruning (off unless the recipe has this section): a recovery method by registry name,
+    its params (the method's own and the training settings), and the data it trains on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "lora"
+    params: dict[str, Any] = Field(default_factory=dict)
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    #: also save the adapter merged into the weights, as a whole pruned checkpoint (needs output.save_model)
+    save_merged: bool = False
+
+
 @dataclass(frozen=True)
 class Slot:
     """One plugin a recipe names: its family, the dotted keys of its name and params, its default.
@@ -52,11 +66,17 @@ class Slot:
     params_key: str
     default: str
     inline: bool = False
+    #: an optional section the slot belongs to: without it in the recipe, the slot names nothing
+    section: str | None = None
 
 
 IMPORTANCE = Slot("importance", "importance.name", "importance.params", "taylor")
 NORMALIZER = Slot("normalizers", "normalizer.name", "normalizer.params", "zscore")
 DATASET = Slot("data", "calibration.dataset.name", "calibration.dataset", "embedded", inline=True)
+RECOVERY = Slot("recovery", "recovery.name", "recovery.params", "lora", section="recovery")
+RECOVERY_DATASET = Slot("data", "recovery.dataset.name", "recovery.dataset", "embedded", inline=True,
+                        section="recovery")
+SLOTS = (IMPORTANCE, NORMALIZER, DATASET, RECOVERY, RECOVERY_DATASET)
 
 
 def _get(data: Any, dotted: str, default: Any = None) -> Any:
@@ -76,7 +96,9 @@ def _params(data: Any, slot: Slot) -> dict[str, Any] | None:
 def _picks(data: Mapping[str, Any]) -> list[tuple[Slot, str, dict[str, Any]]]:
     """(slot, plugin name, params) of every plugin the recipe dict names in a well-formed place."""
     out = []
-    for slot in (IMPORTANCE, NORMALIZER, DATASET):
+    for slot in SLOTS:
+        if slot.section is not None and not isinstance(_get(data, slot.section), Mapping):
+            continue
         name, params = _get(data, slot.name_key, slot.default), _params(data, slot)
         if isinstance(name, str) and params is not None:
             out.append((slot, name, {k: v for k, v in params.items() if not (slot.inline and k == "name")}))
@@ -187,7 +209,7 @@ def carry_params(before: Mapping[str, Any], after: dict[str, Any], keys: list[st
     and its preset does not bind them otherwise; the others are removed from ``after`` with a
     GradpruneWarning naming the switch. Params the overrides set themselves are kept (a wrong one is an
     error). Params of collectors an override took off ``stats.collectors`` go the same way."""
-    notes = [_carry_slot(before, after, keys, slot) for slot in (IMPORTANCE, NORMALIZER, DATASET)]
+    notes = [_carry_slot(before, after, keys, slot) for slot in SLOTS]
     notes.append(_carry_collectors(before, after, keys))
     for note in filter(None, notes):
         warnings.warn(note, GradpruneWarning, stacklevel=4)  # the caller of load_recipe/apply_overrides

@@ -1,7 +1,8 @@
-"""The five plugin families and their built-ins, listed explicitly (imported only when picked).
+"""The six plugin families and their built-ins, listed explicitly (imported only when picked).
 
 Third-party packages add plugins through the entry-point groups ``gradprune.importance``,
-``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors`` and ``gradprune.data``.
+``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors``, ``gradprune.data`` and
+``gradprune.recovery``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,15 @@ DATA: Registry = Registry(
         "embedded": f"{_DATA}:EmbeddedCorpus",
         "text_file": f"{_DATA}:TextFile",
         "hf": f"{_DATA}:HFDataset",
+        "instructions": "gradprune.data.instructions:InstructionSet",
     },
+)
+
+RECOVERY: Registry = Registry(
+    "recovery",
+    base_cls="gradprune.recovery.method:RecoveryMethod",
+    description="recovery training after pruning",
+    builtins={"lora": "gradprune.recovery.lora:LoRARecovery"},
 )
 
 FAMILIES: dict[str, Registry] = {
@@ -83,4 +92,5 @@ FAMILIES: dict[str, Registry] = {
     "collectors": COLLECTORS,
     "predictors": PREDICTORS,
     "data": DATA,
+    "recovery": RECOVERY,
 }

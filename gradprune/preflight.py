@@ -101,14 +101,16 @@ def accelerator_problems(trainer: Any) -> list[str]:
 # calibration data and the model's files
 
 
-def calibration_problems(dataset: Any) -> list[str]:
-    """The calibration source builds and yields a first document (built as ``run.calibration_stage`` does)."""
+def calibration_problems(dataset: Any, key: str = "calibration.dataset") -> list[str]:
+    """The calibration source builds and yields a first document (built as ``run.calibration_stage`` does);
+    ``key``: the recipe section of another data set checked the same way (``recovery.dataset``)."""
     from gradprune import plugins
 
     params = dataset.model_dump()
     name = params.pop("name")
     try:
-        source = plugins.DATA.build(name, params, "calibration.dataset")
+        source = plugins.DATA.build(name, params, key)
+        source.key = key
         docs = iter(source.documents())
         try:
             first = next(docs, None)
@@ -119,9 +121,9 @@ def calibration_problems(dataset: Any) -> list[str]:
     except GradpruneError as exc:
         return [str(exc)]
     except Exception as exc:  # a third-party source may raise anything; the run would fail the same way
-        return [f"calibration.dataset ({name}): cannot be read: {type(exc).__name__}: {' '.join(str(exc).split())}"]
+        return [f"{key} ({name}): cannot be read: {type(exc).__name__}: {' '.join(str(exc).split())}"]
     if first is None:
-        return [f"calibration data ({source.describe()}) holds no text"]
+        return [f"{key.split('.')[0]} data ({source.describe()}) holds no text"]
     return []
 
 
@@ -213,6 +215,14 @@ class Preflight:
                 found += problems
                 if note is not None:
                     self.notes[note] = None
+        if recipe.recovery is not None:
+            from gradprune.recovery.checks import recovery_problems
+
+            rec_key = ("recovery", json.dumps(recipe.recovery.model_dump(), sort_keys=True), model_key)
+            found += self._once(rec_key, lambda: recovery_problems(recipe, config))
+            if self.data:  # an instruction set's first record is checked against its template here
+                ds_key = ("recovery data", json.dumps(recipe.recovery.dataset.model_dump(), sort_keys=True))
+                found += self._once(ds_key, lambda: calibration_problems(recipe.recovery.dataset, "recovery.dataset"))
         from gradprune.eval.checks import eval_problems
 
         found += eval_problems(recipe.eval, config, task_names=self.data, load_data=self.data, memo=self.memo)

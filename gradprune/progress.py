@@ -60,12 +60,13 @@ def _calibration_progress_class() -> type:
         Also reports the stage ``calibrating k/n`` (see :func:`report_stage`).
         """
 
-        def __init__(self, console: Console, total_batches: int, tokens_per_batch: int,
-                     label: str = "calibrating") -> None:
+        def __init__(self, console: Console, total_batches: int, tokens_per_batch: float,
+                     label: str = "calibrating", after: tuple[str, str] = ("pruning", "scores → plan → cut")) -> None:
             self.console = console
             self.total = total_batches
             self.tokens_per_batch = tokens_per_batch
             self.label = label
+            self.after = after  # the stage reported when the pass ends
             self.progress: Progress | None = None
 
         def on_train_start(self, trainer, pl_module) -> None:
@@ -80,7 +81,7 @@ def _calibration_progress_class() -> type:
             self.task = self.progress.add_task(self.label, total=self.total, tps="-", loss="-")
             self.t0 = time.perf_counter()
             self.done = 0
-            report_stage("calibrating", f"0/{self.total}")
+            report_stage(self.label, f"0/{self.total}")
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if self.progress is None:
@@ -93,13 +94,13 @@ def _calibration_progress_class() -> type:
             # the losses reach the host at calibration's checks (every calibration.check_every micro-batches)
             loss = f"{pl_module.losses[-1]:.3f}" if pl_module.losses else "-"
             self.progress.update(self.task, advance=step, tps=tps, loss=loss)
-            report_stage("calibrating", f"{self.done}/{self.total}")
+            report_stage(self.label, f"{self.done}/{self.total}")
 
         def on_train_end(self, trainer, pl_module) -> None:
             if self.progress is not None:
                 self.progress.stop()
                 self.progress = None
-                report_stage("pruning", "scores → plan → cut")
+                report_stage(*self.after)
 
         def on_exception(self, trainer, pl_module, exception) -> None:
             self.on_train_end(trainer, pl_module)  # never leave a live display behind
@@ -166,11 +167,14 @@ def ratio_names(metrics: dict) -> list[str]:
 
 
 def summary_table(metrics: dict, title: str = "run summary") -> Table:
-    """The headline numbers of a run (pruned vs dense where the dense value is known), and every
-    configured collector's cross-layer ratio."""
+    """The headline numbers of a run (pruned vs dense where the dense value is known, and after recovery
+    when the run had one), and every configured collector's cross-layer ratio."""
+    recovered = any(k.endswith("_recovered") and not k.startswith("time_") for k in metrics)
     t = Table(title=title, header_style="bold")
     t.add_column("metric")
     t.add_column("pruned", justify="right")
+    if recovered:
+        t.add_column("recovered", justify="right")
     t.add_column("dense", justify="right")
 
     def fmt(v) -> str:
@@ -180,22 +184,25 @@ def summary_table(metrics: dict, title: str = "run summary") -> Table:
             return f"{v:,.4f}" if abs(v) < 1e4 else f"{v:,.0f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
 
-    def row(name: str, pruned: Any, dense: Any = "") -> None:
-        t.add_row(Text(name), fmt(pruned), dense if dense == "" else fmt(dense))  # Text: task names are the user's
+    def row(name: str, pruned: Any, dense: Any = "", key: str | None = None) -> None:
+        # Text: task names are the user's; the recovered column holds ``<key>_recovered`` when the run had one
+        after = [fmt(metrics.get(f"{key}_recovered"))] if recovered else []
+        t.add_row(Text(name), fmt(pruned), *after, dense if dense == "" else fmt(dense))
 
     row("params", metrics.get("params_after"), metrics.get("params_before"))
     row("pruning_ratio (achieved)", metrics.get("pruning_ratio"))
-    ppl = [k for k in sorted(metrics) if k.startswith("ppl") and not k.startswith("ppl_ratio")]
+    shown = [k for k in sorted(metrics) if not k.endswith("_recovered")]
+    ppl = [k for k in shown if k.startswith("ppl") and not k.startswith("ppl_ratio")]
     parts = [k for k in ppl if k != "ppl"]
     if "ppl" in metrics and len(parts) == 1 and metrics[parts[0]] == metrics["ppl"]:
         # one text at one length: ppl is ppl_<text>, shown once under its text's name
-        row(f"ppl ({parts[0].removeprefix('ppl_')})", metrics["ppl"], metrics.get("dense_ppl"))
+        row(f"ppl ({parts[0].removeprefix('ppl_')})", metrics["ppl"], metrics.get("dense_ppl"), "ppl")
     else:
         for k in ppl:
-            row(k, metrics[k], metrics.get(f"dense_{k}"))
-    for k in sorted(metrics):
+            row(k, metrics[k], metrics.get(f"dense_{k}"), k)
+    for k in shown:
         if k.startswith("acc_") and "stderr" not in k and not k.endswith("_drop"):
-            row(k, metrics[k], metrics.get(f"dense_{k}"))
+            row(k, metrics[k], metrics.get(f"dense_{k}"), k)
     # the cheap post-pruning proxies (eval/proxies.py); the dense loss is the proxy loss's dense column
     for k, dense in (("proxy_loss", metrics.get("proxy_dense_loss")), ("proxy_kl", ""), ("proxy_flip", "")):
         if k in metrics:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradprune import plugin_sections as ps
 from gradprune.errors import GradpruneError, RecipeError, did_you_mean
-from gradprune.plugin_sections import DatasetSection, PluginSection
+from gradprune.plugin_sections import DatasetSection, PluginSection, RecoverySection
 
 
 class Section(BaseModel):
@@ -210,6 +210,8 @@ class Recipe(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    #: training after pruning (gradprune/recovery/); None: the run stops at the untuned model
+    recovery: RecoverySection | None = None
 
     @model_validator(mode="after")
     def _something_to_prune(self) -> Recipe:
@@ -237,6 +239,24 @@ class Recipe(Section):
             return self
         if est.element_state:
             raise ValueError(f"importance {self.importance.name!r} {ELEMENT_LEVEL_REFUSAL}")
+        return self
+
+    @model_validator(mode="after")
+    def _recovery_fits(self) -> Recipe:
+        from gradprune.parallel import device_count, settle_strategy
+
+        r, t = self.recovery, self.trainer
+        if r is None:
+            return self
+        if r.save_merged and not self.output.save_model:
+            raise ValueError("recovery.save_merged saves the merged model beside the pruned one: it needs "
+                             "output.save_model: true")
+        one = device_count(t.devices, t.accelerator) == 1 and t.num_nodes == 1
+        if not one or settle_strategy(t.strategy, t.devices, t.accelerator).lower() in ("ddp", "fsdp"):
+            raise ValueError(f"recovery trains on the one device that holds the pruned model (rank 0's); "
+                             f"trainer.strategy={t.strategy!r}, devices={t.devices!r}, num_nodes={t.num_nodes} "
+                             f"start several processes; with a recovery section use trainer.devices: 1 (calibration then "
+                             f"runs on that device too)")
         return self
 
     @model_validator(mode="after")
@@ -367,7 +387,9 @@ def _submodel(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None
     if model is None or key not in model.model_fields:
         return None
     ann = model.model_fields[key].annotation
-    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    # an optional section (``RecoverySection | None``) is its section
+    found = [a for a in (get_args(ann) or (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return found[0] if len(found) == 1 else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type[BaseModel] = Recipe) -> dict[str, Any]:

@@ -195,12 +195,13 @@ def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
         if with_model:
             from gradprune.cut.checkpoint import save_pruned
 
-            save_pruned(out.model, out.tokenizer, out.plan, staged / "model")
+            recovery = getattr(out, "recovery", None)  # the adapter (and merged model) go into the checkpoint
+            extras = recovery.checkpoint_extras(out.tokenizer, out.plan) if recovery is not None else None
+            save_pruned(out.model, out.tokenizer, out.plan, staged / "model", extras=extras)
         atomic_write_bytes(staged / "run.json", files["run.json"])
         # an earlier run's pruned model would pass for this run's: model/ goes when this run saved none
         swap_in(staged, d, RESULT_FILES, last="run.json")
     return d / "run.json"
-
 
 
 def write_output_or_show(out: Any, out_dir: str | Path, save_model: bool, console: Any) -> Path:

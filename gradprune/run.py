@@ -49,6 +49,9 @@ class RunOutput:
     #: DDP / FSDP: this process's rank; only rank 0 plans, evaluates and has a record (the others return
     #: right after calibration with everything else empty)
     rank: int = 0
+    #: the recovery stage's result (``gradprune.recovery.stage.RecoveryResult``) when the recipe has one;
+    #: ``model`` is the untuned pruned model either way
+    recovery: Any = None
 
     @property
     def writes(self) -> bool:
@@ -315,6 +318,15 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t["time_eval"] = time.perf_counter() - t1
     if recipe.eval.run != "none":
         devices["eval"] = device_of(loaded.model)
+    recovered = None
+    if recipe.recovery is not None:  # train, evaluate again; the untuned metrics stay as they are
+        from gradprune.recovery.stage import recovery_stage
+
+        with ctrl_c_through_lightning():
+            recovered = recovery_stage(recipe, loaded.model, loaded.tokenizer, console, dense)
+        ev_metrics = {**ev_metrics, **recovered.metrics}
+        t.update(recovered.timings)
+        devices["recovery"] = recovered.info["device"]
     t["time_total"] = time.perf_counter() - t0
     metrics = run_metrics(recipe, loaded.total_params, params_after, calib, rows, ev_metrics, t)
     record = {
@@ -338,9 +350,12 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
         "seed": recipe.calibration.seed,
     }
+    if recovered is not None:
+        record["recovery"] = recovered.info
     record["versions"] = versions()
     return RunOutput(record, rows, list(calib.layer_stats), plan, raw,
-                     loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t)
+                     loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t,
+                     recovery=recovered)
 
 
 def _dense_stage(recipe: Recipe, loaded: Loaded, console: Console, t: dict, devices: dict):
@@ -409,5 +424,6 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
     print_plain(console, f"wrote {path} and {out_dir / 'layers.csv'}")
     if recipe.output.save_model:
         model_dir = str(out_dir / "model")
-        print_plain(console, f"pruned model in {model_dir} — load it with gradprune.load_pruned({model_dir!r})")
+        what = "pruned model (untuned weights + recovery adapter)" if out.recovery is not None else "pruned model"
+        print_plain(console, f"{what} in {model_dir} — load it with gradprune.load_pruned({model_dir!r})")
     return 0

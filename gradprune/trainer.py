@@ -14,8 +14,9 @@ from typing import Any
 from gradprune.errors import RecipeError
 
 
-def build_trainer(trainer_cfg: Any, callbacks: list | None = None):
-    """A ``lightning.Trainer`` for one calibration pass (no logger, checkpoints, sampler or summary)."""
+def build_trainer(trainer_cfg: Any, callbacks: list | None = None, **fit: Any):
+    """A ``lightning.Trainer`` for one calibration pass (no logger, checkpoints, sampler or summary);
+    ``fit``: Trainer arguments that replace those of that pass (recovery's epochs, steps, accumulation)."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -23,15 +24,15 @@ def build_trainer(trainer_cfg: Any, callbacks: list | None = None):
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    settings: dict[str, Any] = dict(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0)
     try:
         return L.Trainer(
             accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
             strategy=resolve_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator,
                                       trainer_cfg.num_nodes),
-            precision=trainer_cfg.precision,
-            max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
-            callbacks=callbacks or [],
+            precision=trainer_cfg.precision, callbacks=callbacks or [], **{**settings, **fit},
         )
     except (MisconfigurationException, ValueError) as exc:  # no such accelerator here, too many devices, ...
         raise RecipeError(_trainer_message(trainer_cfg, exc)) from None

@@ -177,7 +177,7 @@ def _snippets() -> dict[str, str]:
 
 
 SNIPPET_NAMES = {"importance": "grad_l1", "normalizers": "median", "collectors": "grad_l1",
-                 "predictors": "first_column", "data": "lines"}
+                 "predictors": "first_column", "data": "lines", "recovery": "norm_tuning"}
 
 
 def test_docs_have_one_short_snippet_per_family():
@@ -200,9 +200,13 @@ def test_docs_snippets_work(fresh_registries, recipe_args, corpus_file, tmp_path
         reg.add(SNIPPET_NAMES[family], cls, origin="docs")
     assert main(["run", TINY, *recipe_args, "importance.name=grad_l1", "~importance.params",
                  "normalizer.name=median", "stats.collectors=[grad_norm, grad_l1]",
-                 "calibration.dataset.name=lines", f"calibration.dataset.path={corpus_file}"]) == 0
+                 "calibration.dataset.name=lines", f"calibration.dataset.path={corpus_file}",
+                 "recovery.name=norm_tuning", "recovery.params.max_steps=2", "recovery.params.batch_size=4",
+                 "recovery.params.cutoff_len=32", "recovery.dataset.name=lines",
+                 f"recovery.dataset.path={corpus_file}"]) == 0
     record = json.loads((tmp_path / "out/run.json").read_text())
     assert "grad_l1_ratio" in record["metrics"] and record["calibration"]["windows"]["source"] == "LinesFile"
+    assert record["recovery"]["method"] == "norm_tuning" and record["metrics"]["recovery_steps"] == 2
     csv = tmp_path / "search_results.csv"
     _planted().to_csv(csv, index=False)
     assert main(["analyze", str(csv), "--output_dir", str(tmp_path / "analysis")]) == 0

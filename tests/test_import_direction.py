@@ -32,6 +32,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("plan", ("pruning",)),
     ("cut", ("cut",)),
     ("eval", ("eval",)),
+    ("recover", ("recovery",)),
     ("record", ("record",)),
     ("prediction model", ("prediction",)),
     ("run (driver of one run)", ("preflight", "run")),

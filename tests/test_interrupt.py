@@ -229,6 +229,7 @@ def test_every_result_writer_is_atomic():
         "gradprune/files.py",  # the atomic writer itself
         "gradprune/pruning/plan.py",  # Plan.save: mkstemp + os.replace
         "gradprune/cut/checkpoint.py",  # writes inside a temp dir, then renames the dir
+        "gradprune/recovery/lora.py",  # writes the adapter into the pruned checkpoint's temp dir (save_pruned)
         "gradprune/search/cache.py",  # writes inside a temp dir, then renames the dir
         "gradprune/search/study.py",  # the lock file (no content)
         "gradprune/search/optuna_store.py",  # appends whole journal records under Optuna's journal lock

@@ -47,7 +47,8 @@ def test_registered_names_snapshot():
         ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation"])
     assert plugins.NORMALIZERS.names() == sorted(["none", "mean", "max", "sum", "l2", "zscore", "rank"])
     assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_snr", "grad_std", "grad_var"]
-    assert plugins.DATA.names() == ["embedded", "hf", "text_file"]
+    assert plugins.DATA.names() == ["embedded", "hf", "instructions", "text_file"]
+    assert plugins.RECOVERY.names() == ["lora"]
 
 
 def test_base_class_is_enforced():

@@ -21,6 +21,7 @@ from gradprune.analysis.correlations import (
     target_pairs,
 )
 from gradprune.analysis.loading import SearchRows, load_search_rows
+from gradprune.analysis.recovered import TargetScores, UntunedVsRecovered, compare_untuned_recovered
 from gradprune.analysis.replicates import (
     BestSettings,
     ReplicateAnalysis,
@@ -67,6 +68,8 @@ class Analysis:
     replicates: ReplicateAnalysis | None
     notes: list[str] = field(default_factory=list)
     best_settings: BestSettings | None = None  # with replicates: configs ranked by their mean target
+    #: when the CSV holds the target untuned and recovered (acc_mean, acc_mean_recovered): both analysed
+    recovery: UntunedVsRecovered | None = None
 
     @property
     def n(self) -> int:
@@ -156,4 +159,6 @@ def run_analysis(csv: str | Path, target: str, seed: int, include: Sequence[str]
     n_configs = None if groups is None else int(groups[mask].nunique())
     model = build_model(target, comparison, X, n_configs, source, role_scores[EXPORTED])
     return Analysis(loaded.path, target, seed, loaded, roles, target_corrs, [target, *heat_features],
-                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes], ranked)
+                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes], ranked,
+                    compare_untuned_recovered(loaded, target, seed, TargetScores(
+                        target, {c.x: c for c in fams["target"]}, role_scores)))

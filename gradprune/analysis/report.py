@@ -222,6 +222,11 @@ def build_sections(a: Analysis) -> list[Section]:
             correlation_table(a.target_corrs)]),
         _predictor_section(a), _pairs_section(a), _columns_section(a), _method_section(a),
     ]
+    if a.recovery is not None:  # the target untuned and after recovery: both, side by side
+        from gradprune.analysis.recovered import recovery_section
+
+        after = next((i for i, s in enumerate(sections) if s.title == "Predictors"), len(sections) - 1)
+        sections.insert(after + 1, recovery_section(a.recovery))
     return sections
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,12 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
 
 
-def save_pruned(model: nn.Module, tokenizer: Any, plan: Plan, out_dir: str | Path) -> Path:
-    """Save a model cut by ``plan`` (config, safetensors, tokenizer, plan.json); atomic per directory."""
+def save_pruned(model: nn.Module, tokenizer: Any, plan: Plan, out_dir: str | Path,
+                extras: Callable[[Path], dict[str, Any]] | None = None) -> Path:
+    """Save a model cut by ``plan`` (config, safetensors, tokenizer, plan.json); atomic per directory.
+
+    ``extras(folder)``: writes more files into the checkpoint before it is moved into place (a recovery's
+    adapter, :mod:`gradprune.cut.recovered`) and returns entries for the manifest."""
     out_dir = Path(out_dir)
     check_model_matches_plan(model, plan)
     _check_target(out_dir)
@@ -161,6 +166,9 @@ def save_pruned(model: nn.Module, tokenizer: Any, plan: Plan, out_dir: str | Pat
             "buffer_dtypes": _buffer_dtypes(model),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if extras is not None:  # the folder is a whole checkpoint already: extras may load it
+            manifest.update(extras(tmp))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -257,15 +265,24 @@ def _assign_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: 
 
 
 def load_pruned(
-    path: str | Path, device: str = "cpu", dtype: torch.dtype | str | None = None
+    path: str | Path, device: str = "cpu", dtype: torch.dtype | str | None = None, recovered: bool = True,
+    merge: bool = True,
 ) -> tuple[nn.Module, Any, Plan]:
-    """Rebuild a model saved by ``save_pruned``: dense skeleton on meta, plan applied, tensors assigned."""
+    """Rebuild a model saved by ``save_pruned``: dense skeleton on meta, plan applied, tensors assigned.
+
+    A checkpoint saved after recovery gives the recovered model (``recovered=False``: the untuned one): its
+    merged checkpoint when saved, else the adapter merged on load (``merge=False``: a ``peft.PeftModel``).
+    ``model.gradprune_recovery["state"]`` says which: ``"untuned"`` or ``"recovered"``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from gradprune.cut.recovered import apply_recovery, merged_checkpoint
 
     path = Path(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     manifest = _read_manifest(path)
+    if recovered and merge and (merged := merged_checkpoint(path, manifest)) is not None:
+        return load_pruned(merged, device, dtype)
     plan = Plan.load(path / PLAN_FILE)
     config = _dense_config(manifest["dense_config"], str(path / MANIFEST))
     files = _weight_files(path)
@@ -286,4 +303,4 @@ def load_pruned(
     tokenizer = None
     if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer, plan
+    return apply_recovery(model, path, manifest, recovered, merge), tokenizer, plan

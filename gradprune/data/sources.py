@@ -30,6 +30,8 @@ class TextSource:
     """Base class: ``documents()`` yields the source's documents in a fixed order."""
 
     Params: type[BaseModel] = NoParams
+    #: the recipe section the source was built from, named in its error messages
+    key: str = "calibration.dataset"
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -85,16 +87,16 @@ class TextFile(TextSource):
         path = Path(self.params.path)
         if not path.is_file():
             what = "a directory" if path.is_dir() else "missing"
-            raise DataError(f"calibration.dataset.path: {str(path)!r} is {what}{relative_note(self.params.path)}; "
+            raise DataError(f"{self.key}.path: {str(path)!r} is {what}{relative_note(self.params.path)}; "
                             "expected a .txt or .jsonl file")
         if path.suffix in (".jsonl", ".json"):
             yield from self._jsonl(path)
         else:
-            yield from _paragraphs(path, "calibration.dataset.path")
+            yield from _paragraphs(path, f"{self.key}.path")
 
     def _jsonl(self, path: Path) -> Iterator[str]:
         f = self.params.field
-        for i, line in enumerate(_lines(path, "calibration.dataset.path"), 1):
+        for i, line in enumerate(_lines(path, f"{self.key}.path"), 1):
             if not line.strip():
                 continue
             try:
@@ -102,7 +104,7 @@ class TextFile(TextSource):
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict) or f not in row:
-                raise DataError(f"{path}:{i}: no field {f!r} (set calibration.dataset.field)")
+                raise DataError(f"{path}:{i}: no field {f!r} (set {self.key}.field)")
             yield str(row[f])
 
     def describe(self) -> str:
@@ -153,7 +155,7 @@ class HFDataset(TextSource):
                 except StopIteration:
                     return
                 except Exception as exc:  # a stream or a shard can fail mid-way (network, truncated gzip)
-                    raise DataError(f"calibration.dataset: reading {self.describe()} failed after {n} rows: "
+                    raise DataError(f"{self.key}: reading {self.describe()} failed after {n} rows: "
                                     f"{type(exc).__name__}: {str(exc)[:300]}") from None
                 if n == 0 and p.field not in row:
                     raise self._no_field(list(row))
@@ -190,7 +192,7 @@ class HFDataset(TextSource):
 
     def _load_error(self, exc: Exception) -> str:
         p = self.params
-        msg = f"calibration.dataset: cannot load {self.describe()}: {type(exc).__name__}: {str(exc)[:300]}"
+        msg = f"{self.key}: cannot load {self.describe()}: {type(exc).__name__}: {str(exc)[:300]}"
         if "Dataset scripts are no longer supported" in str(exc):
             return (msg + ". datasets >= 4 runs no loading scripts: load the repo's parquet export instead "
                     "(revision: refs/convert/parquet, data_files: <config>/<split>/*.parquet)")
@@ -203,13 +205,13 @@ class HFDataset(TextSource):
             include = "".join(f" --include {f}" for f in _file_patterns(p.data_files))
             rev = f" --revision {p.revision}" if p.revision else ""
             fetch = (f"hf download {p.path} --repo-type dataset{rev}{include} --local-dir DIR, then set "
-                     f"calibration.dataset.path to DIR" + (" (data_files unchanged)" if p.data_files else ""))
+                     f"{self.key}.path to DIR" + (" (data_files unchanged)" if p.data_files else ""))
         streaming = " (streaming reads the hub at run time and caches nothing)" if p.streaming else ""
         return (f"{msg}{streaming}. " + offline_hint(
             "calibrate on local files (name: text_file, or name: hf with path: json and data_files)", fetch))
 
     def _no_field(self, columns: list[str]) -> DataError:
-        return DataError(f"calibration.dataset.field: {self.params.field!r} is not a column of "
+        return DataError(f"{self.key}.field: {self.params.field!r} is not a column of "
                          f"{self.describe()}; columns: {', '.join(columns)}")
 
     def describe(self) -> str:

@@ -32,8 +32,9 @@ class Windows:
     provenance: dict = field(default_factory=dict)
 
 
-def _read_tokens(source, tokenizer, need: int) -> list[list[int]]:
-    """Token ids of the source's first documents, read until they hold ``need`` tokens (or it ends)."""
+def read_tokens(source, tokenizer, need: float) -> list[list[int]]:
+    """Token ids of the source's first documents, read until they hold ``need`` tokens (or it ends:
+    ``math.inf`` reads them all)."""
     sep = int(tokenizer.eos_token_id is not None)  # the EOS that joins a document to the next
     docs = iter(source.documents())
     read: list[list[int]] = []
@@ -102,7 +103,7 @@ def draw_windows(source, tokenizer, seq_len: int, num_samples: int, seed: int) -
         docs = _read_tokens_shuffled(seq, tokenizer, need, rng)
         order = range(len(docs))
     else:
-        docs = _read_tokens(source, tokenizer, need)
+        docs = read_tokens(source, tokenizer, need)
         order = rng.permutation(len(docs))
     if not docs:
         raise DataError(f"calibration data ({source.describe()}) holds no text")

@@ -63,9 +63,10 @@ def is_known_feature(name: str) -> bool:
 
 
 def is_evaluation_output(name: str) -> bool:
-    """True for what the evaluation measures (``ppl*``, ``acc*``, ``dense_*``, ``*_stderr``)."""
+    """True for what the evaluation measures (``ppl*``, ``acc*``, ``dense_*``, ``*_stderr``) and for what
+    recovery training measured after pruning (``recovery_*``, ``*_recovered``)."""
     return (any(name == fam or name.startswith(fam + "_") for fam in _FAMILIES)
-            or name.startswith("dense_") or name.endswith("_stderr"))
+            or name.startswith(("dense_", "recovery_")) or name.endswith(("_stderr", "_recovered")))
 
 
 def is_bookkeeping(name: str) -> bool:

@@ -24,8 +24,8 @@ from gradprune.search.study import decode
 
 # the first columns, in this order; the original tool's setting names come from the run's record
 FIRST = ["trial", "config_id", "seed", "status", "success", "error", "evaluated", "duration_s",
-         *ORIGINAL_SETTINGS, "acc_mean", "eval_fraction", "acc_mean_at_fraction",
-         "acc_mean_predicted", "screen_role", "ppl", "grad_norm_ratio", "grad_mean_ratio",
+         *ORIGINAL_SETTINGS, "acc_mean", "acc_mean_recovered", "eval_fraction", "acc_mean_at_fraction",
+         "acc_mean_predicted", "screen_role", "ppl", "ppl_recovered", "grad_norm_ratio", "grad_mean_ratio",
          "grad_std_ratio", "grad_max_ratio", "extreme_pruning_layers", "pruning_ratio"]
 
 
