@@ -63,7 +63,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from gradprune.analysis.command import analyze_command
 
     return analyze_command(args.csv, target=args.target, output_dir=args.output_dir, seed=args.seed,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, by=args.by, paper=args.paper)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -147,11 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_search)
 
     a = sub.add_parser("analyze", help="correlations, figures, report and prediction model from a search CSV")
-    a.add_argument("csv", help="search_results.csv")
+    a.add_argument("csv", nargs="+", help="search_results.csv (several: combined in one analysis)")
     a.add_argument("--target", default="acc_mean", help="column to explain (default acc_mean)")
     a.add_argument("--output_dir", "--output-dir", dest="output_dir", help="default: beside the CSV")
     a.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the bootstrap intervals")
     a.add_argument("--overwrite", action="store_true", help="replace analysis files already in the output dir")
+    a.add_argument("--by", metavar="COLUMN", help="also judge everything within each level of pruning_ratio, "
+                   "model or a column (default: pruning_ratio where the rows hold several; none: off)")
+    a.add_argument("--paper", action=argparse.BooleanOptionalAction, default=True,
+                   help="write paper/ (LaTeX tables, numbers.tex, method and result text, PDF figures)")
     a.set_defaults(func=_cmd_analyze)
 
     pr = sub.add_parser("predict", help="apply a prediction_model.json to runs (run.json or a CSV)")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_SHOWN_FEATURES = 4  # feature columns printed by predict (all of them go to --output)
 OUTPUTS = ANALYSIS_FILES
+PAPER = "paper"  # the folder of LaTeX tables, macros, paragraphs and PDF figures
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
@@ -29,20 +30,34 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
                     "or choose another --output_dir")
 
 
-def analysis_files(a: Analysis) -> dict[str, bytes | str]:
-    """Every output of an analysis, rendered in memory (name → content)."""
+def analysis_files(a: Analysis, paper: bool = True) -> dict[str, bytes | str]:
+    """Every output of an analysis, rendered in memory (name → content; ``paper/…`` names are the files of
+    the paper folder)."""
+    import json
+
     from gradprune.analysis.correlations import correlations_frame
+    from gradprune.analysis.export import analysis_json
     from gradprune.analysis.figures import render_figures
     from gradprune.analysis.report import render_report
+    from gradprune.record import clean
 
     text, markdown = render_report(a)
     frames = [correlations_frame("target", a.target_corrs), correlations_frame("heatmap_pairs", a.pair_corrs)]
+    doc = clean(analysis_json(a))
     files: dict[str, bytes | str] = {
         "correlation_report.txt": text,
         "correlation_report.md": markdown,
         "prediction_model.json": a.model.model_dump_json(indent=2) + "\n",
+        "analysis.json": json.dumps(doc, indent=2) + "\n",
         **render_figures(a),
     }
+    if paper:
+        from gradprune.analysis.paper import paper_files
+
+        files.update({f"{PAPER}/{name}": content for name, content in paper_files(a, doc).items()})
+    if a.within is not None:
+        frames.append(correlations_frame(f"within_{a.within.grouping.column}", a.within.pooled))
+        frames += [correlations_frame(f"{a.within.grouping.column}={lv.label}", lv.corrs) for lv in a.within.levels]
     if a.replicates is not None:
         frames += [correlations_frame("config_means", a.replicates.between),
                    correlations_frame("within_config", a.replicates.within)]
@@ -53,32 +68,72 @@ def analysis_files(a: Analysis) -> dict[str, bytes | str]:
     return files
 
 
-def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str | Path | None = None,
-                    seed: int = 0, overwrite: bool = False) -> int:
-    """Analyse a search CSV and write the figures, report, tables and prediction model to ``output_dir``
-    (default: beside the CSV)."""
+def _write_folder(folder: Path, files: dict[str, bytes | str]) -> None:
+    """Write ``files`` (relative names) as the whole new content of ``folder``: built aside, then swapped in."""
+    import shutil
+    import tempfile
+
+    from gradprune.files import temp_prefix
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), suffix=".tmp", dir=folder.parent))
+    try:
+        for name, content in files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        old = folder.with_name(f".{folder.name}.old.{tmp.name}")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def analyze_command(csv: str | Path | Sequence[str | Path], target: str = "acc_mean",
+                    output_dir: str | Path | None = None, seed: int = 0, overwrite: bool = False,
+                    by: str | None = None, paper: bool = True) -> int:
+    """Analyse one or more search CSVs and write the figures, report, tables, prediction model and (with
+    ``paper``) the paper/ folder to ``output_dir`` (default: beside the first CSV). ``by``: see
+    :func:`gradprune.analysis.pipeline.run_analysis`."""
     from gradprune.analysis.findings import key_findings
     from gradprune.analysis.loading import require_file
     from gradprune.analysis.pipeline import run_analysis
 
-    require_file(Path(csv))  # a wrong path is the first thing to tell, even beside old outputs
-    out = Path(output_dir) if output_dir is not None else Path(csv).parent
+    csvs = [Path(csv)] if isinstance(csv, (str, Path)) else [Path(c) for c in csv]
+    for c in csvs:
+        require_file(c)  # a wrong path is the first thing to tell, even beside old outputs
+    out = Path(output_dir) if output_dir is not None else csvs[0].parent
     _check_output_dir(out, overwrite)  # before the work, so a refusal costs nothing
     check_writable_dir(out, "--output_dir")
-    a = run_analysis(csv, target, seed)
-    files = analysis_files(a)
+    a = run_analysis(csvs, target, seed, by)
+    files = analysis_files(a, paper)
     _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
     for name, content in files.items():
-        data = content.encode("utf-8") if isinstance(content, str) else content
-        atomic_write_bytes(out / name, data)
-    stale = [out / n for n in OUTPUTS if n not in files and (out / n).exists()]
+        if not name.startswith(f"{PAPER}/"):
+            atomic_write_bytes(out / name, content.encode("utf-8") if isinstance(content, str) else content)
+    if paper:
+        _write_folder(out / PAPER, {n.removeprefix(f"{PAPER}/"): c for n, c in files.items()
+                                    if n.startswith(f"{PAPER}/")})
+    written = {n.split("/")[0] for n in files}
+    stale = [out / n for n in OUTPUTS if n not in written and (out / n).exists()]
     for path in stale:  # e.g. per_config.csv of an earlier CSV with replicates: it would mislead
-        path.unlink()
-    _print_summary(out, files, key_findings(a))
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    from gradprune.tracking import attach_analysis
+
+    attach_analysis(a.sources, out, sorted(written))
+    _print_summary(out, sorted(written), key_findings(a))
     return 0
 
 
-def _print_summary(out: Path, files: dict, findings: list[str]) -> None:
+def _print_summary(out: Path, files: list[str], findings: list[str]) -> None:
     from rich.console import Console
     from rich.text import Text
 

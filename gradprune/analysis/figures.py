@@ -28,9 +28,50 @@ def _figure(width: float, height: float):
 
 
 def _png(fig) -> bytes:
+    thin_ticks(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
+
+
+PAD_PX = 1.0  # tick labels closer than this (in pixels) count as touching
+
+
+def overlapping_tick_labels(fig) -> list[tuple[str, str]]:
+    """Pairs of tick labels of one axis whose drawn boxes overlap (empty when every label reads alone)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t for t in axis.get_majorticklabels() if t.get_visible() and t.get_text()]
+            boxes = [t.get_window_extent(renderer).padded(PAD_PX / 2) for t in labels]
+            found += [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes))
+                      for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    return found
+
+
+def thin_ticks(fig, max_rounds: int = 5) -> None:
+    """Drop every other tick of an axis whose tick labels overlap, until none do (raw values such as a
+    pruning ratio varying in its 4th decimal, or a log axis at every grid level, make long labels)."""
+    for _ in range(max_rounds):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        crowded = False
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_majorticklabels() if t.get_visible() and t.get_text()]
+                boxes = [t.get_window_extent(renderer).padded(PAD_PX / 2) for t in labels]
+                touching = any(boxes[i].overlaps(boxes[j]) for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
+                if touching and len(labels) >= 2:
+                    locs = [t.get_position()[0 if axis is ax.xaxis else 1] for t in labels]
+                    texts = [t.get_text() for t in labels]
+                    axis.set_ticks(locs[::2], texts[::2])
+                    crowded = True
+        if not crowded:
+            return
 
 
 def _signed(v: float, digits: int = 2) -> str:
@@ -99,7 +140,10 @@ def _trend(ax, x: np.ndarray, y: np.ndarray) -> None:
 
 def _geometric(x: np.ndarray) -> bool:
     levels = np.unique(x[np.isfinite(x)])
-    return 3 <= len(levels) <= 12 and levels[0] > 0 and levels[-1] / levels[0] >= 8
+    # grid values (16, 32, …, 256) only: a measured statistic that happens to have few rows keeps a linear
+    # axis, or its ticks would sit at every raw value
+    return (3 <= len(levels) <= 12 and levels[0] > 0 and levels[-1] / levels[0] >= 8
+            and bool(np.all(levels == np.round(levels))))
 
 
 def _draw_panel(ax, p: Panel, target: str, ylabel: bool) -> None:
