@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     ls = sub.add_parser("ls", help="list registered plugins")
-    ls.add_argument("family", nargs="?", choices=["importance", "normalizers", "collectors", "predictors", "data"])
+    ls.add_argument("family", nargs="?", choices=["importance", "normalizers", "collectors", "predictors", "data", "loggers"])
     ls.set_defaults(func=_cmd_ls)
     return p
 

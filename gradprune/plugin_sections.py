@@ -1,10 +1,11 @@
 """The places a recipe names plugins, how their params are checked, and what an override switch does.
 
-A recipe names a plugin in four places, each with its params:
+A recipe names a plugin in five places, each with its params:
 
 * ``importance.name`` with ``importance.params``, ``normalizer.name`` with ``normalizer.params``;
 * ``stats.collectors`` (a list of names) with ``stats.params.<collector>``;
-* ``calibration.dataset.name`` with the dataset's other keys.
+* ``calibration.dataset.name`` with the dataset's other keys;
+* ``logger.name`` with ``logger.params`` (optional: no tracker without a ``logger`` section).
 
 :func:`plugin_problems` checks every one of them (names, then params against each plugin's ``Params``)
 and returns every problem, so a recipe's errors are reported together. :func:`carry_params` is the rule
@@ -57,6 +58,7 @@ class Slot:
 IMPORTANCE = Slot("importance", "importance.name", "importance.params", "taylor")
 NORMALIZER = Slot("normalizers", "normalizer.name", "normalizer.params", "zscore")
 DATASET = Slot("data", "calibration.dataset.name", "calibration.dataset", "embedded", inline=True)
+LOGGER = Slot("loggers", "logger.name", "logger.params", "")  # only where the recipe has a logger section
 
 
 def _get(data: Any, dotted: str, default: Any = None) -> Any:
@@ -80,6 +82,9 @@ def _picks(data: Mapping[str, Any]) -> list[tuple[Slot, str, dict[str, Any]]]:
         name, params = _get(data, slot.name_key, slot.default), _params(data, slot)
         if isinstance(name, str) and params is not None:
             out.append((slot, name, {k: v for k, v in params.items() if not (slot.inline and k == "name")}))
+    logger = _get(data, "logger")
+    if isinstance(logger, Mapping) and isinstance(logger.get("name"), str) and isinstance(_params(data, LOGGER), dict):
+        out.append((LOGGER, logger["name"], _params(data, LOGGER)))
     collectors = _get(data, "stats.collectors", list(DEFAULT_COLLECTORS))
     params = _get(data, "stats.params", {})
     if isinstance(collectors, list) and isinstance(params, dict):

@@ -1,7 +1,8 @@
-"""The five plugin families and their built-ins, listed explicitly (imported only when picked).
+"""The six plugin families and their built-ins, listed explicitly (imported only when picked).
 
 Third-party packages add plugins through the entry-point groups ``gradprune.importance``,
-``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors`` and ``gradprune.data``.
+``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors``, ``gradprune.data`` and
+``gradprune.loggers``.
 """
 
 from __future__ import annotations
@@ -77,10 +78,24 @@ DATA: Registry = Registry(
     },
 )
 
+_TRACK = "gradprune.tracking.trackers"
+LOGGERS: Registry = Registry(
+    "loggers",
+    base_cls=f"{_TRACK}:Tracker",
+    description="experiment trackers (Lightning loggers) a run, a search and an analysis report to",
+    builtins={
+        "mlflow": f"{_TRACK}:MLflowTracker",
+        "tensorboard": f"{_TRACK}:TensorBoardTracker",
+        "wandb": f"{_TRACK}:WandbTracker",
+        "csv": f"{_TRACK}:CSVTracker",
+    },
+)
+
 FAMILIES: dict[str, Registry] = {
     "importance": IMPORTANCE,
     "normalizers": NORMALIZERS,
     "collectors": COLLECTORS,
     "predictors": PREDICTORS,
     "data": DATA,
+    "loggers": LOGGERS,
 }

@@ -200,6 +200,8 @@ class Recipe(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    #: experiment tracker (loggers registry: mlflow, tensorboard, wandb, csv) with its params; off by default
+    logger: PluginSection | None = None
 
     @model_validator(mode="after")
     def _something_to_prune(self) -> Recipe:

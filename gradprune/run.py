@@ -402,6 +402,9 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
     from gradprune.record import write_output
 
     path = write_output(out, out_dir, recipe.output.save_model)
+    from gradprune.tracking import log_run
+
+    log_run(recipe, out_dir)  # the recipe's tracker (if any) gets what was just written; a failure only warns
     console.print(summary_table(out.record["metrics"]))
     console.print(f"wrote {path} and {out_dir / 'layers.csv'}", markup=False, highlight=False, soft_wrap=True)
     if recipe.output.save_model:

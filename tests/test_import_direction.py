@@ -32,7 +32,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("plan", ("pruning",)),
     ("cut", ("cut",)),
     ("eval", ("eval",)),
-    ("record", ("record",)),
+    ("record", ("record", "tracking")),
     ("prediction model", ("prediction",)),
     ("run (driver of one run)", ("preflight", "run")),
     ("search (driver of many runs)", ("search",)),

@@ -248,7 +248,9 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
         console.print(f"--retry-failed: {len(retried)} point(s) whose latest attempt failed enqueued again"
                       + (f" (trial(s) {', '.join(map(str, retried))})" if retried else ""))
     from gradprune.search.worker import Worker
+    from gradprune.tracking import start_search
 
+    start_search(recipe_for(spec, spec.points()[0]).logger, study_name(spec), out)  # the trials' tracker group
     worker = Worker(spec, study, space, out, console)
     done = worker.run(max_trials=n_trials)
     csv_path = worker.write_csv()
