@@ -48,6 +48,7 @@ def test_registered_names_snapshot():
     assert plugins.NORMALIZERS.names() == sorted(["none", "mean", "max", "sum", "l2", "zscore", "rank"])
     assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_snr", "grad_std", "grad_var"]
     assert plugins.DATA.names() == ["embedded", "hf", "text_file"]
+    assert plugins.LOGGERS.names() == ["csv", "mlflow", "tensorboard", "wandb"]
 
 
 def test_base_class_is_enforced():

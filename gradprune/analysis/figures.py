@@ -37,8 +37,29 @@ def _png(fig) -> bytes:
 PAD_PX = 1.0  # tick labels closer than this (in pixels) count as touching
 
 
+def _touching(fig, axis, labels: list, renderer) -> list[tuple[int, int]]:
+    """Index pairs of tick labels that overlap when drawn. Slanted labels (heatmap names at 45°) are
+    parallel lines of text: they touch when their distance across the text is below a line's height,
+    which their upright bounding boxes, overlapping anyway, cannot tell."""
+    boxes = [t.get_window_extent(renderer).padded(PAD_PX / 2) for t in labels]
+    anchors = [t.get_transform().transform(t.get_position()) for t in labels]
+    is_x = axis.axis_name == "x"
+    out = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            rot = math.radians(labels[i].get_rotation() % 180)
+            if labels[i].get_rotation() % 90 > 0:
+                step = abs(anchors[i][0 if is_x else 1] - anchors[j][0 if is_x else 1])
+                across = step * abs(math.sin(rot) if is_x else math.cos(rot))
+                if across < labels[i].get_fontsize() * fig.dpi / 72 + PAD_PX:
+                    out.append((i, j))
+            elif boxes[i].overlaps(boxes[j]):
+                out.append((i, j))
+    return out
+
+
 def overlapping_tick_labels(fig) -> list[tuple[str, str]]:
-    """Pairs of tick labels of one axis whose drawn boxes overlap (empty when every label reads alone)."""
+    """Pairs of tick labels of one axis that overlap when drawn (empty when every label reads alone)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     found = []
@@ -47,9 +68,7 @@ def overlapping_tick_labels(fig) -> list[tuple[str, str]]:
             continue
         for axis in (ax.xaxis, ax.yaxis):
             labels = [t for t in axis.get_majorticklabels() if t.get_visible() and t.get_text()]
-            boxes = [t.get_window_extent(renderer).padded(PAD_PX / 2) for t in labels]
-            found += [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes))
-                      for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+            found += [(labels[i].get_text(), labels[j].get_text()) for i, j in _touching(fig, axis, labels, renderer)]
     return found
 
 
@@ -63,9 +82,7 @@ def thin_ticks(fig, max_rounds: int = 5) -> None:
         for ax in fig.axes:
             for axis in (ax.xaxis, ax.yaxis):
                 labels = [t for t in axis.get_majorticklabels() if t.get_visible() and t.get_text()]
-                boxes = [t.get_window_extent(renderer).padded(PAD_PX / 2) for t in labels]
-                touching = any(boxes[i].overlaps(boxes[j]) for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
-                if touching and len(labels) >= 2:
+                if len(labels) >= 2 and _touching(fig, axis, labels, renderer):
                     locs = [t.get_position()[0 if axis is ax.xaxis else 1] for t in labels]
                     texts = [t.get_text() for t in labels]
                     axis.set_ticks(locs[::2], texts[::2])

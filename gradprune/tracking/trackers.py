@@ -101,7 +101,11 @@ class MLflowTracker(Tracker):
     def _env(self) -> None:
         # a server that is down must fail in seconds, not after MLflow's minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables…"
+        import mlflow  # noqa: F401 - configures its loggers on import; quieted after that
+
         _quiet("mlflow", "alembic", "lightning.pytorch.loggers.mlflow")
 
     def open(self, run_name: str, out_dir: Path, group: dict[str, Any] | None = None):
