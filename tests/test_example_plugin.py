@@ -177,7 +177,7 @@ def _snippets() -> dict[str, str]:
 
 
 SNIPPET_NAMES = {"importance": "grad_l1", "normalizers": "median", "collectors": "grad_l1",
-                 "predictors": "first_column", "data": "lines"}
+                 "predictors": "first_column", "data": "lines", "loggers": "folder"}
 
 
 def test_docs_have_one_short_snippet_per_family():

@@ -36,6 +36,16 @@ def _scatter_corrs(a: Analysis) -> list[Correlation]:
 
 
 def scatter_pdf(a: Analysis, width: float) -> bytes:
+    """:func:`scatter_figure` as PDF."""
+    return _pdf(scatter_figure(a, width))
+
+
+def heatmap_pdf(a: Analysis, width: float) -> bytes:
+    """:func:`heatmap_figure` as PDF."""
+    return _pdf(heatmap_figure(a, width))
+
+
+def scatter_figure(a: Analysis, width: float):
     """The strongest features against the target (one panel at one column, up to four at two); split by a
     grouping, one colour and one least-squares line per level, and ρ within a level in the title."""
     corrs = _scatter_corrs(a)[:MAX_PANELS[width]] or [a.target_corrs[0]]
@@ -80,10 +90,10 @@ def scatter_pdf(a: Analysis, width: float) -> bytes:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncols=min(len(names), 4 if width > 4 else 2),
                    fontsize=SMALL, frameon=False, handletextpad=0.2, columnspacing=0.8)
-    return _pdf(fig)
+    return fig
 
 
-def heatmap_pdf(a: Analysis, width: float) -> bytes:
+def heatmap_figure(a: Analysis, width: float):
     """The Spearman matrix of the target and the features most correlated with it (as many as fit the width
     with readable cells), drawn as vector cells."""
     from matplotlib import colormaps
@@ -113,9 +123,10 @@ def heatmap_pdf(a: Analysis, width: float) -> bytes:
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=SMALL,
                     color="white" if math.isfinite(v) and abs(v) > 0.6 else "black")
     bar = fig.colorbar(mesh, cax=cax)
+    bar.solids.set_rasterized(False)  # matplotlib rasterizes a colour bar of many colours: keep it vector
     bar.ax.tick_params(labelsize=SMALL)
     bar.set_label("Spearman \u03c1", fontsize=SMALL)
-    return _pdf(fig)
+    return fig
 
 
 def paper_figures(a: Analysis) -> dict[str, bytes]:

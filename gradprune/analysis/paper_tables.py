@@ -16,6 +16,11 @@ MAX_SETTINGS = 8  # settings per level in the table (all of them are in analysis
 RHO, PBH = r"$\rho$", r"$p_{\mathrm{BH}}$"
 
 
+def level(m: Macros) -> str:
+    """The confidence level (95 %) as a macro, with its percent sign."""
+    return m.number("CI Level", 95, "", kind="int") + r"\,\%"
+
+
 def _ci(m: Macros, key: str, entry: dict[str, Any], path: str) -> str:
     lo = m.number(f"{key} Low", entry.get("spearman_ci_low"), f"{path}/spearman_ci_low")
     hi = m.number(f"{key} High", entry.get("spearman_ci_high"), f"{path}/spearman_ci_high")
@@ -32,7 +37,7 @@ def correlation_cells(m: Macros, key: str, entry: dict[str, Any], path: str) -> 
 def correlations_table(a: Analysis, doc: dict, m: Macros) -> str:
     """Every defined feature: n, ρ, CI, BH-adjusted p (and within the grouping's levels)."""
     within = doc["within"]
-    header = ["Feature", "$n$", RHO, r"95\,\% CI", PBH]
+    header = ["Feature", "$n$", RHO, f"{level(m)} CI", PBH]
     if within:
         header += [f"{RHO} within", PBH]
     rows = []
@@ -48,7 +53,7 @@ def correlations_table(a: Analysis, doc: dict, m: Macros) -> str:
                              kind="p")]
         rows.append(row)
     scope = "per-setting means over seeds" if a.replicates is not None else "trials"
-    caption = (f"Spearman correlation of each feature with {code(a.target)} over {scope}; 95\\,\\% percentile "
+    caption = (f"Spearman correlation of each feature with {code(a.target)} over {scope}; {level(m)} percentile "
                "bootstrap interval; $p$ Benjamini--Hochberg adjusted over the features.")
     if within:
         caption += (f" Within: pooled over the levels of {code(within['column'])} with the level as a covariate "
@@ -87,7 +92,7 @@ def settings_table(a: Analysis, doc: dict, m: Macros) -> str:
     keys = list(entries[0]["settings"]) if entries else []
     grouped = doc["within"] is not None
     header = ([escape(doc["within"]["column"])] if grouped else []) + [code(k) for k in keys] + \
-        ["$n$", f"Mean {code(a.target)}", r"95\,\% CI"]
+        ["$n$", f"Mean {code(a.target)}", f"{level(m)} CI"]
     rows, groups, shown = [], [], {}
     for k, e in enumerate(entries):
         shown[e["level"]] = shown.get(e["level"], 0) + 1
@@ -104,7 +109,7 @@ def settings_table(a: Analysis, doc: dict, m: Macros) -> str:
         cells += [m.number(f"Setting N {k}", e["n"], f"{path}/n", kind="int"), mean,
                   f"[{lo}, {hi}]" if "--" not in (lo, hi) else "--"]
         rows.append([f"\\textbf{{{c}}}" for c in cells] if e["best"] else cells)
-    caption = (f"Per setting: mean {code(a.target)} over its seeds with the 95\\,\\% $t$-interval of the mean and "
+    caption = (f"Per setting: mean {code(a.target)} over its seeds with the {level(m)} $t$-interval of the mean and "
                "the number of seeds $n$ (no interval with one seed). Bold: the best setting by its mean over seeds"
                + (" within each level" if grouped else "") + ", not by its luckiest seed"
                + (f"; at most {m.number('Max Settings', MAX_SETTINGS, '', kind='int')} settings per level are shown."
