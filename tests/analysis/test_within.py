@@ -69,7 +69,7 @@ def test_planted_pooled_correlation_is_strong_but_nothing_within(pooled_dir):
     for lv in a.within.levels:
         c = next(c for c in lv.corrs if c.x == "grad_norm_ratio")
         assert c.n == len(GRID) and not c.significant
-    report = (pooled_dir / "correlation_report.txt").read_text()
+    report = (pooled_dir / "correlation_report.md").read_text()  # unwrapped lines
     assert "Does not hold within a pruning ratio: grad_norm_ratio correlates with acc_mean pooled" in report
     # the pooled relation is never stated as a finding
     assert "higher grad_norm_ratio goes with lower acc_mean (strong" not in report
@@ -86,7 +86,7 @@ def test_simpson_reversal_reports_the_within_direction_only(simpson_analysis):
     assert a.within.verdicts["grad_norm_ratio"] == REVERSES
     for lv in a.within.levels:
         assert next(c for c in lv.corrs if c.x == "grad_norm_ratio").spearman < -0.8
-    report = (out / "correlation_report.txt").read_text()
+    report = (out / "correlation_report.md").read_text()  # unwrapped lines
     assert "higher grad_norm_ratio goes with higher acc_mean" not in report
     assert "higher grad_norm_ratio goes with lower acc_mean (strong" in report
     assert "Reversed within a pruning ratio (Simpson's paradox)" in report
