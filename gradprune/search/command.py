@@ -250,7 +250,7 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
     from gradprune.search.worker import Worker
     from gradprune.tracking import start_search
 
-    start_search(recipe_for(spec, spec.points()[0]).logger, study_name(spec), out)  # the trials' tracker group
+    start_search(spec.base_recipe_dict().get("logger"), study_name(spec), out)  # the trials' tracker group
     worker = Worker(spec, study, space, out, console)
     done = worker.run(max_trials=n_trials)
     csv_path = worker.write_csv()
