@@ -68,8 +68,9 @@ def fmt_p_value(p: float) -> str:
 
 
 def tex_number(text: str) -> str:
-    """A formatted number as LaTeX: a minus sign in math mode, ``<`` as ``$<$``."""
-    return text.replace("<", "$<$").replace("-", "$-$") if text[:1] in "-<" else text
+    """A formatted number as LaTeX that reads right in text and in math (``$\\rho = \\gpRho{}$``): a minus
+    sign or ``<`` puts it in ``\\ensuremath``."""
+    return f"\\ensuremath{{{text}}}" if text[:1] in "-<" else text
 
 
 @dataclass

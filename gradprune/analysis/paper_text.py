@@ -134,7 +134,9 @@ def _corr_phrase(m: Macros, key: str, e: dict[str, Any], path: str) -> str:
     hi = m.number(f"Rho {key} High", e["spearman_ci_high"], f"{path}/spearman_ci_high")
     p = m.number(f"Padj {key}", e["spearman_p_bh"], f"{path}/spearman_p_bh", kind="p")
     n = m.number(f"N {key}", e["n"], f"{path}/n", kind="int")
-    return f"$\\rho = {rho}$, {m.number('CI Level', 95, '', kind='int')}\\,\\% CI [{lo}, {hi}], $p_{{\\mathrm{{BH}}}} = {p}$, $n = {n}$"
+    eq = "" if e["spearman_p_bh"] is not None and e["spearman_p_bh"] < 0.001 else "= "  # the macro reads "<0.001"
+    return (f"$\\rho = {rho}$, {m.number('CI Level', 95, '', kind='int')}\\,\\% CI [{lo}, {hi}], "
+            f"$p_{{\\mathrm{{BH}}}} {eq}{p}$, $n = {n}$")
 
 
 def results_tex(a: Analysis, doc: dict, m: Macros) -> str:

@@ -90,7 +90,8 @@ def read_protocol(provenance: list[Provenance], rows: pd.DataFrame) -> Protocol:
         col = next((c for c in columns if c in rows.columns), None)
         if col is not None:
             values = rows[col].dropna()
-            proto.facts[key] = sorted(values.unique().tolist(), key=str)
+            proto.facts[key] = sorted(values.unique().tolist(), key=lambda v: (isinstance(v, str), str(v) if
+                                                                            isinstance(v, str) else v))
     for p in provenance:
         spec = (p.search or {}).get("spec") or {}
         for k, v in (spec.get("grid") or {}).items():
