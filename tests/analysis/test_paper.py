@@ -147,21 +147,21 @@ def test_figures_are_vector_pdf_at_column_width(analyzed, name):
     assert box[2] - box[0] == pytest.approx(72 * (3.3 if "1col" in name else 7.0), abs=0.5)
 
 
-@pytest.mark.parametrize("width", [3.3, 7.0])
-def test_figure_fonts_and_ticks(width):
-    import tempfile
+@pytest.fixture(scope="module")
+def analysis(analyzed):
+    from gradprune.analysis.pipeline import run_analysis
 
+    return run_analysis(analyzed / "search_results.csv", "acc_mean", 0)
+
+
+@pytest.mark.parametrize("width", [3.3, 7.0])
+def test_figure_fonts_and_ticks(analysis, width):
     from matplotlib.text import Text
 
     from gradprune.analysis.figures import overlapping_tick_labels, thin_ticks
     from gradprune.analysis.paper_figures import heatmap_figure, scatter_figure
-    from gradprune.analysis.pipeline import run_analysis
 
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "s.csv"
-        paper_frame().to_csv(path, index=False)
-        a = run_analysis(path, "acc_mean", 0)
-    for fig in (scatter_figure(a, width), heatmap_figure(a, width)):
+    for fig in (scatter_figure(analysis, width), heatmap_figure(analysis, width)):
         thin_ticks(fig)
         fig.canvas.draw()
         sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]

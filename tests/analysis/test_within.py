@@ -59,6 +59,7 @@ def simpson_analysis(tmp_path_factory):
     return out, run_analysis(out / "search_results.csv", "acc_mean", 0)
 
 
+@pytest.mark.slow  # a whole analysis with per-level permutation tests: minutes on 2 cores
 def test_planted_pooled_correlation_is_strong_but_nothing_within(pooled_dir):
     a = run_analysis(pooled_dir / "search_results.csv", "acc_mean", 0, by="pruning_ratio")
     pooled = next(c for c in a.target_corrs if c.x == "grad_norm_ratio")
@@ -76,6 +77,7 @@ def test_planted_pooled_correlation_is_strong_but_nothing_within(pooled_dir):
     assert "(1) grad_norm_ratio is strongly negatively correlated with acc_mean: NOT SUPPORTED" in report
 
 
+@pytest.mark.slow  # a whole analysis with per-level permutation tests: minutes on 2 cores
 def test_simpson_reversal_reports_the_within_direction_only(simpson_analysis):
     out, a = simpson_analysis
     pooled = next(c for c in a.target_corrs if c.x == "grad_norm_ratio")
@@ -94,6 +96,7 @@ def test_simpson_reversal_reports_the_within_direction_only(simpson_analysis):
     assert "(1) grad_norm_ratio is strongly negatively correlated with acc_mean: SUPPORTED" in report
 
 
+@pytest.mark.slow  # a whole analysis with per-level permutation tests: minutes on 2 cores
 def test_pruning_ratio_is_a_baseline_not_a_statistic(simpson_analysis):
     _, a = simpson_analysis
     assert "pruning_ratio" in a.roles.by_role()["ratio"]
@@ -115,6 +118,7 @@ def test_by_none_and_bad_by(tmp_path):
         run_analysis(path, "acc_mean", 0, by="model")
 
 
+@pytest.mark.slow  # a whole analysis with per-level permutation tests: minutes on 2 cores
 def test_several_csvs_combine_and_leave_one_model_out(tmp_path):
     paths = []
     rng = np.random.default_rng(11)
