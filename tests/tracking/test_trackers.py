@@ -24,8 +24,9 @@ class _Recipe:
 
 
 @pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
+def _fresh(monkeypatch, tmp_path):
     monkeypatch.setattr(records, "_off", set())  # "warn once" is per process: each test starts clean
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact store is ./mlruns of the working directory
 
 
 def _no_warnings(fn):
