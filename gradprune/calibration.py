@@ -225,7 +225,8 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
         info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
               1 if per_sample else batch_size, "world_size": world, "device": str(device),
               "gradient_checkpointing": checkpointing, "strategy": "fsdp" if sharded else
-              ("ddp" if world > 1 else "single")},
+              ("ddp" if world > 1 else "single"),
+              "loss_per_micro_batch": list(module.losses)},  # this rank's, in order (trackers plot them)
         rank=rank, model=gathered,
     )
 

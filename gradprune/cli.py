@@ -89,7 +89,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from gradprune.analysis.command import analyze_command
 
     return analyze_command(args.csv, target=args.target, output_dir=args.output_dir, seed=args.seed,
-                           overwrite=args.overwrite, include=args.include)
+                           overwrite=args.overwrite, by=args.by, paper=args.paper, include=args.include)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_search)
 
     a = sub.add_parser("analyze", help="correlations, figures, report and prediction model from a search CSV")
-    a.add_argument("csv", help="search_results.csv")
+    a.add_argument("csv", nargs="+", help="search_results.csv (several: combined in one analysis)")
     a.add_argument("--target", default="acc_mean", help="column to explain (default acc_mean)")
     a.add_argument("--output_dir", "--output-dir", dest="output_dir", help="default: beside the CSV")
     a.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the bootstrap intervals")
@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--include", action="append", default=[], metavar="COLUMN",
                    help="use a numeric column gradprune does not record (ignored by default) as a gradient "
                         "statistic; repeat it, or --include all")
+    a.add_argument("--by", metavar="COLUMN", help="also judge everything within each level of pruning_ratio, "
+                   "model or a column (default: pruning_ratio where the rows hold several; none: off)")
+    a.add_argument("--paper", action=argparse.BooleanOptionalAction, default=True,
+                   help="write paper/ (LaTeX tables, numbers.tex, method and result text, PDF figures)")
     a.set_defaults(func=_cmd_analyze)
 
     pr = sub.add_parser("predict", help="apply a prediction_model.json to runs (run.json or a CSV)")
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list registered plugins")
     ls.add_argument("family", nargs="?", choices=["importance", "normalizers", "collectors", "predictors", "data",
-                                                    "recovery"])
+                                                    "recovery", "loggers"])
     ls.set_defaults(func=_cmd_ls)
     return p
 

@@ -13,7 +13,8 @@ from gradprune.errors import GradpruneError
 
 # what ``gradprune analyze`` writes in its output dir (a search's --overwrite removes them too)
 ANALYSIS_FILES = ("correlation_heatmap.png", "scatter_matrix.png", "correlation_report.txt", "correlation_report.md",
-                  "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv")
+                  "prediction_model.json", "correlations.csv", "per_config.csv", "best_settings.csv",
+                  "analysis.json", "paper")
 
 
 def refuse_existing(path: Path, names: tuple[str, ...], overwrite: bool, is_file: str, holds: str) -> None:

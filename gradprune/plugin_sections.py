@@ -5,6 +5,7 @@ A recipe names a plugin in these places, each with its params:
 * ``importance.name`` with ``importance.params``, ``normalizer.name`` with ``normalizer.params``;
 * ``stats.collectors`` (a list of names) with ``stats.params.<collector>``;
 * ``calibration.dataset.name`` with the dataset's other keys;
+* ``logger.name`` with ``logger.params`` (optional: no tracker without a ``logger`` section);
 * when the recipe has a ``recovery`` section: ``recovery.name`` with ``recovery.params``, and
   ``recovery.dataset.name`` with that dataset's other keys.
 
@@ -76,7 +77,8 @@ DATASET = Slot("data", "calibration.dataset.name", "calibration.dataset", "embed
 RECOVERY = Slot("recovery", "recovery.name", "recovery.params", "lora", section="recovery")
 RECOVERY_DATASET = Slot("data", "recovery.dataset.name", "recovery.dataset", "embedded", inline=True,
                         section="recovery")
-SLOTS = (IMPORTANCE, NORMALIZER, DATASET, RECOVERY, RECOVERY_DATASET)
+LOGGER = Slot("loggers", "logger.name", "logger.params", "", section="logger")
+SLOTS = (IMPORTANCE, NORMALIZER, DATASET, RECOVERY, RECOVERY_DATASET, LOGGER)
 
 
 def _get(data: Any, dotted: str, default: Any = None) -> Any:

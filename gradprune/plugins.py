@@ -1,8 +1,8 @@
-"""The six plugin families and their built-ins, listed explicitly (imported only when picked).
+"""The seven plugin families and their built-ins, listed explicitly (imported only when picked).
 
 Third-party packages add plugins through the entry-point groups ``gradprune.importance``,
-``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors``, ``gradprune.data`` and
-``gradprune.recovery``.
+``gradprune.normalizers``, ``gradprune.collectors``, ``gradprune.predictors``, ``gradprune.data``,
+``gradprune.recovery`` and ``gradprune.loggers``.
 """
 
 from __future__ import annotations
@@ -86,6 +86,19 @@ RECOVERY: Registry = Registry(
     builtins={"lora": "gradprune.recovery.lora:LoRARecovery"},
 )
 
+_TRACK = "gradprune.tracking.trackers"
+LOGGERS: Registry = Registry(
+    "loggers",
+    base_cls=f"{_TRACK}:Tracker",
+    description="experiment trackers (Lightning loggers) a run, a search and an analysis report to",
+    builtins={
+        "mlflow": f"{_TRACK}:MLflowTracker",
+        "tensorboard": f"{_TRACK}:TensorBoardTracker",
+        "wandb": f"{_TRACK}:WandbTracker",
+        "csv": f"{_TRACK}:CSVTracker",
+    },
+)
+
 FAMILIES: dict[str, Registry] = {
     "importance": IMPORTANCE,
     "normalizers": NORMALIZERS,
@@ -93,4 +106,5 @@ FAMILIES: dict[str, Registry] = {
     "predictors": PREDICTORS,
     "data": DATA,
     "recovery": RECOVERY,
+    "loggers": LOGGERS,
 }

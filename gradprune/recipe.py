@@ -212,6 +212,8 @@ class Recipe(Section):
     output: OutputSection = Field(default_factory=OutputSection)
     #: training after pruning (gradprune/recovery/); None: the run stops at the untuned model
     recovery: RecoverySection | None = None
+    #: experiment tracker (loggers registry: mlflow, tensorboard, wandb, csv) with its params; off by default
+    logger: PluginSection | None = None
 
     @model_validator(mode="after")
     def _something_to_prune(self) -> Recipe:

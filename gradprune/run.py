@@ -421,6 +421,9 @@ def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False
     console.print(layer_table(out.layer_rows, out.stat_names))
     console.print(summary_table(out.record["metrics"]))  # before writing: a full disk must not lose them
     path = write_output_or_show(out, out_dir, recipe.output.save_model, console)
+    from gradprune.tracking import log_run
+
+    log_run(recipe, out_dir)  # the recipe's tracker (if any) gets what was just written; a failure only warns
     print_plain(console, f"wrote {path} and {out_dir / 'layers.csv'}")
     if recipe.output.save_model:
         model_dir = str(out_dir / "model")

@@ -177,7 +177,8 @@ def _snippets() -> dict[str, str]:
 
 
 SNIPPET_NAMES = {"importance": "grad_l1", "normalizers": "median", "collectors": "grad_l1",
-                 "predictors": "first_column", "data": "lines", "recovery": "norm_tuning"}
+                 "predictors": "first_column", "data": "lines", "recovery": "norm_tuning",
+                 "loggers": "folder"}
 
 
 def test_docs_have_one_short_snippet_per_family():

@@ -33,7 +33,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("cut", ("cut",)),
     ("eval", ("eval",)),
     ("recover", ("recovery",)),
-    ("record", ("record",)),
+    ("record", ("record", "tracking")),
     ("prediction model", ("prediction",)),
     ("run (driver of one run)", ("preflight", "run")),
     ("search (driver of many runs)", ("search",)),

@@ -49,6 +49,7 @@ def test_registered_names_snapshot():
     assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_snr", "grad_std", "grad_var"]
     assert plugins.DATA.names() == ["embedded", "hf", "instructions", "text_file"]
     assert plugins.RECOVERY.names() == ["lora"]
+    assert plugins.LOGGERS.names() == ["csv", "mlflow", "tensorboard", "wandb"]
 
 
 def test_base_class_is_enforced():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from gradprune.errors import GradpruneError
-from gradprune.files import atomic_write_text, failures_named, write_together
+from gradprune.files import atomic_write_text, check_space, failures_named, staged_dir, swap_in
 from gradprune.outputs import ANALYSIS_FILES, check_writable_dir, refuse_existing
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_SHOWN_FEATURES = 4  # feature columns printed by predict (all of them go to --output)
 OUTPUTS = ANALYSIS_FILES
+PAPER = "paper"  # the folder of LaTeX tables, macros, paragraphs and PDF figures
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
@@ -29,20 +30,34 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
                     "or choose another --output_dir")
 
 
-def analysis_files(a: Analysis) -> dict[str, bytes | str]:
-    """Every output of an analysis, rendered in memory (name → content)."""
+def analysis_files(a: Analysis, paper: bool = True) -> dict[str, bytes | str]:
+    """Every output of an analysis, rendered in memory (name → content; ``paper/…`` names are the files of
+    the paper folder)."""
+    import json
+
     from gradprune.analysis.correlations import correlations_frame
+    from gradprune.analysis.export import analysis_json
     from gradprune.analysis.figures import render_figures
     from gradprune.analysis.report import render_report
+    from gradprune.record import clean
 
     text, markdown = render_report(a)
     frames = [correlations_frame("target", a.target_corrs), correlations_frame("heatmap_pairs", a.pair_corrs)]
+    doc = clean(analysis_json(a))
     files: dict[str, bytes | str] = {
         "correlation_report.txt": text,
         "correlation_report.md": markdown,
         "prediction_model.json": a.model.model_dump_json(indent=2) + "\n",
+        "analysis.json": json.dumps(doc, indent=2) + "\n",
         **render_figures(a),
     }
+    if paper:
+        from gradprune.analysis.paper import paper_files
+
+        files.update({f"{PAPER}/{name}": content for name, content in paper_files(a, doc).items()})
+    if a.within is not None:
+        frames.append(correlations_frame(f"within_{a.within.grouping.column}", a.within.pooled))
+        frames += [correlations_frame(f"{a.within.grouping.column}={lv.label}", lv.corrs) for lv in a.within.levels]
     if a.replicates is not None:
         frames += [correlations_frame("config_means", a.replicates.between),
                    correlations_frame("within_config", a.replicates.within)]
@@ -53,32 +68,52 @@ def analysis_files(a: Analysis) -> dict[str, bytes | str]:
     return files
 
 
-def analyze_command(csv: str | Path, target: str = "acc_mean", output_dir: str | Path | None = None,
-                    seed: int = 0, overwrite: bool = False, include: Sequence[str] = ()) -> int:
-    """Analyse a search CSV and write the figures, report, tables and prediction model to ``output_dir``
-    (default: beside the CSV). ``include``: numeric columns of unknown meaning to use as statistics."""
+def _write_all(out: Path, files: dict[str, bytes | str]) -> None:
+    """Every file of the analysis or none: written into a temp sibling folder, then swapped into ``out``
+    (names may hold a folder, ``paper/…``). Earlier outputs this analysis no longer writes (e.g.
+    per_config.csv of a CSV with replicates) go too: they would mislead. A full disk leaves the earlier
+    analysis as it was (:class:`~gradprune.errors.OutputError`)."""
+    data = {n: c.encode("utf-8") if isinstance(c, str) else c for n, c in files.items()}
+    needed = sum(len(b) for b in data.values())
+    check_space(out, needed)
+    with failures_named(out, needed), staged_dir(out) as staged:
+        for name, content in data.items():
+            path = staged / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        swap_in(staged, out, OUTPUTS, last="analysis.json")
+
+
+def analyze_command(csv: str | Path | Sequence[str | Path], target: str = "acc_mean",
+                    output_dir: str | Path | None = None, seed: int = 0, overwrite: bool = False,
+                    by: str | None = None, paper: bool = True, include: Sequence[str] = ()) -> int:
+    """Analyse one or more search CSVs and write the figures, report, tables, prediction model and (with
+    ``paper``) the paper/ folder to ``output_dir`` (default: beside the first CSV). ``by``: see
+    :func:`gradprune.analysis.pipeline.run_analysis`; ``include``: numeric columns of unknown meaning to use
+    as statistics."""
     from gradprune.analysis.findings import key_findings
     from gradprune.analysis.loading import require_file
     from gradprune.analysis.pipeline import run_analysis
 
-    require_file(Path(csv))  # a wrong path is the first thing to tell, even beside old outputs
-    out = Path(output_dir) if output_dir is not None else Path(csv).parent
+    csvs = [Path(csv)] if isinstance(csv, (str, Path)) else [Path(c) for c in csv]
+    for c in csvs:
+        require_file(c)  # a wrong path is the first thing to tell, even beside old outputs
+    out = Path(output_dir) if output_dir is not None else csvs[0].parent
     _check_output_dir(out, overwrite)  # before the work, so a refusal costs nothing
     check_writable_dir(out, "--output_dir")
-    a = run_analysis(csv, target, seed, include)
-    files = analysis_files(a)
+    a = run_analysis(csvs, target, seed, by, include)
+    files = analysis_files(a, paper)
     _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
-    # all files or none: a full disk leaves the earlier analysis as it was
-    write_together(out, {name: content.encode("utf-8") if isinstance(content, str) else content
-                         for name, content in files.items()})
-    stale = [out / n for n in OUTPUTS if n not in files and (out / n).exists()]
-    for path in stale:  # e.g. per_config.csv of an earlier CSV with replicates: it would mislead
-        path.unlink()
-    _print_summary(out, files, key_findings(a))
+    _write_all(out, files)
+    written = {n.split("/")[0] for n in files}
+    from gradprune.tracking import attach_analysis
+
+    attach_analysis(a.sources, out, sorted(written))
+    _print_summary(out, sorted(written), key_findings(a))
     return 0
 
 
-def _print_summary(out: Path, files: dict, findings: list[str]) -> None:
+def _print_summary(out: Path, files: list[str], findings: list[str]) -> None:
     from rich.console import Console
     from rich.text import Text
 

@@ -32,10 +32,19 @@ def p_is(label: str, p: float) -> str:
     return f"{label} {text}" if text.startswith("<") else f"{label} = {text}"
 
 
+def fmt_bound(v: float, decimals: int = 3) -> str:
+    """A number to ``decimals`` decimals, except that a value that is not zero is never shown as zero:
+    ``-0.0003`` is ``-0.0003``, not ``-0.000`` (only an exact 0 reads ``0.000``)."""
+    text = f"{v:.{decimals}f}"
+    if v != 0 and float(text) == 0:
+        return f"{v:.1g}" if abs(v) >= 1e-4 else f"{v:.0e}"
+    return "0.000" if v == 0 else text
+
+
 def fmt_ci(ci: tuple[float, float]) -> str:
-    """A confidence interval as [low, high]."""
+    """A confidence interval as [low, high] (a bound that is not zero is never printed as 0.000)."""
     lo, hi = ci
-    return f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "–"
+    return f"[{fmt_bound(lo)}, {fmt_bound(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else "–"
 
 
 def fmt_num(v: float, digits: int = 4) -> str:

@@ -28,9 +28,67 @@ def _figure(width: float, height: float):
 
 
 def _png(fig) -> bytes:
+    thin_ticks(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
+
+
+PAD_PX = 1.0  # tick labels closer than this (in pixels) count as touching
+
+
+def _touching(fig, axis, labels: list, renderer) -> list[tuple[int, int]]:
+    """Index pairs of tick labels that overlap when drawn. Slanted labels (heatmap names at 45°) are
+    parallel lines of text: they touch when their distance across the text is below a line's height,
+    which their upright bounding boxes, overlapping anyway, cannot tell."""
+    boxes = [t.get_window_extent(renderer).padded(PAD_PX / 2) for t in labels]
+    anchors = [t.get_transform().transform(t.get_position()) for t in labels]
+    is_x = axis.axis_name == "x"
+    out = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            rot = math.radians(labels[i].get_rotation() % 180)
+            if labels[i].get_rotation() % 90 > 0:
+                step = abs(anchors[i][0 if is_x else 1] - anchors[j][0 if is_x else 1])
+                across = step * abs(math.sin(rot) if is_x else math.cos(rot))
+                if across < labels[i].get_fontsize() * fig.dpi / 72 + PAD_PX:
+                    out.append((i, j))
+            elif boxes[i].overlaps(boxes[j]):
+                out.append((i, j))
+    return out
+
+
+def overlapping_tick_labels(fig) -> list[tuple[str, str]]:
+    """Pairs of tick labels of one axis that overlap when drawn (empty when every label reads alone)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t for t in axis.get_majorticklabels() if t.get_visible() and t.get_text()]
+            found += [(labels[i].get_text(), labels[j].get_text()) for i, j in _touching(fig, axis, labels, renderer)]
+    return found
+
+
+def thin_ticks(fig, max_rounds: int = 5) -> None:
+    """Drop every other tick of an axis whose tick labels overlap, until none do (raw values such as a
+    pruning ratio varying in its 4th decimal, or a log axis at every grid level, make long labels)."""
+    for _ in range(max_rounds):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        crowded = False
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_majorticklabels() if t.get_visible() and t.get_text()]
+                if len(labels) >= 2 and _touching(fig, axis, labels, renderer):
+                    locs = [t.get_position()[0 if axis is ax.xaxis else 1] for t in labels]
+                    texts = [t.get_text() for t in labels]
+                    axis.set_ticks(locs[::2], texts[::2])
+                    crowded = True
+        if not crowded:
+            return
 
 
 def _signed(v: float, digits: int = 2) -> str:
@@ -99,7 +157,10 @@ def _trend(ax, x: np.ndarray, y: np.ndarray) -> None:
 
 def _geometric(x: np.ndarray) -> bool:
     levels = np.unique(x[np.isfinite(x)])
-    return 3 <= len(levels) <= 12 and levels[0] > 0 and levels[-1] / levels[0] >= 8
+    # grid values (16, 32, …, 256) only: a measured statistic that happens to have few rows keeps a linear
+    # axis, or its ticks would sit at every raw value
+    return (3 <= len(levels) <= 12 and levels[0] > 0 and levels[-1] / levels[0] >= 8
+            and bool(np.all(levels == np.round(levels))))
 
 
 def _draw_panel(ax, p: Panel, target: str, ylabel: bool) -> None:

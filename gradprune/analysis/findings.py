@@ -10,7 +10,7 @@ from gradprune.analysis.document import fmt_ci, fmt_r, p_is
 from gradprune.analysis.loading import describe_exclusions
 from gradprune.analysis.pipeline import EXPORTED, Analysis
 from gradprune.analysis.replicates import VarianceDecomposition
-from gradprune.prediction.columns import ROLE_TITLES
+from gradprune.prediction.columns import RATIO, ROLE_TITLES, STATISTIC
 from gradprune.prediction.selection import RoleScore
 
 SMALL_N = 20  # below this many independent units, say that the evidence is weak
@@ -124,19 +124,61 @@ def predictor_sentence(a: Analysis) -> str:
             f"{rs.mae_cv_nested:.4g}. Formula: {a.model.formula}.")
 
 
+RATIO_MARGIN = 0.02  # nested R² the statistics must add over the pruning-ratio baseline to beat it
+
+
 def role_sentence(a: Analysis) -> str:
-    """Which role (settings, gradient statistics, proxies, both) predicts the target best."""
+    """Which role (settings, gradient statistics, proxies, ratio, combinations) predicts the target best,
+    whether the statistics beat the pruning-ratio baseline, and why the exported model may score lower."""
     judged = {name: rs for name, rs in a.role_scores.items() if name != EXPORTED}
     beating = {name: rs for name, rs in judged.items() if claims_prediction(rs)}
     if not beating:
-        return (f"No feature role predicts {a.target} better than chance ("
+        text = (f"No feature role predicts {a.target} better than chance ("
                 + "; ".join(f"{name}: nested R² = {rs.r2_cv_nested:.4f}, p = {rs.p_value:.2g}"
                             for name, rs in judged.items()) + ").")
-    name, rs = max(beating.items(), key=lambda kv: kv[1].r2_cv_nested)
-    return (f"The {ROLE_TITLES.get(name, name)} predict {a.target} best: nested cross-validated R² = "
-            f"{rs.r2_cv_nested:.4f}, permutation p = {rs.p_value:.2g}"
-            + "".join(f"; {other}: {o.r2_cv_nested:.4f} (p = {o.p_value:.2g})"
-                      for other, o in judged.items() if other != name) + ".")
+    else:
+        name, rs = max(beating.items(), key=lambda kv: kv[1].r2_cv_nested)
+        text = (f"The {ROLE_TITLES.get(name, name)} predict {a.target} best: nested cross-validated R² = "
+                f"{rs.r2_cv_nested:.4f}, permutation p = {rs.p_value:.2g}"
+                + "".join(f"; {other}: {o.r2_cv_nested:.4f} (p = {o.p_value:.2g})"
+                          for other, o in judged.items() if other != name) + ".")
+    return " ".join(filter(None, [text, ratio_baseline_sentence(a), exported_gap_sentence(a)]))
+
+
+def ratio_baseline_sentence(a: Analysis) -> str | None:
+    """Where the pruning ratio varies: whether the gradient statistics beat it as a predictor."""
+    stats, ratio = a.role_scores.get(STATISTIC), a.role_scores.get(RATIO)
+    if stats is None or ratio is None:
+        return None
+    both = a.role_scores.get(f"{STATISTIC} + {RATIO}")
+    added = (both.r2_cv_nested if both is not None else stats.r2_cv_nested) - ratio.r2_cv_nested
+    numbers = (f"statistics: nested R² = {stats.r2_cv_nested:.4f}; pruning ratio and parameter counts alone: "
+               f"{ratio.r2_cv_nested:.4f}" + (f"; both: {both.r2_cv_nested:.4f}" if both is not None else ""))
+    if claims_prediction(stats) and added > RATIO_MARGIN and stats.r2_cv_nested > ratio.r2_cv_nested - RATIO_MARGIN:
+        return f"The gradient statistics beat the baseline of the pruning ratio ({numbers})."
+    return (f"The gradient statistics do not beat the baseline of the pruning ratio ({numbers}): what they "
+            "predict across ratios, the ratio predicts already, so no claim about the statistics follows from it.")
+
+
+GAP = 0.1  # a role's nested R² this far above the exported choice's gets a sentence on why
+
+
+def exported_gap_sentence(a: Analysis) -> str | None:
+    """Why the exported model's nested R² can sit below a single role's (the headline vs the role table)."""
+    exported = a.role_scores[EXPORTED]
+    others = {n: rs for n, rs in a.role_scores.items() if n != EXPORTED}
+    if not others:
+        return None
+    name, rs = max(others.items(), key=lambda kv: kv[1].r2_cv_nested)
+    if rs.r2_cv_nested - exported.r2_cv_nested < GAP:
+        return None
+    tail = (f"and the {name} role's permutation p = {rs.p_value:.2g} is not below {ALPHA}, so its R² is reached as "
+            "often with shuffled targets: neither is better than chance." if rs.p_value >= ALPHA else
+            f"the {name} role's own result stands on its permutation p = {rs.p_value:.2g}.")
+    return (f"The exported model's nested R² ({exported.r2_cv_nested:.4f}) is below the {name} role's "
+            f"({rs.r2_cv_nested:.4f}) because the exported choice is made among all {len(a.comparison.scores)} "
+            "candidates inside every fold, and a choice that changes from fold to fold predicts worse than one "
+            f"role's few candidates; {tail}")
 
 
 def best_setting_sentence(a: Analysis) -> str | None:
@@ -183,20 +225,29 @@ def key_findings(a: Analysis) -> list[str]:
     if a.replicates is not None:
         out.append("Replicates: " + variance_sentence(a.replicates.target, a.target, setting_trends(a)))
         rep = a.replicates
-        out.append(correlation_summary(rep.between, a.target, f"Across settings (per-config means, "
-                                                               f"n = {rep.target.groups} configs)"))
+        if a.within is None:  # split by a grouping, the pooled per-config correlations are not the finding
+            out.append(correlation_summary(rep.between, a.target, f"Across settings (per-config means, "
+                                                                   f"n = {rep.target.groups} configs)"))
         out.append(correlation_summary(rep.within, a.target, "Within settings (each replicate against its "
                                                               "config's mean: seed-to-seed differences)"))
         if (best := best_setting_sentence(a)) is not None:
             out.append(best)
-    else:
+    elif a.within is None:
         out.append(correlation_summary(a.target_corrs, a.target, "Correlations"))
-    mono = monotone_sentence(a.replicates.between if a.replicates is not None else a.target_corrs, a.target)
-    if mono:
-        out.append(mono)
+    if a.within is not None:
+        from gradprune.analysis.within_findings import pooled_caveats, within_correlation_summary
+
+        out += [within_correlation_summary(a), *pooled_caveats(a)]
+    else:
+        mono = monotone_sentence(a.replicates.between if a.replicates is not None else a.target_corrs, a.target)
+        if mono:
+            out.append(mono)
     out.append(predictor_sentence(a))
     if len(a.role_scores) > 2:
         out.append(role_sentence(a))
+    from gradprune.analysis.within_findings import lomo_sentence, within_predictor_sentence
+
+    out += [s for s in (within_predictor_sentence(a) if a.within is not None else None, lomo_sentence(a)) if s]
     n, unit = units(a)
     if n < SMALL_N:
         out.append(f"With only n = {n} {unit}, the evidence is weak: only large effects can reach significance, "

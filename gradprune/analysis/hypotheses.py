@@ -63,6 +63,8 @@ def hypotheses(a: Analysis, table: Sequence[Hypothesis] = HYPOTHESES) -> list[st
 
 def _correlation_line(a: Analysis, h: Hypothesis, sign_flip: int) -> str:
     corrs = a.replicates.between if a.replicates is not None else a.target_corrs
+    if a.within is not None:  # a claim must hold at a fixed pruning ratio (model, level)
+        corrs = a.within.pooled
     # a column grouped with a near-duplicate is tested as the group's kept column
     names = tuple(dict.fromkeys(x for n in h.columns for x in (n, a.roles.near_duplicates.get(n, ("",))[0]) if x))
     c = _find(corrs, names) or _find(a.target_corrs, names)
@@ -72,6 +74,10 @@ def _correlation_line(a: Analysis, h: Hypothesis, sign_flip: int) -> str:
     extra = _level_means(a, c.x) if h.level_means else ""
     scope = (f" Tested on per-config means ({a.replicates.target.groups} configs), since replicates of one "
              "config are not independent." if a.replicates is not None else "")
+    if a.within is not None:
+        noun = a.within.grouping.noun
+        scope = (f" Tested within a {noun} ({noun} as a covariate, {len(a.within.levels)} levels), since a "
+                 f"correlation pooled over {noun}s mostly measures the {noun}.")
     return f"{verdict}{extra}{scope}"
 
 

@@ -30,9 +30,12 @@ from gradprune.analysis.replicates import (
     config_labels,
     has_replicates,
 )
+from gradprune.analysis.sources import Provenance
+from gradprune.analysis.within import LeaveOneModelOut, WithinAnalysis, analyze_within, leave_one_model_out
 from gradprune.prediction.columns import (
     NEAR_DUPLICATE_MIN_ROWS,
     PROXY,
+    RATIO,
     SETTING,
     STATISTIC,
     ColumnRoles,
@@ -46,6 +49,7 @@ from gradprune.prediction.selection import Comparison, FeatureSet, RoleScore, co
 HEATMAP_MAX = 15  # features shown in the heatmap (strongest |ρ| with the target): beyond that, unreadable
 EXPORTED = "exported"  # the role entry of the exported model's choice: settings and statistics
 BOTH = f"{STATISTIC} + {SETTING}"
+STATS_RATIO = f"{STATISTIC} + {RATIO}"  # what the statistics add to the ratio, where the ratio varies
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,16 @@ class Analysis:
     replicates: ReplicateAnalysis | None
     notes: list[str] = field(default_factory=list)
     best_settings: BestSettings | None = None  # with replicates: configs ranked by their mean target
+    within: WithinAnalysis | None = None  # split by a grouping (--by, or several pruning ratios)
+    lomo: LeaveOneModelOut | None = None  # with rows of two or more models
+    provenance: list[Provenance] = field(default_factory=list)  # one per CSV
     #: when the CSV holds the target untuned and recovered (acc_mean, acc_mean_recovered): both analysed
     recovery: UntunedVsRecovered | None = None
+
+    @property
+    def sources(self) -> list[Path]:
+        """The CSVs analysed."""
+        return [p.csv for p in self.provenance] or [self.source]
 
     @property
     def n(self) -> int:
@@ -124,18 +136,36 @@ def feature_sets(roles: ColumnRoles, usable: list[str]) -> tuple[list[FeatureSet
     the exported model chooses from (settings and statistics; proxies only when nothing else exists)."""
     by_role = {r: tuple(f for f in cols if f in usable) for r, cols in roles.by_role().items()}
     by_role = {r: cols for r, cols in by_role.items() if cols}
-    sets = [FeatureSet(r, by_role[r]) for r in (SETTING, STATISTIC, PROXY) if r in by_role]
+    sets = [FeatureSet(r, by_role[r]) for r in (SETTING, STATISTIC, PROXY, RATIO) if r in by_role]
     if SETTING in by_role and STATISTIC in by_role:
         sets.append(FeatureSet(BOTH, by_role[STATISTIC] + by_role[SETTING]))
+    if RATIO in by_role and STATISTIC in by_role:
+        sets.append(FeatureSet(STATS_RATIO, by_role[STATISTIC] + by_role[RATIO]))
     default = tuple(fs.name for fs in sets if fs.name != PROXY) or tuple(fs.name for fs in sets)
     return sets, default
 
 
-def run_analysis(csv: str | Path, target: str, seed: int, include: Sequence[str] = ()) -> Analysis:
-    """Compute the whole analysis of a search CSV; raises GradpruneError for unusable input. ``include``:
-    numeric columns of unknown meaning to use as statistics (see :func:`assign_roles`)."""
-    loaded = load_search_rows(csv, target)
-    source = str(loaded.path)
+def _load(csvs: Sequence[str | Path], target: str) -> tuple[SearchRows, list[Provenance]]:
+    from gradprune.analysis.sources import combine, read_provenance
+
+    loaded = [load_search_rows(c, target) for c in csvs]
+    provenance = [read_provenance(r.path) for r in loaded]
+    return combine(loaded, provenance), provenance
+
+
+def run_analysis(csv: str | Path | Sequence[str | Path], target: str, seed: int, by: str | None = None,
+                 include: Sequence[str] = ()) -> Analysis:
+    """Compute the whole analysis of one or more search CSVs; raises GradpruneError for unusable input.
+
+    ``by``: the grouping (``pruning_ratio``, ``model``, a column, or ``none``); None splits by the pruning
+    ratio where the rows hold several (:mod:`gradprune.analysis.levels`). ``include``: numeric columns of
+    unknown meaning to use as statistics (see :func:`assign_roles`)."""
+    from gradprune.analysis.levels import resolve_grouping
+
+    csvs = [csv] if isinstance(csv, (str, Path)) else list(csv)
+    loaded, provenance = _load(csvs, target)
+    source = ", ".join(str(c) for c in csvs)
+    grouping = resolve_grouping(loaded.rows, by, source)  # a bad --by is refused before the work
     roles = assign_roles(loaded.rows, target, source, include)
     data = roles.data
     heat_features = _heatmap_features(data, target, roles.features)
@@ -158,7 +188,29 @@ def run_analysis(csv: str | Path, target: str, seed: int, include: Sequence[str]
     comparison = replace(everything, scores=[s for s in everything.scores if s.feature_set in default])
     n_configs = None if groups is None else int(groups[mask].nunique())
     model = build_model(target, comparison, X, n_configs, source, role_scores[EXPORTED])
+    within = lomo = None
+    if grouping is not None:
+        overall = replicates.between if replicates is not None else target_corrs
+        within = analyze_within(data, target, roles.features, grouping, (X, y, mask), groups, seed,
+                                lambda usable: feature_sets(roles, usable)[0], overall)
+        if grouping.note:
+            notes.append(grouping.note)
+    lomo = _lomo(loaded.rows, X, y, mask, comparison)
     return Analysis(loaded.path, target, seed, loaded, roles, target_corrs, [target, *heat_features],
-                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes], ranked,
+                    fams["pairs"], comparison, model, role_scores, sets, groups, replicates, [*loaded.notes, *notes],
+                    ranked, within, lomo, provenance,
                     compare_untuned_recovered(loaded, target, seed, TargetScores(
                         target, {c.x: c for c in fams["target"]}, role_scores)))
+
+
+def _lomo(rows: pd.DataFrame, X: pd.DataFrame, y, mask, comparison: Comparison) -> LeaveOneModelOut | None:
+    """Leave-one-model-out R² of the exported predictor, where the rows name two or more models."""
+    from gradprune.analysis.levels import MODEL_SOURCES
+
+    column = next((c for c in MODEL_SOURCES if c in rows.columns and rows[c].nunique() >= 2), None)
+    if column is None:
+        return None
+    best = comparison.best
+    columns = next(fs.columns for fs in comparison.feature_sets if fs.name == best.feature_set)
+    models = rows[column].astype("string").to_numpy(dtype=object, na_value=None)[mask]
+    return leave_one_model_out(X, y, models, best, columns, comparison.max_features)

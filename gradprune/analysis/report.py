@@ -27,6 +27,7 @@ from gradprune.analysis.findings import (
 )
 from gradprune.analysis.hypotheses import hypotheses
 from gradprune.analysis.pipeline import EXPORTED, HEATMAP_MAX, Analysis
+from gradprune.analysis.within_findings import lomo_sentence
 from gradprune.prediction.columns import NEAR_DUPLICATE, ROLE_TITLES
 from gradprune.prediction.selection import N_PERMUTATIONS as N_MODEL_PERMUTATIONS
 from gradprune.prediction.selection import STOP_AFTER
@@ -218,10 +219,18 @@ def build_sections(a: Analysis) -> list[Section]:
         Section(f"Correlations with {a.target} (all rows)", [
             f"Every candidate feature against {a.target}, strongest |ρ| first; n = {a.n} rows."
             + ("" if a.replicates is None else " Replicates of one config are not independent, so these "
-               "p-values and intervals are optimistic: judge settings by the per-config table above."),
+               "p-values and intervals are optimistic: judge settings by the per-config table above.")
+            + ("" if a.within is None else f" These pool every {a.within.grouping.noun}: judge a feature by the "
+               f"within-{a.within.grouping.noun} table above, not by these."),
             correlation_table(a.target_corrs)]),
         _predictor_section(a), _pairs_section(a), _columns_section(a), _method_section(a),
     ]
+    if a.within is not None:
+        from gradprune.analysis.within_findings import within_section
+
+        sections.insert(2 + (a.replicates is not None), within_section(a))
+    if (lomo := lomo_sentence(a)) is not None:
+        sections[-4].blocks.append(lomo)  # the predictors section
     if a.recovery is not None:  # the target untuned and after recovery: both, side by side
         from gradprune.analysis.recovered import recovery_section
 
@@ -232,6 +241,6 @@ def build_sections(a: Analysis) -> list[Section]:
 
 def render_report(a: Analysis) -> tuple[str, str]:
     """The report as (plain text, Markdown)."""
-    title = f"gradprune analysis of {a.source}"
+    title = "gradprune analysis of " + ", ".join(map(str, a.sources))
     sections = build_sections(a)
     return to_text(title, sections), to_markdown(title, sections)

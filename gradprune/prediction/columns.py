@@ -38,16 +38,22 @@ MIN_ROWS = 4  # rows a predictor fit needs at least (and so does an analysis)
 MIN_COVERAGE = 0.9  # a feature missing in more rows than this is not offered to the predictors
 MIN_NUMERIC_SHARE = 0.5  # a column with at least this share of numbers is numeric; other cells are missing
 
-SETTING, STATISTIC, PROXY = "settings", "statistics", "proxies"
-ROLE_TITLES = {SETTING: "calibration settings", STATISTIC: "gradient statistics", PROXY: "post-pruning proxies"}
+SETTING, STATISTIC, PROXY, RATIO = "settings", "statistics", "proxies", "ratio"
+ROLE_TITLES = {SETTING: "calibration settings", STATISTIC: "gradient statistics", PROXY: "post-pruning proxies",
+               RATIO: "pruning ratio and parameter counts"}
 # calibration settings a run records as plain metric names (the original tool's and the seed)
 _SETTINGS = {*ORIGINAL_SETTINGS, "calibration_seed"}
+# how much was pruned: a consequence of the setting (and the model's size), never a gradient statistic; a
+# baseline the statistics must beat where it varies
+RATIO_COLUMNS = ("pruning_ratio", "target_ratio", "pruning.ratio", "params_after", "params_before")
 
 
 def feature_role(name: str) -> str:
-    """``settings`` for recipe keys (dotted grid keys, the original tool's ``taylor_seq_len`` …),
-    ``proxies`` for ``proxy_*``, otherwise ``statistics`` (grad_*_ratio, extreme_pruning_layers,
-    pruning_ratio, other pre-evaluation quantities)."""
+    """``ratio`` for the pruning ratio and parameter counts (RATIO_COLUMNS), ``settings`` for recipe keys
+    (dotted grid keys, the original tool's ``taylor_seq_len`` …), ``proxies`` for ``proxy_*``, otherwise
+    ``statistics`` (grad_*_ratio, extreme_pruning_layers, other pre-evaluation quantities)."""
+    if name in RATIO_COLUMNS:
+        return RATIO
     if name.startswith("proxy_"):
         return PROXY
     if name in _SETTINGS or "." in name:

@@ -210,9 +210,17 @@ def _cv_matrix(predictors: list[Predictor], data: list[list[tuple[pd.DataFrame, 
     return out
 
 
-def permuted_targets(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def permuted_targets(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator,
+                     strata: np.ndarray | None = None) -> np.ndarray:
     """``y`` shuffled within the design: rows, or with replicates whole configs (a config's targets move
-    together to another config of the same size, keeping their order)."""
+    together to another config of the same size, keeping their order); with ``strata`` (a pruning ratio,
+    a model), only within each stratum, so the null keeps every stratum's own targets."""
+    if strata is not None:
+        out = y.copy()
+        for s in dict.fromkeys(strata):
+            idx = np.flatnonzero(strata == s)
+            out[idx] = permuted_targets(y[idx], None if groups is None else groups[idx], rng)
+        return out
     if groups is None:
         return rng.permutation(y)
     out = y.copy()
@@ -228,22 +236,23 @@ def permuted_targets(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Ge
 
 def judge_roles(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, comparison: Comparison,
                 roles: dict[str, tuple[str, ...]], seed: int, n_permutations: int = N_PERMUTATIONS,
-                stop_after: int = STOP_AFTER) -> dict[str, RoleScore]:
+                stop_after: int = STOP_AFTER, strata: np.ndarray | None = None) -> dict[str, RoleScore]:
     """Nested cross-validated R² and permutation p-value of the choice among the candidates of
     ``comparison`` restricted to each entry of ``roles`` (name → feature-set names).
 
     One set of refits serves every role: each candidate's cross-validated predictions (the outer folds
-    of the comparison) and its inner cross-validated R² in every outer training fold.
+    of the comparison) and its inner cross-validated R² in every outer training fold. ``strata``: the
+    targets are shuffled only within each stratum (see :func:`permuted_targets`).
     """
     import sklearn
 
     with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):  # inputs checked once
-        return _judge_roles(X, y, groups, comparison, roles, seed, n_permutations, stop_after)
+        return _judge_roles(X, y, groups, comparison, roles, seed, n_permutations, stop_after, strata)
 
 
 def _judge_roles(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, comparison: Comparison,
                  roles: dict[str, tuple[str, ...]], seed: int, n_permutations: int,
-                 stop_after: int) -> dict[str, RoleScore]:
+                 stop_after: int, strata: np.ndarray | None = None) -> dict[str, RoleScore]:
     from gradprune.plugins import PREDICTORS
 
     scheme, cap = comparison.scheme, comparison.max_features
@@ -278,7 +287,7 @@ def _judge_roles(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None, comp
     stopped: dict[str, tuple[float, int]] = {}
     drawn = 0
     while drawn < n_permutations and len(stopped) < len(members):
-        y_perm = permuted_targets(y, groups, rng)
+        y_perm = permuted_targets(y, groups, rng, strata)
         drawn += 1
         active = [role for role in members if role not in stopped]
         needed = sorted({k for role in active for k in members[role]})

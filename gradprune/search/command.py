@@ -302,7 +302,9 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
                       + (f" (trial(s) {', '.join(map(str, retried))})" if retried else ""), markup=False,
                       highlight=False)
     from gradprune.search.worker import Worker
+    from gradprune.tracking import start_search
 
+    start_search(spec.base_recipe_dict().get("logger"), study_name(spec), out)  # the trials' tracker group
     worker = Worker(spec, study, space, out, console)
     done = worker.run(max_trials=n_trials)
     csv_path = worker.write_csv()

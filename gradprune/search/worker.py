@@ -141,6 +141,9 @@ class Worker:
             attrs["seed"] = res["metrics"]["calibration_seed"]
         for k, v in attrs.items():
             set_trial_user_attr(self.study, trial_id, k, v)
+        from gradprune.tracking import log_trial
+
+        log_trial(self.out, trial.number, point, attrs)  # a run of the search's tracker group, if it has one
         value = res["metrics"].get(self.spec.objective)
         if attrs["status"] in ("pruned", "paused", "screened"):  # stopped before a full evaluation
             self.study.tell(trial, state=TrialState.PRUNED)

@@ -82,7 +82,8 @@ def test_constant_target_is_an_error():
 
 @pytest.mark.parametrize(("name", "role"), [
     ("taylor_seq_len", "settings"), ("taylor_num_samples", "settings"), ("calibration.num_samples", "settings"),
-    ("grad_norm_ratio", "statistics"), ("extreme_pruning_layers", "statistics"), ("pruning_ratio", "statistics"),
+    ("grad_norm_ratio", "statistics"), ("extreme_pruning_layers", "statistics"), ("pruning_ratio", "ratio"),
+    ("target_ratio", "ratio"), ("pruning.ratio", "ratio"), ("params_after", "ratio"),
     ("proxy_loss", "proxies"), ("proxy_kl", "proxies"),
 ])
 def test_feature_roles(name, role):

@@ -27,3 +27,5 @@ def test_number_formats():
     assert fmt_r(-0.97374) == "-0.9737" and fmt_r(float("nan")) == "–"
     assert fmt_p(0.01234) == "0.0123" and fmt_p(1.2e-7) == "1.2e-07"
     assert fmt_ci((-0.5, 0.25)) == "[-0.500, 0.250]" and fmt_ci((float("nan"), 1.0)) == "–"
+    # a bound that is not zero is never printed as 0.000 (only an exact 0 is)
+    assert fmt_ci((-0.0003, 0.5)) == "[-0.0003, 0.500]" and fmt_ci((0.0, 0.00002)) == "[0.000, 2e-05]"

@@ -72,3 +72,43 @@ def test_ticks_of_a_column_varying_in_the_4th_decimal_are_distinct():
 
 def figures_label(ax, value):
     return ax.xaxis.get_major_formatter()(value, 0)
+
+
+def _panel_figure(x: np.ndarray, name: str):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    y = 0.6 - 0.001 * np.arange(len(x))
+    fig = Figure(figsize=(3.4, 3.0))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    c = Correlation(name, "acc_mean", len(x), -0.5, 0.1, -0.5, 0.1, 0.1, 0.1)
+    figures._draw_panel(ax, Panel(name, x, y, c), "acc_mean", ylabel=True)
+    return fig, ax
+
+
+def test_a_measured_statistic_with_few_rows_keeps_a_linear_axis_and_ticks_never_overlap():
+    # grad_mean_ratio of 9 rows spanning 1.7 … 18.6: before, a log axis with a tick at every raw value
+    x = np.array([1.7, 2.31, 3.05, 4.4, 6.18, 8.9, 11.27, 15.5, 18.6])
+    fig, ax = _panel_figure(x, "grad_mean_ratio")
+    assert ax.get_xscale() == "linear" and len(ax.get_xticks()) <= 6
+    figures.thin_ticks(fig)
+    assert figures.overlapping_tick_labels(fig) == []
+
+
+def test_long_tick_labels_are_thinned_until_none_overlap():
+    # an achieved pruning ratio varying in its 5th decimal: long labels on a narrow panel
+    x = np.array([0.200013, 0.200031, 0.200052, 0.200077, 0.200091, 0.200104])
+    fig, ax = _panel_figure(x, "pruning_ratio")
+    ax.set_xticks(x, [f"{v:.6f}" for v in x])  # one label per raw value: they overlap
+    assert figures.overlapping_tick_labels(fig) != []
+    figures.thin_ticks(fig)
+    assert figures.overlapping_tick_labels(fig) == [] and len(ax.get_xticks()) >= 1
+
+
+def test_grid_values_keep_their_log_axis():
+    x = np.array([16, 32, 64, 128, 256, 16, 32, 64, 128, 256], dtype=float)
+    fig, ax = _panel_figure(x, "taylor_seq_len")
+    assert ax.get_xscale() == "log"
+    figures.thin_ticks(fig)
+    assert figures.overlapping_tick_labels(fig) == []

@@ -96,3 +96,21 @@ def test_monotone_but_not_linear_is_said():
     text = monotone_sentence([bent, straight], "acc_mean")
     assert text.startswith("Monotone but not linear: grad_norm_ratio: Spearman ρ = -0.9200, Pearson r = -0.7700")
     assert "grad_max_ratio" not in text and monotone_sentence([straight], "acc_mean") is None
+
+
+def test_a_role_above_the_exported_choice_is_explained():
+    # as seen: headline "no better than chance (nested R² −0.07)" beside "statistics: nested R² 0.72, p 0.07"
+    from types import SimpleNamespace
+
+    from gradprune.analysis.findings import exported_gap_sentence
+
+    def rs(r2, p):
+        return SimpleNamespace(r2_cv_nested=r2, p_value=p)
+
+    a = SimpleNamespace(role_scores={"exported": rs(-0.07, 0.4), "settings": rs(0.1, 0.5), "statistics": rs(0.72, 0.07)},
+                        comparison=SimpleNamespace(scores=[None] * 12))
+    text = exported_gap_sentence(a)
+    assert "nested R² (-0.0700) is below the statistics role's (0.7200)" in text
+    assert "all 12 candidates inside every fold" in text and "neither is better than chance" in text
+    a.role_scores.update(statistics=rs(0.0, 0.5), settings=rs(-0.05, 0.6))
+    assert exported_gap_sentence(a) is None  # within 0.1 of the exported choice: nothing to explain
