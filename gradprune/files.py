@@ -237,6 +237,20 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def write_whole(target: str | Path, files: dict[str, bytes], replaces: tuple[str, ...], last: str) -> None:
+    """Write ``files`` (relative names, which may hold a folder: ``paper/numbers.tex``) as ``target``'s new
+    results, all or none: into a temp sibling folder first, then :func:`swap_in` (``replaces``, ``last``).
+    A full disk or a folder that cannot be written is an :class:`OutputError`; the old results stay."""
+    needed = sum(len(b) for b in files.values())
+    check_space(target, needed)
+    with failures_named(target, needed), staged_dir(target) as staged:
+        for name, data in files.items():
+            path = staged / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_synced(path, data)
+        swap_in(staged, target, replaces, last)
+
+
 def swap_in(staged: Path, target: str | Path, replaces: tuple[str, ...], last: str) -> None:
     """Move the entries of ``staged`` into ``target``, replacing the ones named in ``replaces`` (also those
     the new contents lack: an old result must not pass for a new one); other entries of ``target`` stay.

@@ -32,7 +32,7 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _full_while_saving_the_model(model, tokenizer, plan, out_dir):
+def _full_while_saving_the_model(model, tokenizer, plan, out_dir, extras=None):
     """save_pruned on a full disk: part of the weights written, then the library's error."""
     Path(out_dir).mkdir(parents=True)
     (Path(out_dir) / "model.safetensors").write_bytes(b"\0" * 1000)

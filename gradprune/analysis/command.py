@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from gradprune.errors import GradpruneError
-from gradprune.files import atomic_write_text, check_space, failures_named, staged_dir, swap_in
+from gradprune.files import atomic_write_text, failures_named, write_whole
 from gradprune.outputs import ANALYSIS_FILES, check_writable_dir, refuse_existing
 
 if TYPE_CHECKING:
@@ -68,22 +68,6 @@ def analysis_files(a: Analysis, paper: bool = True) -> dict[str, bytes | str]:
     return files
 
 
-def _write_all(out: Path, files: dict[str, bytes | str]) -> None:
-    """Every file of the analysis or none: written into a temp sibling folder, then swapped into ``out``
-    (names may hold a folder, ``paper/…``). Earlier outputs this analysis no longer writes (e.g.
-    per_config.csv of a CSV with replicates) go too: they would mislead. A full disk leaves the earlier
-    analysis as it was (:class:`~gradprune.errors.OutputError`)."""
-    data = {n: c.encode("utf-8") if isinstance(c, str) else c for n, c in files.items()}
-    needed = sum(len(b) for b in data.values())
-    check_space(out, needed)
-    with failures_named(out, needed), staged_dir(out) as staged:
-        for name, content in data.items():
-            path = staged / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        swap_in(staged, out, OUTPUTS, last="analysis.json")
-
-
 def analyze_command(csv: str | Path | Sequence[str | Path], target: str = "acc_mean",
                     output_dir: str | Path | None = None, seed: int = 0, overwrite: bool = False,
                     by: str | None = None, paper: bool = True, include: Sequence[str] = ()) -> int:
@@ -104,7 +88,10 @@ def analyze_command(csv: str | Path | Sequence[str | Path], target: str = "acc_m
     a = run_analysis(csvs, target, seed, by, include)
     files = analysis_files(a, paper)
     _check_output_dir(out, overwrite)  # and again: another process may have written meanwhile
-    _write_all(out, files)
+    # all files or none (names may hold a folder, paper/…); earlier outputs this analysis no longer writes
+    # (e.g. per_config.csv of a CSV with replicates) go too: they would mislead
+    write_whole(out, {n: c.encode("utf-8") if isinstance(c, str) else c for n, c in files.items()}, OUTPUTS,
+                last="analysis.json")
     written = {n.split("/")[0] for n in files}
     from gradprune.tracking import attach_analysis
 
