@@ -35,17 +35,31 @@ class ModelSection(Section):
     revision: str | None = None
 
 
+def batch_size_or_auto(v: int | str) -> int | str:
+    """A ``batch_size`` key's check: an integer >= 1, or ``auto``."""
+    if isinstance(v, int) and v < 1:
+        raise ValueError("batch_size must be an integer >= 1 or 'auto'")
+    return v
+
+
 class CalibrationSection(Section):
     """How the calibration windows are drawn and batched."""
 
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     seq_len: int = Field(64, gt=0)
     num_samples: int = Field(256, gt=0)
-    batch_size: int = Field(8, gt=0)
+    #: samples per forward/backward pass; "auto": the largest the memory plan fits on the device (scores and
+    #: statistics do not depend on the split; per-sample estimators always run one sample at a time)
+    batch_size: int | Literal["auto"] = 8
     seed: int = 0
     #: recompute each decoder layer's activations in the backward pass (transformers' activation
     #: checkpointing): activation memory of one layer instead of all, same gradients, ~1/3 more compute
     gradient_checkpointing: bool = False
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int | str) -> int | str:
+        return batch_size_or_auto(v)
 
 
 class StatsSection(Section):
@@ -115,9 +129,7 @@ class EvalSection(Section):
     @field_validator("batch_size")
     @classmethod
     def _batch_size(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("batch_size must be an integer >= 1 or 'auto'")
-        return v
+        return batch_size_or_auto(v)
     #: cheap proxies on held-out windows (gradprune/eval/proxies.py); 0 = none
     proxy_windows: int = Field(32, ge=0)
     proxy_seq_len: int = Field(128, ge=2)
