@@ -174,6 +174,8 @@ class Preflight:
         found += model_problems
         if config is not None:
             found += self._bounds(recipe, config, model_key)
+            if self.hardware and not found:
+                found += self._memory(recipe, config)
         if self.data:
             ds_key = ("calibration", json.dumps(recipe.calibration.dataset.model_dump(), sort_keys=True))
             found += self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
@@ -251,6 +253,24 @@ class Preflight:
         else:
             found.append(unreachable_message(r, p, recipe.model.name_or_path, len(shape.layers)))
         return found
+
+    def _memory(self, recipe: Recipe, config: Any) -> list[str]:
+        """The memory plan on this machine's device: a recipe that fits at no setting the plan may choose is
+        refused with the numbers and the knobs (:mod:`gradprune.memory`)."""
+        from gradprune.eval.perplexity import ppl_batch_size
+        from gradprune.memory.capacity import device_capacity
+        from gradprune.memory.watch import fit_recipe
+
+        t = recipe.trainer
+        capacity = self._once(("capacity", str(t.accelerator), str(t.devices)), lambda: device_capacity(t))
+        fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+        if fitted.problem is not None:
+            return [fitted.problem]
+        self.checked["memory plan" if capacity is not None else "memory plan (device memory unknown)"] = None
+        for note in fitted.notes:
+            if "batch_size auto" not in note:  # auto picks its micro-batch per run; the rest is news
+                self.notes[note] = None
+        return []
 
     def report(self, started: float) -> Report:
         """The report of everything checked so far."""

@@ -102,24 +102,40 @@ def fit(shape: ModelShape, w: Workload, capacity: Capacity | None) -> Fitted:
 
 
 def _knobs(shape: ModelShape, w: Workload, capacity: Capacity, host_is_device: bool) -> list[str]:
-    """The recipe changes that would make calibration fit, each with its estimate where it helps."""
+    """The recipe changes that would make calibration fit, each with its estimate: single changes first;
+    where none is enough, the pairs that are."""
+    def peak(wl: Workload) -> int:
+        return plan_memory(shape, wl, host_is_device).stage_peak("calibration")
+
     knobs = []
     best = max(largest_batch(shape, w.with_mean_gradient(m), capacity, host_is_device)
                for m in (("device", "host") if w.mean_gradient and not host_is_device else ("device",)))
     if 0 < best < w.micro_batch:
         knobs.append(f"calibration.batch_size ≤ {best} (or auto)")
+    options: list[tuple[str, Workload]] = []
     if w.gradients and not w.checkpointing:
-        ckpt = plan_memory(shape, _replace(w, checkpointing=True), host_is_device)
-        knobs.append(f"calibration.gradient_checkpointing: true (≈ {gib(ckpt.peak)})")
+        options.append(("calibration.gradient_checkpointing: true", _replace(w, checkpointing=True)))
     if capacity.kind == "cuda" and w.world == 1 and w.element_moments == 0:
-        n = capacity.gpus if capacity.gpus > 1 else 2
-        per_rank = plan_memory(shape, _replace(w, world=n), host_is_device)
-        where = f"over this machine's {n} GPUs" if capacity.gpus > 1 else "over 2 GPUs"
-        knobs.append(f"trainer.strategy: fsdp with trainer.devices: {n} (≈ {gib(per_rank.stage_peak('calibration'))} "
-                     f"per GPU {where})")
+        # FSDP shards the weights and the mean-gradient buffer over the GPUs; activations stay per GPU
+        options += [(f"trainer.strategy: fsdp with trainer.devices: {n}", _replace(w, world=n)) for n in (2, 4, 8)]
     if w.weight_bytes == 4:
-        half = plan_memory(shape, _replace(w, weight_bytes=2, compute_bytes=2, autocast_cache=False), host_is_device)
-        knobs.append(f"model.dtype: bfloat16 with trainer.precision: bf16-true (≈ {gib(half.peak)})")
+        options.append(("model.dtype: bfloat16 with trainer.precision: bf16-true",
+                        _replace(w, weight_bytes=2, compute_bytes=2, autocast_cache=False)))
+    fitting = [(text, peak(wl)) for text, wl in options if peak(wl) <= capacity.usable]
+    if not fitting and not knobs:  # pairs: checkpointing with FSDP or a lower dtype
+        ckpt = [(t, wl) for t, wl in options if wl.checkpointing]
+        others = [(t, wl) for t, wl in options if not wl.checkpointing]
+        for text, wl in others:
+            pair = _replace(wl, checkpointing=w.gradients)
+            if ckpt and peak(pair) <= capacity.usable:
+                fitting.append((f"{ckpt[0][0]} and {text}", peak(pair)))
+    seen_fsdp = False
+    for text, bytes_ in fitting:
+        if "fsdp" in text:  # the fewest GPUs that fit is the one to name
+            if seen_fsdp:
+                continue
+            seen_fsdp = True
+        knobs.append(f"{text} (≈ {gib(bytes_)}" + (" per GPU)" if "fsdp" in text else ")"))
     return knobs
 
 

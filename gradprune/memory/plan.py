@@ -117,7 +117,7 @@ def calibration_lines(shape: ModelShape, w: Workload, weights: int) -> list[Line
     lines = [Line(s, "weights", weights)]
     if w.mean_gradient is not None:
         share = prunable // w.world if w.world > 1 else prunable  # FSDP: one owner rank per layer
-        lines.append(Line(s, "mean-gradient buffer (fp32, 4 B per prunable parameter)", 4 * share,
+        lines.append(Line(s, "mean-gradient buffer (fp32, 4 B per prunable param)", 4 * share,
                           "host" if w.mean_gradient == "host" else "device"))
     if w.element_moments:
         lines.append(Line(s, f"estimator: {w.element_moments} fp32 sum(s) per prunable parameter",
@@ -135,17 +135,17 @@ def calibration_lines(shape: ModelShape, w: Workload, weights: int) -> list[Line
     logits_grad = 8 * v * t
     if w.checkpointing:
         kept = t * (shape.n_layers * shape.hidden * d + 4 * v + 4 * shape.hidden)
-        lines.append(Line(s, "activations: layer inputs (checkpointing) and fp32 log-probabilities", kept))
+        lines.append(Line(s, "activations: layer inputs, fp32 log-probs (ckpt)", kept))
         layer_peak = t * (layer + layer_backward_bytes(shape, d)) + hooks - t * (4 * v + 4 * shape.hidden)
         lines.append(Line(s, "backward peak: " + ("logits' gradient" if logits_grad >= layer_peak else
-                                                   "one recomputed layer, its gradients and the hooks"),
+                                                   "a recomputed layer, gradients, hooks"),
                           max(logits_grad, layer_peak)))
     else:
         kept = t * (shape.n_layers * layer + 4 * v)
-        lines.append(Line(s, "activations kept for the backward pass (with fp32 log-probabilities)", kept))
+        lines.append(Line(s, "activations for the backward (+ fp32 log-probs)", kept))
         layer_peak = t * layer_backward_bytes(shape, d) + hooks
         lines.append(Line(s, "backward peak: " + ("logits' gradient" if logits_grad >= layer_peak else
-                                                   "a layer's gradients and the hooks"),
+                                                   "a layer's gradients, hooks"),
                           max(logits_grad, layer_peak)))
     return lines
 
@@ -165,7 +165,7 @@ def eval_lines(stage: str, shape: ModelShape, w: Workload, weights: int) -> list
         batches.append((f"perplexity batch ({e.ppl[0]} × {e.ppl[1]} tokens)", t * (forward_bytes(shape, d) + (d + 8) * v)))
     if e.zeroshot is not None:
         t = e.zeroshot[0] * e.zeroshot[1]  # lm-eval: logits and their log-softmax, in the model's dtype
-        what = "lm-eval batch (auto: lm-eval sizes it to the memory left)" if e.zeroshot_auto else \
+        what = "lm-eval batch (auto: lm-eval sizes it)" if e.zeroshot_auto else \
             f"lm-eval batch ({e.zeroshot[0]} × {e.zeroshot[1]} tokens)"
         batches.append((what, t * (forward_bytes(shape, d) + 2 * d * v)))
     if e.proxies is not None:

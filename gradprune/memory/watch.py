@@ -36,15 +36,10 @@ class MemoryWatch:
         """The watch of ``recipe`` on this process's device, and the recipe with ``calibration.batch_size:
         auto`` replaced by the micro-batch the plan picked. A recipe that fits nowhere is refused here,
         before any weight loads (:class:`DeviceMemoryError`)."""
-        from gradprune.memory.capacity import device_capacity
-        from gradprune.parallel import device_count, is_fsdp
-
-        world = (device_count(recipe.trainer.devices, recipe.trainer.accelerator) or 1) if is_fsdp(recipe.trainer) else 1
-        shape = model_shape(config)
-        capacity = device_capacity(recipe.trainer)
-        fitted = fit(shape, workload(recipe, shape.vocab, ppl_batch, world=world), capacity)
+        fitted = fit_recipe(recipe, config, ppl_batch)
         if fitted.problem is not None:
             raise DeviceMemoryError(f"not started: {fitted.problem}")
+        capacity = fitted.capacity
         device = "cuda" if capacity is not None and capacity.kind == "cuda" else "cpu"
         return cls(fitted, device), settled_recipe(recipe, fitted)
 
@@ -75,6 +70,21 @@ class MemoryWatch:
         stages = {s: {"estimate_bytes": plan.stage_peak(s), "peak_bytes": p} for s, p in self.peaks.peaks.items()}
         return {**self.fitted.to_dict(), "shape": plan.shape.to_dict(), "stages": stages,
                 "measured": self.peaks.how(), "notes": self.notes}
+
+
+def fit_recipe(recipe: Any, config: Any, ppl_batch: PplBatchRule | None = None, capacity: Any = "device") -> Fitted:
+    """The plan of ``recipe`` for the model ``config`` describes, fitted to ``capacity`` (default: the device
+    ``recipe.trainer`` selects on this machine; None: unknown, nothing checked)."""
+    from gradprune.parallel import device_count, is_fsdp
+
+    if capacity == "device":
+        from gradprune.memory.capacity import device_capacity
+
+        capacity = device_capacity(recipe.trainer)
+    t = recipe.trainer
+    world = (device_count(t.devices, t.accelerator) or 1) * t.num_nodes if is_fsdp(t) else 1
+    shape = model_shape(config)
+    return fit(shape, workload(recipe, shape.vocab, ppl_batch, world=world), capacity)
 
 
 def settled_recipe(recipe: Any, fitted: Fitted) -> Any:
