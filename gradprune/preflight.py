@@ -4,8 +4,8 @@ A 7B run spends minutes loading the model and evaluating it dense before calibra
 set that cannot be loaded, a GPU that is not there or a ratio the planner cannot reach would each
 surface only then, one at a time, and an output dir that cannot be written only after the whole run.
 :func:`preflight` checks all of it from the recipe, the model's config (never its weights), the first
-document of each data set and this machine, and raises one :class:`PreflightError` naming every
-problem. ``gradprune search`` checks every grid point with :func:`preflight_points`.
+document of each data set and this machine (the memory plan included: :mod:`gradprune.memory`), and
+raises one :class:`PreflightError` naming every problem. ``gradprune search`` checks every grid point with :func:`preflight_points`.
 
 The run keeps its own model-based checks (``run.load_stage``): they also guard code that calls
 ``run_experiment`` directly, and see what a config cannot tell.

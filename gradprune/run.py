@@ -249,13 +249,15 @@ def calibration_key(recipe: Recipe, identity: str) -> str:
 
 
 def run_experiment(recipe: Recipe, console: Console | None = None, store=None, keep_model: bool = False,
-                   pruned_eval: PrunedEval | None = None, loaded: Loaded | None = None) -> RunOutput:
+                   pruned_eval: PrunedEval | None = None, loaded: Loaded | None = None,
+                   loader: Callable[[Recipe], Loaded] | None = None) -> RunOutput:
     """Run every stage and return the record (nothing is written here).
 
     ``pruned_eval(recipe, loaded, console, dense_metrics) -> (metrics, info)`` replaces the evaluation of
     the pruned model (the search's successive halving evaluates in rungs); by default :func:`_pruned_eval`.
-    ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU).
-    Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
+    ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU);
+    ``loader(recipe)`` replaces :func:`load_stage` (a search worker restores the dense model from its host
+    copy: :class:`gradprune.search.dense_copy.DenseCopy`). Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
 
     The memory plan is made first, from the model's config (``calibration.batch_size: auto`` becomes the
     micro-batch it picks; a recipe that fits nowhere is refused before any weight loads), and each stage's
@@ -271,7 +273,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     watch, recipe = _memory_watch(recipe, loaded)
     failure = None
     try:
-        return _run_stages(recipe, console, store, keep_model, pruned_eval, loaded, watch)
+        return _run_stages(recipe, console, store, keep_model, pruned_eval, loaded, watch, loader or load_stage)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         failure = " ".join(str(exc).split())
         forget_frames(exc)  # the frames hold the model and the buffers that did not fit
@@ -308,7 +310,7 @@ def _memory_watch(recipe: Recipe, loaded: Loaded | None):
 
 
 def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool, pruned_eval: PrunedEval | None,
-                loaded: Loaded | None, watch) -> RunOutput:
+                loaded: Loaded | None, watch, loader: Callable[[Recipe], Loaded]) -> RunOutput:
     """The stages of :func:`run_experiment`, each entered on ``watch``."""
     from gradprune.cut.surgery import apply_plan
     from gradprune.importance.normalizers import normalize_scores
@@ -321,7 +323,7 @@ def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool
     devices: dict[str, str] = {}
     t0 = time.perf_counter()
     watch.enter("load")
-    loaded = loaded or load_stage(recipe)
+    loaded = loaded or loader(recipe)
     t["time_load"] = time.perf_counter() - t0
     devices["load"] = device_of(loaded.model)
     est, normalizer, collectors = build_plugins(recipe)

@@ -79,7 +79,8 @@ def fit(shape: ModelShape, w: Workload, capacity: Capacity | None) -> Fitted:
                 if w.batch_size_auto else "device memory unknown: the plan is not checked")
         return Fitted(plan, None, [note])
     # the buffer moves to host memory only where the host is not the device, and only when exact does not fit
-    modes = ["device"] + (["host"] if w.mean_gradient and not host_is_device else [])
+    # (under FSDP each layer's sums already live on one owner rank)
+    modes = ["device"] + (["host"] if w.mean_gradient and not host_is_device and w.world == 1 else [])
     for mode in modes:
         wl = w.with_mean_gradient(mode)
         if w.batch_size_auto:
@@ -108,10 +109,13 @@ def _knobs(shape: ModelShape, w: Workload, capacity: Capacity, host_is_device: b
         return plan_memory(shape, wl, host_is_device).stage_peak("calibration")
 
     knobs = []
-    best = max(largest_batch(shape, w.with_mean_gradient(m), capacity, host_is_device)
-               for m in (("device", "host") if w.mean_gradient and not host_is_device else ("device",)))
-    if 0 < best < w.micro_batch:
-        knobs.append(f"calibration.batch_size ≤ {best} (or auto)")
+    exact = largest_batch(shape, w, capacity, host_is_device)
+    host = largest_batch(shape, w.with_mean_gradient("host"), capacity, host_is_device) \
+        if w.mean_gradient and not host_is_device and w.world == 1 else 0
+    if 0 < exact < w.micro_batch:
+        knobs.append(f"calibration.batch_size ≤ {exact} (or auto)")
+    if exact < host < w.micro_batch:
+        knobs.append(f"calibration.batch_size ≤ {host} (the mean-gradient buffer then goes to host memory)")
     options: list[tuple[str, Workload]] = []
     if w.gradients and not w.checkpointing:
         options.append(("calibration.gradient_checkpointing: true", _replace(w, checkpointing=True)))

@@ -33,9 +33,10 @@ STAGES = ("load", "dense eval", "calibration", "surgery", "eval")
 
 
 def gib(n: float) -> str:
-    """Bytes as GiB for messages: ``91.2 GiB`` (three significant digits below 10)."""
-    v = n / GiB
-    return f"{v:.3g} GiB" if v < 10 else f"{v:.1f} GiB"
+    """Bytes for messages: ``91.2 GiB``, ``2.92 GiB``, ``310 MiB``, ``12.5 KiB``."""
+    unit, size = next(((u, s) for u, s in (("GiB", GiB), ("MiB", 2**20)) if abs(n) >= s), ("KiB", 2**10))
+    v = n / size
+    return f"{v:.3g} {unit}" if v < 10 else f"{v:.1f} {unit}" if v < 1000 else f"{v:.0f} {unit}"
 
 
 @dataclass(frozen=True)

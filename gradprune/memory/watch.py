@@ -68,8 +68,11 @@ class MemoryWatch:
         self.peaks.close()
         plan = self.fitted.plan
         stages = {s: {"estimate_bytes": plan.stage_peak(s), "peak_bytes": p} for s, p in self.peaks.peaks.items()}
-        return {**self.fitted.to_dict(), "shape": plan.shape.to_dict(), "stages": stages,
-                "measured": self.peaks.how(), "notes": self.notes}
+        out = {**self.fitted.to_dict(), "shape": plan.shape.to_dict(), "stages": stages,
+               "measured": self.peaks.how(), "notes": self.notes}
+        if not self.peaks.cuda:  # host figures are above this: the process before the run loaded anything
+            out["rss_before_bytes"] = self.peaks.baseline
+        return out
 
 
 def fit_recipe(recipe: Any, config: Any, ppl_batch: PplBatchRule | None = None, capacity: Any = "device") -> Fitted:

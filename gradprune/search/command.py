@@ -211,10 +211,10 @@ def preflight_search(spec: SearchSpec, out: Path | None, **checks: bool):
     from gradprune.search.gpus import multi_device_refusal
 
     points = [(point, recipe_for(spec, point)) for point in spec.points()]
-    for point, recipe in points:
-        why = multi_device_refusal(recipe, spec.source + (f" (grid point {point})" if point else ""))
-        if why is not None:
-            raise GradpruneError(why)
+    refused = [point for point, recipe in points if multi_device_refusal(recipe, "") is not None]
+    if refused:  # named by the search recipe when every point asks for it, else by the first point that does
+        where = spec.source if len(refused) == len(points) else f"{spec.source} (grid point {refused[0]})"
+        raise GradpruneError(multi_device_refusal(recipe_for(spec, refused[0]), where))
     return preflight_points(points, out_dir=out, out_key="output_dir", **checks)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from gradprune.errors import GradpruneError
 from gradprune.search.cache import CalibrationStore
+from gradprune.search.dense_copy import DenseCopy
 from gradprune.search.live import SearchDisplay
 from gradprune.search.optuna_store import (
     set_trial_system_attr,
@@ -29,7 +31,7 @@ from gradprune.search.study import (
     requeue,
 )
 from gradprune.search.table import write_results
-from gradprune.search.trial import one_line, run_trial
+from gradprune.search.trial import failed_row, run_trial
 
 
 class Worker:
@@ -40,6 +42,8 @@ class Worker:
         # what the results count: a failed point that was retried and ran again counts once
         self.attempts = AttemptsView(study)
         self.store = CalibrationStore(out / "cache" / "calibration")
+        # the dense model's weights, kept in host memory for the next trial when they fit there
+        self.dense = DenseCopy(console)
         self.quiet = Console(quiet=True)  # per-trial chatter stays out of the search's live table
         # screening and synchronous halving run in phases: claim(), and next_phase() when the queue is empty
         self.phases = None
@@ -120,7 +124,7 @@ class Worker:
             try:
                 res = self._execute(trial, point)
             except GradpruneError as exc:
-                res = {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": 0.0}
+                res = {**failed_row(exc, time.perf_counter()), "duration_s": 0.0}
             except KeyboardInterrupt:
                 set_trial_user_attr(self.study, trial_id, "status", "interrupted")
                 set_trial_user_attr(self.study, trial_id, "retried", True)
@@ -161,13 +165,13 @@ class Worker:
             sync = isinstance(self.phases, SyncHalving)
             resume = (self.phases.examples, point_key(point), trial_rung(trial)) if sync else None
             return run_halving_trial(self.spec, recipe_for(self.spec, point), trial_dir, self.store, self.quiet,
-                                     TrialReporter(self.study, trial, ask_pruner=not sync), resume)
+                                     TrialReporter(self.study, trial, ask_pruner=not sync), resume, self.dense.load)
         if self.phases is None:
-            return run_trial(recipe_for(self.spec, point), trial_dir, self.store, self.quiet)
+            return run_trial(recipe_for(self.spec, point), trial_dir, self.store, self.quiet, self.dense.load)
         role = self.phases.role(point)
         # a screened trial is calibrated and pruned only: its gradient statistics are what is predicted from
         recipe = recipe_for(self.spec, {**point, "eval.run": "none"} if role == "screened" else point)
-        res = run_trial(recipe, trial_dir, self.store, self.quiet)
+        res = run_trial(recipe, trial_dir, self.store, self.quiet, self.dense.load)
         res["extra"] = {"screen_role": role}
         if role == "screened" and res["success"]:
             res.update(status="screened", evaluated=False)

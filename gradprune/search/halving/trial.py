@@ -120,25 +120,25 @@ def _perplexity(loaded, cfg, console, stored: dict[str, Any]) -> tuple[dict[str,
 
 
 def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, reporter,
-                      resume=None) -> dict[str, Any]:
+                      resume=None, loader=None) -> dict[str, Any]:
     """Like :func:`gradprune.search.trial.run_trial`, with the evaluation in rungs; a trial the pruner
     stopped is a success with ``status = "pruned"`` and ``evaluated = False`` (``"paused"`` under
     synchronous halving, where the decision comes later: see ``resume`` in :func:`rung_eval_stage`)."""
     from gradprune.record import write_output
     from gradprune.run import run_experiment
-    from gradprune.search.trial import one_line
+    from gradprune.search.trial import failed_row
 
     t0 = time.perf_counter()
     try:
         out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model,
-                             pruned_eval=rung_eval_stage(spec, reporter, resume))
+                             pruned_eval=rung_eval_stage(spec, reporter, resume), loader=loader)
         if not out.writes:
             raise SystemExit(0)  # DDP / FSDP rank > 0: rank 0 records the trial
         write_output(out, trial_dir, recipe.output.save_model)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - failure isolation, as in run_trial
-        return {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": time.perf_counter() - t0}
+        return failed_row(exc, t0)
     metrics = out.record["metrics"]
     metrics["calibration_reused"] = bool(out.record["calibration"].get("reused_calibration", False))
     stopped = bool(out.record["eval"].get("zeroshot", {}).get("stopped"))
