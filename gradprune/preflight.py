@@ -263,7 +263,13 @@ class Preflight:
 
         t = recipe.trainer
         capacity = self._once(("capacity", str(t.accelerator), str(t.devices)), lambda: device_capacity(t))
-        fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+        try:
+            fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+        except GradpruneError as exc:
+            return [str(exc)]
+        except Exception as exc:  # a model the plan cannot describe: the run measures, it does not plan
+            self.notes[f"memory plan not made ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"] = None
+            return []
         if fitted.problem is not None:
             return [fitted.problem]
         self.checked["memory plan" if capacity is not None else "memory plan (device memory unknown)"] = None

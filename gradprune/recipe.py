@@ -35,13 +35,6 @@ class ModelSection(Section):
     revision: str | None = None
 
 
-def batch_size_or_auto(v: int | str) -> int | str:
-    """A ``batch_size`` key's check: an integer >= 1, or ``auto``."""
-    if isinstance(v, int) and v < 1:
-        raise ValueError("batch_size must be an integer >= 1 or 'auto'")
-    return v
-
-
 class CalibrationSection(Section):
     """How the calibration windows are drawn and batched."""
 
@@ -59,7 +52,9 @@ class CalibrationSection(Section):
     @field_validator("batch_size")
     @classmethod
     def _batch_size(cls, v: int | str) -> int | str:
-        return batch_size_or_auto(v)
+        if isinstance(v, int) and v < 1:
+            raise ValueError("batch_size must be greater than 0 (an integer), or 'auto'")
+        return v
 
 
 class StatsSection(Section):
@@ -129,7 +124,9 @@ class EvalSection(Section):
     @field_validator("batch_size")
     @classmethod
     def _batch_size(cls, v: int | str) -> int | str:
-        return batch_size_or_auto(v)
+        if isinstance(v, int) and v < 1:
+            raise ValueError("batch_size must be an integer >= 1 or 'auto'")
+        return v
     #: cheap proxies on held-out windows (gradprune/eval/proxies.py); 0 = none
     proxy_windows: int = Field(32, ge=0)
     proxy_seq_len: int = Field(128, ge=2)

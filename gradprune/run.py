@@ -7,6 +7,7 @@ the search calls per trial; ``run_from_cli`` adds the output-dir guard and the c
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,13 +170,15 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
 def _gather_to(recipe: Recipe, watch) -> str | None:
     """Where rank 0 gathers the model after FSDP calibration: on the host when it is to be spread over the
     process's GPUs (``eval.device_map: auto``, or the plan found it does not fit one), else on its GPU."""
-    spread = recipe.eval.device_map == "auto" or (watch is not None and watch.fitted.spread_eval)
+    spread = recipe.eval.device_map == "auto" or (watch is not None and watch.fitted is not None
+                                                  and watch.fitted.spread_eval)
     return "cpu" if spread else None
 
 
 def _mean_gradient(watch) -> str:
     """Where the plan keeps the statistics' mean-gradient buffer: ``device`` (exact, the default) or ``host``."""
-    return (watch.fitted.plan.workload.mean_gradient if watch is not None else None) or "device"
+    planned = watch is not None and watch.fitted is not None
+    return (watch.fitted.plan.workload.mean_gradient if planned else None) or "device"
 
 
 class _Interrupted(BaseException):
@@ -256,8 +259,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     ``pruned_eval(recipe, loaded, console, dense_metrics) -> (metrics, info)`` replaces the evaluation of
     the pruned model (the search's successive halving evaluates in rungs); by default :func:`_pruned_eval`.
     ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU);
-    ``loader(recipe)`` replaces :func:`load_stage` (a search worker restores the dense model from its host
-    copy: :class:`gradprune.search.dense_copy.DenseCopy`). Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
+    ``loader(recipe)`` replaces :func:`load_stage` (default: the one :func:`trial_loader` set, e.g. a search
+    worker's host copy of the dense model, :class:`gradprune.search.dense_copy.DenseCopy`). Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
 
     The memory plan is made first, from the model's config (``calibration.batch_size: auto`` becomes the
     micro-batch it picks; a recipe that fits nowhere is refused before any weight loads), and each stage's
@@ -273,13 +276,28 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     watch, recipe = _memory_watch(recipe, loaded)
     failure = None
     try:
-        return _run_stages(recipe, console, store, keep_model, pruned_eval, loaded, watch, loader or load_stage)
+        return _run_stages(recipe, console, store, keep_model, pruned_eval, loaded, watch,
+                           loader or _LOADER.get() or load_stage)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         failure = " ".join(str(exc).split())
         forget_frames(exc)  # the frames hold the model and the buffers that did not fit
     finally:
         free_device_cache()
     raise watch.out_of_memory(failure)
+
+
+_LOADER: contextvars.ContextVar[Callable[[Recipe], Loaded] | None] = contextvars.ContextVar("loader", default=None)
+
+
+@contextlib.contextmanager
+def trial_loader(loader: Callable[[Recipe], Loaded]):
+    """Inside the block, :func:`run_experiment` loads the model with ``loader`` (a search worker sets its
+    host copy of the dense weights around each trial)."""
+    token = _LOADER.set(loader)
+    try:
+        yield
+    finally:
+        _LOADER.reset(token)
 
 
 def _preload(recipe: Recipe) -> None:

@@ -46,8 +46,11 @@ def reset_host_peak() -> bool:
     if not os.access(_CLEAR_REFS, os.W_OK):
         return False
     try:
-        with open(_CLEAR_REFS, "w", encoding="ascii") as fh:
-            fh.write("5")  # Linux >= 4.0: VmHWM := VmRSS
+        fd = os.open(_CLEAR_REFS, os.O_WRONLY)  # a kernel control file, not a result: no atomic write
+        try:
+            os.write(fd, b"5")  # Linux >= 4.0: VmHWM := VmRSS
+        finally:
+            os.close(fd)
     except OSError:
         return False
     return True

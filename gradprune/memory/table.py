@@ -88,6 +88,7 @@ def docs_table(config_dir: str | Path, recipe: Any) -> str:
             "batch_size auto, 1 × H100 (no / yes) | 8 × H100, FSDP, batch_size 8: GiB per GPU (no / yes) | "
             "evaluation peak GiB |",
             "|---|---|---|---|---|---|---|"]
+    notes: list[str] = []
     one = Capacity("cuda", "one H100 80 GB", H100_FREE, H100_FREE, 1)
     eight = Capacity("cuda", "8 × H100 80 GB", H100_FREE, H100_FREE, 8)
     for name, file in TABLE_MODELS.items():
@@ -105,7 +106,11 @@ def docs_table(config_dir: str | Path, recipe: Any) -> str:
                 ev_cell = f"{ev:.1f}" + (" (8 GPUs)" if fsdp[0].spread_eval else "")
                 rows.append(f"| {name} | {seq} | {samples} | {' / '.join(_peak(f) for f in single)} | "
                             f"{' / '.join(auto)} | {' / '.join(_peak(f) for f in fsdp)} | {ev_cell} |")
-    return "\n".join(rows)
+        plan = single[0].plan
+        notes.append(f"{name}: weights {gib(plan.item('calibration', 'weights'))} (bf16), mean-gradient buffer "
+                     f"{gib(plan.item('calibration', 'mean-gradient'))} (4 B per prunable parameter), vocabulary "
+                     f"{shape.vocab:,}")
+    return "\n".join(rows) + "\n\n" + "; ".join(notes) + "."
 
 
 def _with(recipe: Any, seq_len: int, num_samples: int, checkpointing: bool, batch: int | str) -> Any:

@@ -26,21 +26,32 @@ _KNOBS = {
 class MemoryWatch:
     """The plan of one run and what was measured against it (``record()`` goes to run.json)."""
 
-    def __init__(self, fitted: Fitted, device: Any) -> None:
-        self.fitted = fitted
+    def __init__(self, fitted: Fitted | None, device: Any, notes: list[str] | None = None) -> None:
+        self.fitted = fitted  # None: no plan could be made (the run goes on, measured only)
         self.peaks = StagePeaks(device)
-        self.notes: list[str] = list(fitted.notes)
+        self.notes: list[str] = list(fitted.notes if fitted is not None else []) + list(notes or [])
 
     @classmethod
     def for_run(cls, recipe: Any, config: Any, ppl_batch: PplBatchRule | None = None) -> tuple[MemoryWatch, Any]:
         """The watch of ``recipe`` on this process's device, and the recipe with ``calibration.batch_size:
         auto`` replaced by the micro-batch the plan picked. A recipe that fits nowhere is refused here,
         before any weight loads (:class:`DeviceMemoryError`)."""
-        fitted = fit_recipe(recipe, config, ppl_batch)
+        from gradprune.errors import GradpruneError
+        from gradprune.memory.capacity import device_capacity
+
+        capacity = device_capacity(recipe.trainer)
+        device = "cuda" if capacity is not None and capacity.kind == "cuda" else "cpu"
+        try:
+            fitted = fit_recipe(recipe, config, ppl_batch, capacity)
+        except GradpruneError:
+            raise
+        except Exception as exc:  # a model the plan cannot describe: measured, not planned
+            why = f"no memory plan ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            if recipe.calibration.batch_size == "auto":
+                raise DeviceMemoryError(f"calibration.batch_size auto needs the memory plan: {why}") from None
+            return cls(None, device, [why]), recipe
         if fitted.problem is not None:
             raise DeviceMemoryError(f"not started: {fitted.problem}")
-        capacity = fitted.capacity
-        device = "cuda" if capacity is not None and capacity.kind == "cuda" else "cpu"
         return cls(fitted, device), settled_recipe(recipe, fitted)
 
     def enter(self, stage: str) -> None:
@@ -55,21 +66,30 @@ class MemoryWatch:
     def out_of_memory(self, detail: str) -> DeviceMemoryError:
         """The error for an out-of-memory failure ``detail`` (the library's message) in the running stage."""
         stage = self.peaks.current or "the run"
-        plan, cap = self.fitted.plan, self.fitted.capacity
-        estimate = plan.stage_peak(stage) if stage in _KNOBS else plan.peak
-        where = f" of {gib(cap.usable)} usable on {cap.label}" if cap is not None else ""
+        if self.fitted is not None:
+            plan, cap = self.fitted.plan, self.fitted.capacity
+            estimate = plan.stage_peak(stage) if stage in _KNOBS else plan.peak
+            where = f" of {gib(cap.usable)} usable on {cap.label}" if cap is not None else ""
+            said = f"the plan estimated {gib(estimate)}{where}"
+        else:
+            said = "no memory plan was made"
         asked = re.search(r"Tried to allocate [\d.]+ ?\w+", detail)
-        return DeviceMemoryError(
-            f"out of memory in {stage} (the plan estimated {gib(estimate)}{where}"
-            + (f"; {asked.group(0).lower()}" if asked else "") + f"): try {_KNOBS.get(stage, 'a smaller recipe')}")
+        if asked:
+            said += "; t" + asked.group(0)[1:]
+        return DeviceMemoryError(f"out of memory in {stage} ({said}): try {_KNOBS.get(stage, 'a smaller recipe')}")
 
     def record(self) -> dict[str, Any]:
         """run.json's ``memory``: the plan, each stage's estimate beside its measured peak, the notes."""
         self.peaks.close()
-        plan = self.fitted.plan
-        stages = {s: {"estimate_bytes": plan.stage_peak(s), "peak_bytes": p} for s, p in self.peaks.peaks.items()}
-        out = {**self.fitted.to_dict(), "shape": plan.shape.to_dict(), "stages": stages,
-               "measured": self.peaks.how(), "notes": self.notes}
+        if self.fitted is None:
+            out = {"plan": None, "stages": {s: {"estimate_bytes": None, "peak_bytes": p}
+                                            for s, p in self.peaks.peaks.items()},
+                   "measured": self.peaks.how(), "notes": self.notes}
+        else:
+            plan = self.fitted.plan
+            stages = {s: {"estimate_bytes": plan.stage_peak(s), "peak_bytes": p} for s, p in self.peaks.peaks.items()}
+            out = {**self.fitted.to_dict(), "shape": plan.shape.to_dict(), "stages": stages,
+                   "measured": self.peaks.how(), "notes": self.notes}
         if not self.peaks.cuda:  # host figures are above this: the process before the run loaded anything
             out["rss_before_bytes"] = self.peaks.baseline
         return out

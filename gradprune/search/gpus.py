@@ -106,8 +106,11 @@ def run_workers(gpus: list[str], argv: list[str], out: Path, study, space: dict[
     for gpu in gpus:
         log = logs / f"gpu{gpu}.log"
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
-        with open(log, "w", encoding="utf-8") as fh:
-            procs.append((gpu, subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT), log))
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # the worker's output stream
+        try:
+            procs.append((gpu, subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT), log))
+        finally:
+            os.close(fd)
     console.print(f"started {len(procs)} worker(s), one per GPU ({', '.join(gpus)}); their output: {logs}/",
                   markup=False, highlight=False, soft_wrap=True)
     gpu_of = {p.pid: gpu for gpu, p, _ in procs}

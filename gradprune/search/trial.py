@@ -21,17 +21,16 @@ def one_line(exc: BaseException) -> str:
     return (name + text)[:400]
 
 
-def run_trial(recipe, trial_dir: Path, store, console: Console, loader=None) -> dict[str, Any]:
+def run_trial(recipe, trial_dir: Path, store, console: Console) -> dict[str, Any]:
     """Run the recipe; return ``{"metrics": ..., "success": bool, "error": str}``. Never raises
     for a failed trial (a GradpruneError, CUDA OOM, NaN or any other exception): the search goes on.
-    KeyboardInterrupt propagates so the worker can mark the trial interrupted. ``loader``: as for
-    ``run_experiment`` (the worker's host copy of the dense model)."""
+    KeyboardInterrupt propagates so the worker can mark the trial interrupted."""
     from gradprune.record import write_output
     from gradprune.run import run_experiment
 
     t0 = time.perf_counter()
     try:
-        out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model, loader=loader)
+        out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model)
         if not out.writes:
             raise SystemExit(0)  # DDP / FSDP rank > 0: rank 0 records the trial
         write_output(out, trial_dir, recipe.output.save_model)

@@ -95,6 +95,8 @@ class Worker:
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until the study has none left (or ``max_trials`` ran here); returns how many ran."""
+        from gradprune.run import trial_loader
+
         done = 0
         keys = list(self.space)
         # the display reads the study after each trial: every worker's trials count towards progress and ETA
@@ -107,7 +109,8 @@ class Worker:
                     continue  # a next phase was enqueued (or trials of this one were re-enqueued)
                 if tid is None:
                     break
-                self.run_one(tid, display)
+                with trial_loader(self.dense.load):  # the trial restores the dense model from this worker's copy
+                    self.run_one(tid, display)
                 done += 1
                 self.write_csv()
         return done
@@ -165,13 +168,13 @@ class Worker:
             sync = isinstance(self.phases, SyncHalving)
             resume = (self.phases.examples, point_key(point), trial_rung(trial)) if sync else None
             return run_halving_trial(self.spec, recipe_for(self.spec, point), trial_dir, self.store, self.quiet,
-                                     TrialReporter(self.study, trial, ask_pruner=not sync), resume, self.dense.load)
+                                     TrialReporter(self.study, trial, ask_pruner=not sync), resume)
         if self.phases is None:
-            return run_trial(recipe_for(self.spec, point), trial_dir, self.store, self.quiet, self.dense.load)
+            return run_trial(recipe_for(self.spec, point), trial_dir, self.store, self.quiet)
         role = self.phases.role(point)
         # a screened trial is calibrated and pruned only: its gradient statistics are what is predicted from
         recipe = recipe_for(self.spec, {**point, "eval.run": "none"} if role == "screened" else point)
-        res = run_trial(recipe, trial_dir, self.store, self.quiet, self.dense.load)
+        res = run_trial(recipe, trial_dir, self.store, self.quiet)
         res["extra"] = {"screen_role": role}
         if role == "screened" and res["success"]:
             res.update(status="screened", evaluated=False)

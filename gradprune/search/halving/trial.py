@@ -120,7 +120,7 @@ def _perplexity(loaded, cfg, console, stored: dict[str, Any]) -> tuple[dict[str,
 
 
 def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, reporter,
-                      resume=None, loader=None) -> dict[str, Any]:
+                      resume=None) -> dict[str, Any]:
     """Like :func:`gradprune.search.trial.run_trial`, with the evaluation in rungs; a trial the pruner
     stopped is a success with ``status = "pruned"`` and ``evaluated = False`` (``"paused"`` under
     synchronous halving, where the decision comes later: see ``resume`` in :func:`rung_eval_stage`)."""
@@ -131,7 +131,7 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     t0 = time.perf_counter()
     try:
         out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model,
-                             pruned_eval=rung_eval_stage(spec, reporter, resume), loader=loader)
+                             pruned_eval=rung_eval_stage(spec, reporter, resume))
         if not out.writes:
             raise SystemExit(0)  # DDP / FSDP rank > 0: rank 0 records the trial
         write_output(out, trial_dir, recipe.output.save_model)
