@@ -175,6 +175,19 @@ def _gather_to(recipe: Recipe, watch) -> str | None:
     return "cpu" if spread else None
 
 
+def _ranks_released() -> None:
+    """After calibration: this process's cached GPU memory goes back to the device and, under DDP / FSDP,
+    every rank waits until all have dropped their calibration state, so that what rank 0 reads as free
+    memory (spreading the gathered model) is free."""
+    from gradprune.memory.release import free_device_cache
+
+    free_device_cache()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def _mean_gradient(watch) -> str:
     """Where the plan keeps the statistics' mean-gradient buffer: ``device`` (exact, the default) or ``host``."""
     planned = watch is not None and watch.fitted is not None
@@ -357,15 +370,17 @@ def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool
     devices["calibration"] = calib.info.get("device", devices["load"])
     if getattr(calib, "rank", 0) != 0:
         # DDP / FSDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
+        loaded = None  # this rank's model (its FSDP shards) goes before rank 0 reads the GPUs' free memory
+        _ranks_released()
         return RunOutput({}, [], [], None, {}, rank=calib.rank)
-    if calib.model is not None:  # FSDP: the full model rank 0 gathered replaces the sharded one
+    gathered = calib.model is not None
+    if gathered:  # FSDP: the full model rank 0 gathered replaces the sharded one
         loaded, calib.model = _replace_model(loaded, calib.model), None  # the sharded model goes now
-        if _gather_to(recipe, watch) == "cpu":  # gathered on the host: spread over this process's GPUs
-            from gradprune.eval.placement import spread
-            from gradprune.memory.release import free_device_cache
+    _ranks_released()
+    if gathered and _gather_to(recipe, watch) == "cpu":  # gathered on the host: spread over this process's GPUs
+        from gradprune.eval.placement import spread
 
-            free_device_cache()  # spread() reads the free memory: the calibration's is released by now
-            loaded = _replace_model(loaded, spread(loaded.model))
+        loaded = _replace_model(loaded, spread(loaded.model))  # spread() reads the GPUs' free memory
     loaded = materialized(recipe, loaded)  # a stored calibration: nothing was gathered
     t["time_calibration"] = time.perf_counter() - t1
     if not dense_first:
