@@ -273,7 +273,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     the pruned model (the search's successive halving evaluates in rungs); by default :func:`_pruned_eval`.
     ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU);
     ``loader(recipe)`` replaces :func:`load_stage` (default: the one :func:`trial_loader` set, e.g. a search
-    worker's host copy of the dense model, :class:`gradprune.search.dense_copy.DenseCopy`). Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
+    worker's host copy of the dense model, :class:`gradprune.search.dense_copy.DenseCopy`). Every stage
+    runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
 
     The memory plan is made first, from the model's config (``calibration.batch_size: auto`` becomes the
     micro-batch it picks; a recipe that fits nowhere is refused before any weight loads), and each stage's
