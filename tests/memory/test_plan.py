@@ -139,12 +139,15 @@ def test_fsdp_spreads_a_gathered_model_that_no_gpu_holds_and_refuses_where_none_
 @pytest.mark.slow
 def test_estimate_matches_the_measured_calibration_peak_on_cpu(tmp_path):
     import json
+    import os
     import subprocess
     import sys
 
     out = tmp_path / "rows.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/memory_plan.py"), "--sizes", "tiny",
-                           "--seq-lens", "32", "128", "--json", str(out)], capture_output=True, text=True, timeout=900)
+                           "--seq-lens", "32", "128", "--json", str(out)], capture_output=True, text=True,
+                          timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert len(rows) == 4  # two window lengths, with and without checkpointing

@@ -4,6 +4,7 @@ the dense model's host copy, ``plan-memory``. Device capacities are mocked; noth
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -102,20 +103,20 @@ def test_out_of_memory_names_the_stage_the_estimate_and_the_setting(model_dir, c
 
 
 def test_an_out_of_memory_trial_is_a_failed_row_and_the_search_goes_on(write_search, tmp_path, monkeypatch):
-    import gradprune.cut.surgery as surgery
+    import gradprune.run as run
 
-    apply = surgery.apply_plan
+    evaluate = run._pruned_eval
 
-    def apply_plan(model, plan):
-        if plan.meta.get("achieved_ratio", 0) > 0.15:
+    def pruned_eval(recipe, loaded, console, dense):
+        if recipe.pruning.ratio > 0.15:
             _oom()
-        return apply(model, plan)
+        return evaluate(recipe, loaded, console, dense)
 
-    monkeypatch.setattr(surgery, "apply_plan", apply_plan)
+    monkeypatch.setattr(run, "_pruned_eval", pruned_eval)
     assert main(["search", str(write_search({"pruning.ratio": [0.1, 0.2, 0.3]}))]) == 0
     df = pd.read_csv(tmp_path / "search/search_results.csv").sort_values("pruning.ratio")
     assert list(df.success) == [True, False, False]
-    assert all(e.startswith("oom: out of memory in surgery (the plan estimated ") for e in df.error.iloc[1:])
+    assert all(e.startswith("oom: out of memory in eval (the plan estimated ") for e in df.error.iloc[1:])
 
 
 def test_the_mean_gradient_buffer_in_host_memory_gives_the_same_statistics():
@@ -173,6 +174,7 @@ def test_plan_memory_prints_the_plan_and_its_verdict(capsys):
 def test_the_memory_tables_in_the_docs_are_the_plans_own():
     import subprocess
 
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/memory_table.py"), "--check"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
