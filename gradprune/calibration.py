@@ -19,6 +19,7 @@ import torch
 from gradprune.errors import CalibrationError
 from gradprune.hooks import CHECK_EVERY, HookDispatcher, register_hooks
 from gradprune.importance.base import ImportanceEstimator, Scores
+from gradprune.memory.release import dismantle_trainer, free_device_cache
 from gradprune.models.adapters import LayerModules
 from gradprune.stats.gradient import StatCollector
 
@@ -76,6 +77,15 @@ class CalibrationModule(L.LightningModule):
     def model(self) -> torch.nn.Module:
         """The model being calibrated."""
         return self._held[0]
+
+    def release(self) -> None:
+        """Let go of the model, the micro-batches and the hook dispatcher (with its buffers): the Trainer
+        holds this module in a reference cycle, which must not keep them alive after calibration."""
+        self._held = ()
+        self.batches = []
+        self.dispatcher = None
+        self.weights = None
+        self.shard_layers = None
 
     def configure_optimizers(self):  # noqa: D102 - calibration updates no weights
         return None
@@ -157,7 +167,8 @@ class CalibrationModule(L.LightningModule):
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
               progress=None, gradient_checkpointing: bool = False, weights=None,
-              gather_to: str | None = None, check_every: int = CHECK_EVERY) -> CalibrationResult:
+              gather_to: str | None = None, check_every: int = CHECK_EVERY,
+              mean_gradient: str = "device") -> CalibrationResult:
     """Run calibration and return every estimator's scores and every collector's per-layer values.
 
     The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
@@ -166,6 +177,10 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     reads only its shards once the model is sharded. ``gather_to``: where rank 0 puts the full model it
     gathers after FSDP calibration (default: its own device). ``check_every``: micro-batches between two
     host-side looks at the losses and gradient norms (the loop's only synchronisations with the device).
+    ``mean_gradient``: where the statistics' fp32 mean-gradient buffer lives, ``device`` (exact, the
+    default) or ``host`` (the same fp32 sums in host memory, for a GPU too small for the buffer;
+    element-level Taylor then keeps its own Σg on the device).
+    Nothing of the pass (Trainer, module, hooks, buffers, the estimators' accumulators) outlives the call.
     """
     from gradprune.parallel import is_fsdp
     from gradprune.trainer import build_trainer
@@ -184,7 +199,7 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
         device = trainer.strategy.root_device
     dispatcher = hook_dispatcher(layers, ests, collectors, device,
                                  sharded_over=trainer.world_size if sharded and trainer is not None else 0,
-                                 check_every=check_every)
+                                 check_every=check_every, mean_gradient=mean_gradient)
     batches = list(input_ids.split(batch_size))
     per_sample = any(e.per_sample for e in ests)
     checkpointing = gradient_checkpointing and grads
@@ -193,47 +208,49 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
                                weights=weights)
     t0 = time.perf_counter()
     gathered = None
-    if trainer is not None:
-        with contextlib.ExitStack() as stack:
-            _check_device(device, trainer.strategy.root_device)
-            register_hooks(stack, model, layers, dispatcher, grads, acts, sharded=sharded)
-            if checkpointing:
-                stack.enter_context(activation_checkpointing(model))
-            stack.callback(model.eval)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned.*None.*")
-                warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-                # calibration keeps the model in eval mode on purpose (dropout off)
-                warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-                trainer.fit(module)
-            loss_sum, n_done = _all_reduce(trainer, ests, collectors, dispatcher, module.losses, module.sizes)
-            dispatcher.summarize()
-            world, rank = trainer.world_size, trainer.global_rank
-        if sharded:
-            gathered = _gather_for_scoring(model, ests, gather_to)
-    else:
-        loss_sum, n_done, world, rank = 0.0, 0, 1, 0
+    try:
+        if trainer is not None:
+            loss_sum, n_done, world, rank, gathered = _fit(trainer, module, model, layers, dispatcher, ests,
+                                                           collectors, grads, acts, sharded, checkpointing,
+                                                           device, gather_to)
+        else:
+            loss_sum, n_done, world, rank = 0.0, 0, 1, 0
+    finally:
+        losses = list(module.losses)
+        # nothing of the pass may outlive it: the Trainer <-> module cycle would hold the model, the
+        # dispatcher and its parameter-sized buffers until Python's cycle collector happened to run
+        module.release()
+        dismantle_trainer(trainer, module)
+        del trainer, module
     seconds = time.perf_counter() - t0
     scoring = not sharded or gathered is not None  # FSDP: rank 0 alone holds the full weights scores read
-    scores = {name: _checked(name, e.scores()) for name, e in estimators.items()} if scoring else {}
-    stats = {c.name: c.per_layer() for c in collectors}
+    try:
+        scores = {name: _checked(name, e.scores()) for name, e in estimators.items()} if scoring else {}
+        stats = {c.name: c.per_layer() for c in collectors}
+    finally:
+        for e in ests:  # the accumulators (parameter-sized at element level) go now, not with the estimator
+            e.release()
+        if dispatcher.mean_grad is not None:  # an estimator may still point at the buffer: empty it
+            dispatcher.mean_grad.sums.clear()
+        del dispatcher
+        free_device_cache()
     return CalibrationResult(
         scores=scores, layer_stats=stats, batches=len(batches) if (grads or acts) else 0,
         tokens=int(input_ids.numel()) if (grads or acts) else 0, seconds=seconds,
         mean_loss=loss_sum / n_done if n_done else None,
         info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
               1 if per_sample else batch_size, "world_size": world, "device": str(device),
-              "gradient_checkpointing": checkpointing, "strategy": "fsdp" if sharded else
-              ("ddp" if world > 1 else "single"),
-              "loss_per_micro_batch": list(module.losses)},  # this rank's, in order (trackers plot them)
+              "gradient_checkpointing": checkpointing, "mean_gradient":
+              mean_gradient if any(c.uses_mean_gradient for c in collectors) else None,
+              "strategy": "fsdp" if sharded else ("ddp" if world > 1 else "single"),
+              "loss_per_micro_batch": losses},  # this rank's, in order (trackers plot them)
         rank=rank, model=gathered,
     )
 
 
 def hook_dispatcher(layers: list[LayerModules], estimators: list[ImportanceEstimator],
                     collectors: list[StatCollector], device: torch.device, sharded_over: int = 0,
-                    check_every: int = CHECK_EVERY) -> HookDispatcher:
+                    check_every: int = CHECK_EVERY, mean_gradient: str = "device") -> HookDispatcher:
     """Set up the estimators and collectors for a pass over ``layers`` (gradients on ``device``) and the
     dispatcher their hooks feed; estimators that can read the collectors' mean-gradient buffer share it."""
     for e in estimators:
@@ -242,12 +259,38 @@ def hook_dispatcher(layers: list[LayerModules], estimators: list[ImportanceEstim
         c.setup(layers, device)
     n_layers = max(lm.index for lm in layers) + 1
     dispatcher = HookDispatcher(layers, estimators, collectors, n_layers, sharded_over=sharded_over,
-                                check_every=check_every)
-    if dispatcher.mean_grad is not None:
+                                check_every=check_every, mean_gradient=mean_gradient)
+    if dispatcher.mean_grad is not None and not dispatcher.mean_grad.on_host:
         for e in estimators:  # one fp32 copy of the mean gradient, not two
             if hasattr(e, "share_mean_gradient"):
                 e.share_mean_gradient(dispatcher.mean_grad)
     return dispatcher
+
+
+def _fit(trainer: L.Trainer, module: CalibrationModule, model: torch.nn.Module, layers: list[LayerModules],
+         dispatcher: HookDispatcher, ests: list[ImportanceEstimator], collectors: list[StatCollector],
+         grads: bool, acts: bool, sharded: bool, checkpointing: bool, device: torch.device,
+         gather_to: str | None) -> tuple[float, int, int, int, torch.nn.Module | None]:
+    """The Lightning pass with every hook registered (and removed after), then the cross-process reduction;
+    returns the loss sum, the sample count, the world size, this rank and (FSDP, rank 0) the gathered model."""
+    with contextlib.ExitStack() as stack:
+        _check_device(device, trainer.strategy.root_device)
+        register_hooks(stack, model, layers, dispatcher, grads, acts, sharded=sharded)
+        if checkpointing:
+            stack.enter_context(activation_checkpointing(model))
+        stack.callback(model.eval)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned.*None.*")
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # calibration keeps the model in eval mode on purpose (dropout off)
+            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+            trainer.fit(module)
+        loss_sum, n_done = _all_reduce(trainer, ests, collectors, dispatcher, module.losses, module.sizes)
+        dispatcher.summarize()
+        world, rank = trainer.world_size, trainer.global_rank
+    gathered = _gather_for_scoring(model, ests, gather_to) if sharded else None
+    return loss_sum, n_done, world, rank, gathered
 
 
 def _check_group_level(estimators: dict[str, ImportanceEstimator]) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``gradprune run | search | analyze | predict | validate | ls``.
+"""Command line: ``gradprune run | search | analyze | predict | validate | plan-memory | ls``.
 
 Heavy libraries are imported inside each command so ``--help``, ``validate`` and ``ls`` stay fast.
 A GradpruneError is printed as one line (no traceback) and exits with code 2.
@@ -82,7 +82,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     aliases = [a.replace("output.dir=", "output_dir=", 1) for a in original_flag_overrides(args)]
     args.overrides = [*aliases, *args.overrides]
     return search_command(args.recipe, args.overrides, storage=args.storage, output_dir=args.output_dir,
-                          n_trials=args.n_trials, overwrite=args.overwrite, retry=args.retry_failed)
+                          n_trials=args.n_trials, overwrite=args.overwrite, retry=args.retry_failed,
+                          gpus=args.gpus, argv=args.argv)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -102,6 +103,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from gradprune.inspection import validate_command
 
     return validate_command(args.recipe, [*original_flag_overrides(args), *args.overrides], data=args.data)
+
+
+def _cmd_plan_memory(args: argparse.Namespace) -> int:
+    from gradprune.inspection import plan_memory_command
+
+    return plan_memory_command(args.recipe, args.overrides, device_memory=args.device_memory, gpus=args.gpus,
+                               model_config=args.model_config)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -175,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retry-failed", "--retry_failed", dest="retry_failed", action="store_true",
                    help="run again the points whose latest attempt failed; finished points are kept")
     _add_original_flags(s)
+    s.add_argument("--gpus", metavar="all|0,1,3",
+                   help="one worker process per GPU (each sees only its own), sharing the study and the results")
     s.set_defaults(func=_cmd_search)
 
     a = sub.add_parser("analyze", help="correlations, figures, report and prediction model from a search CSV")
@@ -207,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_original_flags(v)
     v.set_defaults(func=_cmd_validate)
 
+    pm = sub.add_parser("plan-memory", help="print a recipe's memory plan: each stage's peak, and whether it fits")
+    pm.add_argument("recipe")
+    pm.add_argument("overrides", nargs="*")
+    pm.add_argument("--device-memory", "--device_memory", dest="device_memory", metavar="SIZE",
+                    help="plan for GPUs with this much free memory (e.g. 80GiB) instead of this machine's device")
+    pm.add_argument("--gpus", type=_int_at_least(1), default=1,
+                    help="with --device-memory: how many such GPUs (FSDP and the spread evaluation use them)")
+    pm.add_argument("--model-config", "--model_config", dest="model_config", metavar="CONFIG_JSON",
+                    help="plan for the model this config.json describes instead of the recipe's model")
+    pm.set_defaults(func=_cmd_plan_memory)
+
     ls = sub.add_parser("ls", help="list registered plugins")
     ls.add_argument("family", nargs="?", choices=["importance", "normalizers", "collectors", "predictors", "data",
                                                     "recovery", "loggers"])
@@ -217,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gradprune`` console script."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(_config_as_recipe(sys.argv[1:] if argv is None else list(argv)))
+    argv = _config_as_recipe(sys.argv[1:] if argv is None else list(argv))
+    args, extra = parser.parse_known_args(argv)
+    args.argv = list(argv)  # --gpus starts workers with this command line
     if args.command in _RECIPE_COMMANDS:  # overrides after an option (`run r.yaml --pruning_ratio 0.2 a.b=1`)
         args.overrides += [x for x in extra if not x.startswith("-")]
         extra = [x for x in extra if x.startswith("-")]

@@ -67,6 +67,14 @@ class RecoveryError(GradpruneError):
     """Recovery training cannot run as the recipe asks (nothing to adapt, a loss that is not finite)."""
 
 
+class DeviceMemoryError(GradpruneError):
+    """A stage ran out of device (or host) memory, or the memory plan says it would: the message names the
+    stage, the estimate and the setting to change, and starts with ``oom:`` (a search's error column)."""
+
+    def __str__(self) -> str:
+        return "oom: " + super().__str__()
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` Did you mean 'a', 'b'?`` for up to three close matches of ``word``, else ``""``."""
     close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)

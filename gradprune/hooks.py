@@ -36,7 +36,7 @@ class HookDispatcher:
 
     def __init__(self, layers: list[LayerModules], estimators: list[ImportanceEstimator],
                  collectors: list[StatCollector], n_layers: int, sharded_over: int = 0,
-                 check_every: int = CHECK_EVERY) -> None:
+                 check_every: int = CHECK_EVERY, mean_gradient: str = "device") -> None:
         self.layers = layers
         self.estimators = estimators
         self.collectors = collectors
@@ -53,7 +53,8 @@ class HookDispatcher:
         self._flushed = 0  # micro-batches already checked
         # one shared mean-gradient buffer for every collector defined on it (under FSDP: one owner per layer)
         wanted = any(c.uses_mean_gradient for c in collectors)
-        self.mean_grad = MeanGradient(n_layers, sharded_over) if wanted else None
+        # mean_gradient "host": the buffer in host memory (the memory plan's choice for a GPU too small for it)
+        self.mean_grad = MeanGradient(n_layers, sharded_over, on_host=mean_gradient == "host") if wanted else None
         self.streaming = [c for c in collectors if not c.uses_mean_gradient]
         # activation hooks count only the forward pass: checkpointing re-runs each layer's forward in backward
         self.in_forward = False

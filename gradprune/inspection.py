@@ -1,5 +1,5 @@
-"""``gradprune validate`` and ``gradprune ls``: fast commands that load no model (``validate --data``
-loads the data sets, never the weights)."""
+"""``gradprune validate``, ``gradprune plan-memory`` and ``gradprune ls``: fast commands that load no model
+(``validate --data`` loads the data sets, ``plan-memory`` the model's config, never the weights)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,39 @@ def validate_command(path: str, overrides: list[str], data: bool = False) -> int
     for warning in report.warnings:
         console.print(Text(f"warning: {warning} (its trials will be failed rows)", style="yellow"))
     return 0
+
+
+def plan_memory_command(path: str, overrides: list[str], device_memory: str | None = None, gpus: int = 1,
+                        model_config: str | None = None) -> int:
+    """Print the memory plan of a recipe: every stage's device peak, line by line, and whether it fits.
+
+    ``device_memory`` (e.g. ``80GiB``): plan for a GPU with that much free memory (``gpus`` of them) instead
+    of this machine's device; ``model_config``: a config.json to plan for instead of the recipe's model.
+    """
+    from gradprune.eval.perplexity import ppl_batch_size
+    from gradprune.memory.capacity import Capacity
+    from gradprune.memory.table import load_config, parse_size, plan_lines
+    from gradprune.memory.watch import fit_recipe
+    from gradprune.recipe import load_recipe
+
+    recipe = load_recipe(path, overrides)
+    if model_config is not None:
+        config = load_config(model_config)
+    else:
+        from gradprune.models.loading import checked_config
+
+        _, config = checked_config(recipe.model)
+    capacity: Capacity | str = "device"
+    if device_memory is not None:
+        size = parse_size(device_memory)
+        capacity = Capacity("cuda", f"{gpus} × GPU of {device_memory}" if gpus > 1 else f"a GPU of {device_memory}",
+                            size, size, gpus)
+    fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"memory plan of {path} ({model_config or recipe.model.name_or_path}):", markup=False)
+    for line in plan_lines(fitted):
+        console.print(line, markup=False)
+    return 0 if fitted.problem is None else 2
 
 
 def ls_command(family: str | None) -> int:

@@ -4,8 +4,8 @@ A 7B run spends minutes loading the model and evaluating it dense before calibra
 set that cannot be loaded, a GPU that is not there or a ratio the planner cannot reach would each
 surface only then, one at a time, and an output dir that cannot be written only after the whole run.
 :func:`preflight` checks all of it from the recipe, the model's config (never its weights), the first
-document of each data set and this machine, and raises one :class:`PreflightError` naming every
-problem. ``gradprune search`` checks every grid point with :func:`preflight_points`.
+document of each data set and this machine (the memory plan included: :mod:`gradprune.memory`), and
+raises one :class:`PreflightError` naming every problem. ``gradprune search`` checks every grid point with :func:`preflight_points`.
 
 The run keeps its own model-based checks (``run.load_stage``): they also guard code that calls
 ``run_experiment`` directly, and see what a config cannot tell.
@@ -202,6 +202,8 @@ class Preflight:
         found += model_problems
         if config is not None:
             found += self._bounds(recipe, config, model_key)
+            if self.hardware and not found:
+                found += self._memory(recipe, config)
         if self.data:
             ds_key = ("calibration", json.dumps(recipe.calibration.dataset.model_dump(), sort_keys=True))
             data_problems = self._once(ds_key, lambda: calibration_problems(recipe.calibration.dataset))
@@ -305,6 +307,30 @@ class Preflight:
         else:
             found.append(unreachable_message(r, p, recipe.model.name_or_path, len(shape.layers)))
         return found
+
+    def _memory(self, recipe: Recipe, config: Any) -> list[str]:
+        """The memory plan on this machine's device: a recipe that fits at no setting the plan may choose is
+        refused with the numbers and the knobs (:mod:`gradprune.memory`)."""
+        from gradprune.eval.perplexity import ppl_batch_size
+        from gradprune.memory.capacity import device_capacity
+        from gradprune.memory.watch import fit_recipe
+
+        t = recipe.trainer
+        capacity = self._once(("capacity", str(t.accelerator), str(t.devices)), lambda: device_capacity(t))
+        try:
+            fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+        except GradpruneError as exc:
+            return [str(exc)]
+        except Exception as exc:  # a model the plan cannot describe: the run measures, it does not plan
+            self.notes[f"memory plan not made ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"] = None
+            return []
+        if fitted.problem is not None:
+            return [fitted.problem]
+        self.checked["memory plan" if capacity is not None else "memory plan (device memory unknown)"] = None
+        for note in fitted.notes:
+            if "batch_size auto" not in note:  # auto picks its micro-batch per run; the rest is news
+                self.notes[note] = None
+        return []
 
     def report(self, started: float) -> Report:
         """The report of everything checked so far."""

@@ -42,7 +42,9 @@ class CalibrationSection(Section):
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     seq_len: int = Field(64, gt=0)
     num_samples: int = Field(256, gt=0)
-    batch_size: int = Field(8, gt=0)
+    #: samples per forward/backward pass; "auto": the largest the memory plan fits on the device (scores and
+    #: statistics do not depend on the split; per-sample estimators always run one sample at a time)
+    batch_size: int | Literal["auto"] = 8
     seed: int = Field(0, ge=0)  # numpy and torch take non-negative seeds
     #: recompute each decoder layer's activations in the backward pass (transformers' activation
     #: checkpointing): activation memory of one layer instead of all, same gradients, ~1/3 more compute
@@ -50,6 +52,13 @@ class CalibrationSection(Section):
     #: micro-batches between two host-side checks of the losses and gradient norms (each one waits for the
     #: device; a non-finite value is reported at the next check, naming its micro-batch and layer)
     check_every: int = Field(16, gt=0)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("batch_size must be greater than 0 (an integer), or 'auto'")
+        return v
 
 
 class StatsSection(Section):

@@ -7,6 +7,7 @@ the search calls per trial; ``run_from_cli`` adds the output-dir guard and the c
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,9 +132,10 @@ def build_plugins(recipe: Recipe):
     return est, norm, cols
 
 
-def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=None, built=None):
+def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=None, built=None, watch=None):
     """Draw windows and calibrate (or reuse a stored calibration with the same key); ``built``: the
-    recipe's (estimator, normalizer, collectors) when the caller built them already."""
+    recipe's (estimator, normalizer, collectors) when the caller built them already; ``watch``: the run's
+    memory plan (where the mean-gradient buffer is kept; where FSDP gathers the model)."""
     from gradprune import plugins
     from gradprune.calibration import calibrate
     from gradprune.data.windows import draw_windows
@@ -156,7 +158,7 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
             res = calibrate(loaded.model, loaded.layers, windows.input_ids, c.batch_size,
                             {recipe.importance.name: est}, cols, recipe.trainer, progress=progress,
                             gradient_checkpointing=c.gradient_checkpointing, weights=loaded.weights,
-                            gather_to="cpu" if recipe.eval.device_map == "auto" else None,
+                            gather_to=_gather_to(recipe, watch), mean_gradient=_mean_gradient(watch),
                             check_every=c.check_every)
     except CalibrationError as exc:
         if "non-finite" not in str(exc) or loaded.weights is not None:
@@ -167,6 +169,33 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
     if store is not None and res.rank == 0:
         store.put(key, res)
     return res
+
+
+def _gather_to(recipe: Recipe, watch) -> str | None:
+    """Where rank 0 gathers the model after FSDP calibration: on the host when it is to be spread over the
+    process's GPUs (``eval.device_map: auto``, or the plan found it does not fit one), else on its GPU."""
+    spread = recipe.eval.device_map == "auto" or (watch is not None and watch.fitted is not None
+                                                  and watch.fitted.spread_eval)
+    return "cpu" if spread else None
+
+
+def _ranks_released() -> None:
+    """After calibration: this process's cached GPU memory goes back to the device and, under DDP / FSDP,
+    every rank waits until all have dropped their calibration state, so that what rank 0 reads as free
+    memory (spreading the gathered model) is free."""
+    from gradprune.memory.release import free_device_cache
+
+    free_device_cache()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _mean_gradient(watch) -> str:
+    """Where the plan keeps the statistics' mean-gradient buffer: ``device`` (exact, the default) or ``host``."""
+    planned = watch is not None and watch.fitted is not None
+    return (watch.fitted.plan.workload.mean_gradient if planned else None) or "device"
 
 
 class _Interrupted(BaseException):
@@ -240,14 +269,85 @@ def calibration_key(recipe: Recipe, identity: str) -> str:
 
 
 def run_experiment(recipe: Recipe, console: Console | None = None, store=None, keep_model: bool = False,
-                   pruned_eval: PrunedEval | None = None, loaded: Loaded | None = None) -> RunOutput:
+                   pruned_eval: PrunedEval | None = None, loaded: Loaded | None = None,
+                   loader: Callable[[Recipe], Loaded] | None = None) -> RunOutput:
     """Run every stage and return the record (nothing is written here).
 
     ``pruned_eval(recipe, loaded, console, dense_metrics) -> (metrics, info)`` replaces the evaluation of
     the pruned model (the search's successive halving evaluates in rungs); by default :func:`_pruned_eval`.
-    ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU).
-    Every stage runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
+    ``loaded`` skips loading (a model the caller built, e.g. a benchmark's random model on the GPU);
+    ``loader(recipe)`` replaces :func:`load_stage` (default: the one :func:`trial_loader` set, e.g. a search
+    worker's host copy of the dense model, :class:`gradprune.search.dense_copy.DenseCopy`). Every stage
+    runs on the device the model was loaded onto; ``record["devices"]`` says where each ran.
+
+    The memory plan is made first, from the model's config (``calibration.batch_size: auto`` becomes the
+    micro-batch it picks; a recipe that fits nowhere is refused before any weight loads), and each stage's
+    measured peak is recorded beside its estimate (``record["memory"]``). Running out of memory anyway
+    raises a :class:`~gradprune.errors.DeviceMemoryError` naming the stage, the estimate and the setting.
+    Nothing the run allocated stays reachable after it returns or raises.
     """
+    import torch
+
+    from gradprune.memory.release import forget_frames, free_device_cache
+
+    _preload(recipe)  # before this run's frames exist (see _preload)
+    watch, recipe = _memory_watch(recipe, loaded)
+    failure = None
+    try:
+        return _run_stages(recipe, console, store, keep_model, pruned_eval, loaded, watch,
+                           loader or _LOADER.get() or load_stage)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        failure = " ".join(str(exc).split())
+        forget_frames(exc)  # the frames hold the model and the buffers that did not fit
+    finally:
+        free_device_cache()
+    raise watch.out_of_memory(failure)
+
+
+_LOADER: contextvars.ContextVar[Callable[[Recipe], Loaded] | None] = contextvars.ContextVar("loader", default=None)
+
+
+@contextlib.contextmanager
+def trial_loader(loader: Callable[[Recipe], Loaded]):
+    """Inside the block, :func:`run_experiment` loads the model with ``loader`` (a search worker sets its
+    host copy of the dense weights around each trial)."""
+    token = _LOADER.set(loader)
+    try:
+        yield
+    finally:
+        _LOADER.reset(token)
+
+
+def _preload(recipe: Recipe) -> None:
+    """Import the libraries a run uses before the run holds anything. Importing some of them leaves garbage
+    reference cycles that hold the frames of the import, and so, through each frame's caller, every frame
+    above it with its locals: imported inside a stage, they would keep that run's model alive until
+    Python's cycle collector ran."""
+    import lightning  # noqa: F401
+    import transformers  # noqa: F401
+
+    if recipe.eval.run in ("all", "zeroshot"):
+        import lm_eval.models.huggingface  # noqa: F401
+
+
+def _memory_watch(recipe: Recipe, loaded: Loaded | None):
+    """The run's memory plan (from the config of ``loaded``'s model, else of the recipe's) and the recipe
+    with ``calibration.batch_size: auto`` settled."""
+    from gradprune.eval.perplexity import ppl_batch_size
+    from gradprune.memory.watch import MemoryWatch
+
+    if loaded is not None:
+        config = loaded.model.config
+    else:
+        from gradprune.models.loading import checked_config
+
+        _, config = checked_config(recipe.model)
+    return MemoryWatch.for_run(recipe, config, ppl_batch_size)
+
+
+def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool, pruned_eval: PrunedEval | None,
+                loaded: Loaded | None, watch, loader: Callable[[Recipe], Loaded]) -> RunOutput:
+    """The stages of :func:`run_experiment`, each entered on ``watch``."""
     from gradprune.cut.surgery import apply_plan
     from gradprune.importance.normalizers import normalize_scores
     from gradprune.pruning.planner import plan_pruning
@@ -258,7 +358,8 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t: dict[str, float] = {}
     devices: dict[str, str] = {}
     t0 = time.perf_counter()
-    loaded = loaded or load_stage(recipe)
+    watch.enter("load")
+    loaded = loaded or loader(recipe)
     t["time_load"] = time.perf_counter() - t0
     devices["load"] = device_of(loaded.model)
     matmul_precision = float32_matmul_precision(recipe.trainer, devices["load"].split(",")[0])
@@ -267,25 +368,29 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         loaded = materialized(recipe, loaded)  # no calibration pass would read the shards
     # the dense reference needs the weights: with FSDP loading they exist only after calibration gathered them
     dense_first = loaded.weights is None
-    dense, proxy_ref = _dense_stage(recipe, loaded, console, t, devices) if dense_first else (None, None)
+    dense, proxy_ref = _dense_stage(recipe, loaded, console, t, devices, watch) if dense_first else (None, None)
     t1 = time.perf_counter()
-    calib = calibration_stage(recipe, loaded, console, store, (est, normalizer, collectors))
+    watch.enter("calibration")
+    calib = calibration_stage(recipe, loaded, console, store, (est, normalizer, collectors), watch)
+    del est  # its accumulators went with calibration; nothing else needs it
     devices["calibration"] = calib.info.get("device", devices["load"])
     if getattr(calib, "rank", 0) != 0:
         # DDP / FSDP: every rank re-runs the command; only rank 0 plans, evaluates and writes
+        loaded = None  # this rank's model (its FSDP shards) goes before rank 0 reads the GPUs' free memory
+        _ranks_released()
         return RunOutput({}, [], [], None, {}, rank=calib.rank)
-    if calib.model is not None:  # FSDP: the full model rank 0 gathered replaces the sharded one
-        gathered = calib.model
-        if recipe.eval.device_map == "auto":  # gathered on the host: spread over this process's GPUs
-            from gradprune.eval.placement import spread
+    gathered = calib.model is not None
+    if gathered:  # FSDP: the full model rank 0 gathered replaces the sharded one
+        loaded, calib.model = _replace_model(loaded, calib.model), None  # the sharded model goes now
+    _ranks_released()
+    if gathered and _gather_to(recipe, watch) == "cpu":  # gathered on the host: spread over this process's GPUs
+        from gradprune.eval.placement import spread
 
-            gathered = spread(gathered)
-        loaded = _replace_model(loaded, gathered)
-        calib.model = None
+        loaded = _replace_model(loaded, spread(loaded.model))  # spread() reads the GPUs' free memory
     loaded = materialized(recipe, loaded)  # a stored calibration: nothing was gathered
     t["time_calibration"] = time.perf_counter() - t1
     if not dense_first:
-        dense, proxy_ref = _dense_stage(recipe, loaded, console, t, devices)
+        dense, proxy_ref = _dense_stage(recipe, loaded, console, t, devices, watch)
     t1 = time.perf_counter()
     raw = calib.scores[recipe.importance.name]
     import warnings
@@ -300,6 +405,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     t["time_planning"] = time.perf_counter() - t1
     rows = layer_rows(loaded.layers, plan, calib.layer_stats, recipe.stats.extreme_threshold)
     t1 = time.perf_counter()
+    watch.enter("surgery")
     apply_plan(loaded.model, plan)
     t["time_surgery"] = time.perf_counter() - t1
     devices["surgery"] = device_of(loaded.model)
@@ -307,6 +413,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
 
     params_after = get_adapter(loaded.model).count_params(loaded.model)
     t1 = time.perf_counter()
+    watch.enter("eval")
     from gradprune.eval.proxies import proxy_metrics
 
     proxies, proxy_info = proxy_metrics(loaded.model, proxy_ref) if proxy_ref is not None else ({}, None)
@@ -353,16 +460,19 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     if recovered is not None:
         record["recovery"] = recovered.info
     record["versions"] = versions()
+    record["memory"] = watch.record()
     return RunOutput(record, rows, list(calib.layer_stats), plan, raw,
                      loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t,
                      recovery=recovered)
 
 
-def _dense_stage(recipe: Recipe, loaded: Loaded, console: Console, t: dict, devices: dict):
+def _dense_stage(recipe: Recipe, loaded: Loaded, console: Console, t: dict, devices: dict, watch=None):
     """The dense model's metrics (None: not asked) and the proxies' dense reference."""
     from gradprune.eval.proxies import dense_reference
     from gradprune.trainer import device_of
 
+    if watch is not None:
+        watch.enter("dense eval")
     t0 = time.perf_counter()
     dense = _dense_eval(recipe, loaded, console)
     t["time_dense_eval"] = time.perf_counter() - t0

@@ -124,21 +124,31 @@ def gather_full_model(model: nn.Module, device: torch.device | str | None = None
         del state
         return None
     cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    buffers = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+    return assemble(cls, model.config, state, buffers, model.generation_config, "FSDP gather").to(device).eval()
+
+
+def assemble(cls: type, config, state: dict, buffers: dict, generation_config=None,
+             what: str = "assembly") -> nn.Module:
+    """A plain model of class ``cls`` built on the meta device from ``config``, whose parameters *are* the
+    tensors of ``state`` (assigned, not copied) and whose buffers are ``buffers`` (RoPE frequencies are
+    not in a state dict); tied embeddings are tied again. A parameter missing from ``state`` is an error."""
     with torch.device("meta"):
-        plain = cls(model.config)
+        plain = cls(config)
     plain.load_state_dict(state, strict=False, assign=True)
-    for name, buf in model.named_buffers():
+    for name, buf in buffers.items():
         owner_module, _, attr = name.rpartition(".")
         target = plain.get_submodule(owner_module) if owner_module else plain
         persistent = attr not in getattr(target, "_non_persistent_buffers_set", set())
-        target.register_buffer(attr, buf.detach().clone(), persistent=persistent)
+        target.register_buffer(attr, buf, persistent=persistent)
     if getattr(plain.config, "tie_word_embeddings", False):
         plain.tie_weights()
     missing = [n for n, p in plain.named_parameters() if p.is_meta]
     if missing:
-        raise RuntimeError(f"FSDP gather: parameters missing from the gathered state dict: {missing[:5]}")
-    plain.generation_config = model.generation_config
-    return plain.to(device).eval()
+        raise RuntimeError(f"{what}: parameters missing from the state dict: {missing[:5]}")
+    if generation_config is not None:
+        plain.generation_config = generation_config
+    return plain
 
 
 def _local_device(model: nn.Module) -> torch.device:

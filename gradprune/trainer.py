@@ -46,7 +46,12 @@ def _trainer_message(trainer_cfg: Any, exc: BaseException) -> str:
 
 def run_device(trainer_cfg: Any):
     """The ``torch.device`` this process computes on under ``trainer_cfg`` (e.g. ``cuda:0`` or ``cpu``)."""
-    return build_trainer(trainer_cfg).strategy.root_device
+    from gradprune.memory.release import dismantle_trainer
+
+    trainer = build_trainer(trainer_cfg)
+    device = trainer.strategy.root_device
+    dismantle_trainer(trainer, None)  # a Trainer's parts point at it: freed now, not by the cycle collector
+    return device
 
 
 def device_of(model: Any) -> str:

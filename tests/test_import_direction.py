@@ -28,6 +28,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("models (load)", ("models",)),
     ("data", ("data",)),
     ("score definitions (importance, normalizers, collectors)", ("importance", "stats")),
+    # memory: the plan (from the config and the recipe's estimators) and the release of what stages allocate
+    ("memory plan", ("memory",)),
     ("calibrate", ("hooks", "trainer", "calibration")),
     ("plan", ("pruning",)),
     ("cut", ("cut",)),

@@ -34,6 +34,7 @@ class RequestTracker:
         self._pending: dict[tuple, deque[str]] = defaultdict(deque)
         self._batch_start: float | None = None
         self._batch_tasks: list[str] = []
+        self._watched: list[tuple[Any, str]] = []  # (task, method name) wrapped by watch_task
 
     # -- the CacheHook interface HFLM calls once per finished request ------------------------------
     def add_partial(self, attr: str, req: Any, res: Any) -> None:
@@ -98,6 +99,7 @@ class RequestTracker:
                 return _m(*args, **kwargs)
 
             setattr(task, name, wrapped)
+            self._watched.append((task, name))
 
     def __enter__(self) -> RequestTracker:
         self._saved = {"cache_hook": self.lm.cache_hook}
@@ -119,3 +121,8 @@ class RequestTracker:
             else:
                 # the originals were bound methods looked up on the class: drop the instance attribute
                 self.lm.__dict__.pop(attr, None)
+        # a wrapper left on a task would keep this tracker, and through it the model, alive in a reference
+        # cycle (task -> wrapper -> task) after the evaluation
+        for task, name in self._watched:
+            vars(task).pop(name, None)
+        self._watched.clear()

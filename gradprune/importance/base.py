@@ -79,3 +79,12 @@ class ImportanceEstimator:
     def scores(self) -> Scores:
         """Final per-group scores (higher = more important) for every layer and kind."""
         raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop the accumulators once :meth:`scores` was taken (calibration calls it), so that a caller
+        still holding the estimator does not hold them (an element-level estimator's are parameter-sized),
+        nor the layers (and so the model). Every dict attribute is emptied; the estimator is spent."""
+        self.layers = []
+        for value in vars(self).values():
+            if isinstance(value, dict):
+                value.clear()

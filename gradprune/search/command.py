@@ -261,15 +261,27 @@ def preflight_search(spec: SearchSpec, out: Path | None, **checks: bool):
     report, since the other points can run (``checks``: as for :func:`gradprune.preflight.preflight`).
     """
     from gradprune.preflight import preflight_points
+    from gradprune.search.gpus import multi_device_refusal
 
     points = [(point, recipe_for(spec, point)) for point in spec.points()]
+    refused = [point for point, recipe in points if multi_device_refusal(recipe, "") is not None]
+    if refused:  # named by the search recipe when every point asks for it, else by the first point that does
+        where = spec.source if len(refused) == len(points) else f"{spec.source} (grid point {refused[0]})"
+        raise GradpruneError(multi_device_refusal(recipe_for(spec, refused[0]), where))
     return preflight_points(points, out_dir=out, out_key="output_dir", **checks)
 
 
 def search_command(path: str, overrides: list[str], storage: str | None = None, output_dir: str | None = None,
-                   n_trials: int | None = None, overwrite: bool = False, retry: bool = False) -> int:
-    """Entry point of ``gradprune search`` (``retry``: ``--retry-failed``)."""
+                   n_trials: int | None = None, overwrite: bool = False, retry: bool = False,
+                   gpus: str | None = None, argv: list[str] | None = None) -> int:
+    """Entry point of ``gradprune search`` (``retry``: ``--retry-failed``; ``gpus``: ``--gpus``, one worker
+    process per GPU, each started with this command line ``argv`` less ``--gpus``)."""
     spec = load_search_spec(path, overrides)
+    workers = None
+    if gpus is not None:
+        from gradprune.search.gpus import parse_gpus, visible_gpus
+
+        workers = parse_gpus(gpus, visible_gpus())
     if retry and spec.evaluation != "full":
         # halving and screening decide from every point's outcome: a point re-run after the decisions
         # would not be compared again
@@ -301,6 +313,8 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
         console.print(f"--retry-failed: {len(retried)} point(s) whose latest attempt failed enqueued again"
                       + (f" (trial(s) {', '.join(map(str, retried))})" if retried else ""), markup=False,
                       highlight=False)
+    if workers is not None:
+        return _run_gpu_workers(workers, argv or [], spec, study, space, out, console)
     from gradprune.search.worker import Worker
     from gradprune.tracking import start_search
 
@@ -311,3 +325,17 @@ def search_command(path: str, overrides: list[str], storage: str | None = None, 
     print_plain(console, f"this worker ran {done} trial(s), {worker.store.puts} calibration(s); wrote {csv_path}")
     return 0
 
+
+
+def _run_gpu_workers(gpus: list[str], argv: list[str], spec: SearchSpec, study, space: dict[str, list[Any]],
+                     out: Path, console: Console) -> int:
+    """``--gpus``: one worker process per GPU on the study opened here; then the results table."""
+    from gradprune.search.gpus import run_workers
+    from gradprune.search.study import AttemptsView
+    from gradprune.search.table import write_results
+
+    total = len(_all_points(space)) if spec.sampler == "grid" else int(spec.n_trials or 0)
+    rc = run_workers(gpus, argv, out, study, space, total, console)
+    csv_path = write_results(AttemptsView(study), spec, out)
+    console.print(f"{len(gpus)} worker(s) ended; wrote {csv_path}", markup=False, highlight=False, soft_wrap=True)
+    return rc

@@ -15,8 +15,8 @@ from gradprune.errors import GradpruneError
 def one_line(exc: BaseException) -> str:
     """A failure reason that fits one CSV cell."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if type(exc).__name__ == "OutOfMemoryError":
-        return "CUDA out of memory" + (f": {text[:200]}" if text else "")
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return "oom: out of memory" + (f": {text[:200]}" if text else "")
     name = "" if isinstance(exc, GradpruneError) else f"{type(exc).__name__}: "
     return (name + text)[:400]
 
@@ -44,4 +44,15 @@ def run_trial(recipe, trial_dir: Path, store, console: Console) -> dict[str, Any
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - failure isolation is the point
-        return {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": time.perf_counter() - t0}
+        return failed_row(exc, t0)
+
+
+def failed_row(exc: BaseException, t0: float) -> dict[str, Any]:
+    """The result of a trial that raised ``exc``; the frames of its traceback are cleared first (their
+    locals would keep the trial's model and buffers alive until the exception is gone)."""
+    from gradprune.memory.release import forget_frames, free_device_cache
+
+    error = one_line(exc)
+    forget_frames(exc)
+    free_device_cache()
+    return {"metrics": {}, "success": False, "error": error, "duration_s": time.perf_counter() - t0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from gradprune.errors import GradpruneError
 from gradprune.search.cache import CalibrationStore
+from gradprune.search.dense_copy import DenseCopy
 from gradprune.search.live import SearchDisplay
 from gradprune.search.optuna_store import (
     set_trial_system_attr,
@@ -29,7 +31,7 @@ from gradprune.search.study import (
     requeue,
 )
 from gradprune.search.table import write_results
-from gradprune.search.trial import one_line, run_trial
+from gradprune.search.trial import failed_row, run_trial
 
 
 class Worker:
@@ -40,6 +42,8 @@ class Worker:
         # what the results count: a failed point that was retried and ran again counts once
         self.attempts = AttemptsView(study)
         self.store = CalibrationStore(out / "cache" / "calibration")
+        # the dense model's weights, kept in host memory for the next trial when they fit there
+        self.dense = DenseCopy(console)
         self.quiet = Console(quiet=True)  # per-trial chatter stays out of the search's live table
         # screening and synchronous halving run in phases: claim(), and next_phase() when the queue is empty
         self.phases = None
@@ -91,6 +95,8 @@ class Worker:
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until the study has none left (or ``max_trials`` ran here); returns how many ran."""
+        from gradprune.run import trial_loader
+
         done = 0
         keys = list(self.space)
         # the display reads the study after each trial: every worker's trials count towards progress and ETA
@@ -103,7 +109,8 @@ class Worker:
                     continue  # a next phase was enqueued (or trials of this one were re-enqueued)
                 if tid is None:
                     break
-                self.run_one(tid, display)
+                with trial_loader(self.dense.load):  # the trial restores the dense model from this worker's copy
+                    self.run_one(tid, display)
                 done += 1
                 self.write_csv()
         return done
@@ -120,7 +127,7 @@ class Worker:
             try:
                 res = self._execute(trial, point)
             except GradpruneError as exc:
-                res = {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": 0.0}
+                res = {**failed_row(exc, time.perf_counter()), "duration_s": 0.0}
             except KeyboardInterrupt:
                 set_trial_user_attr(self.study, trial_id, "status", "interrupted")
                 set_trial_user_attr(self.study, trial_id, "retried", True)

@@ -98,8 +98,11 @@ class MeanGradient:
     for their finiteness check, folded once per micro-batch (:meth:`end_batch`), and Σ G_l from the sums
     at the end."""
 
-    def __init__(self, n_layers: int, sharded_over: int = 0) -> None:
+    def __init__(self, n_layers: int, sharded_over: int = 0, on_host: bool = False) -> None:
         self.n_layers = n_layers
+        # on_host (for a GPU too small for the buffer): the sums live in host memory, pinned where CUDA is;
+        # each gradient is copied there and added in fp32, as on the device
+        self.on_host = on_host
         self.sums: dict[tuple[int, str], torch.Tensor] = {}
         self._scalars: dict[str, torch.Tensor] = {}
         self._n = 1
@@ -122,6 +125,10 @@ class MeanGradient:
         key = (layer, role)
         if self.sharded_over:
             self._reduce_to_owner(key, grad)
+        elif self.on_host:
+            if key not in self.sums:
+                self.sums[key] = torch.zeros(grad.shape, dtype=torch.float32, pin_memory=torch.cuda.is_available())
+            self.sums[key].add_(grad.to("cpu", torch.float32), alpha=float(self._n))
         else:
             if key not in self.sums:
                 self.sums[key] = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)
@@ -175,8 +182,8 @@ class MeanGradient:
             # Σ of G's elements is linear in the sums; it cancels (mean ≈ 0), so it is reduced in fp64
             tot[0, layer] += acc.sum(dtype=torch.float64)
             mean = acc.double() / n_samples
-            tot[1, layer] += mean.square().sum()
-            tot[2, layer] = torch.maximum(tot[2, layer], mean.abs().max() if mean.numel() else tot[2, layer])
+            tot[1, layer] += mean.square().sum().to(device)  # (a no-op unless the sums are on the host)
+            tot[2, layer] = torch.maximum(tot[2, layer], mean.abs().max().to(device) if mean.numel() else tot[2, layer])
             tot[3, layer] += mean.numel()
         if self.sharded_over:  # every layer's sums are on its owner: combine the per-layer reductions
             import torch.distributed as dist

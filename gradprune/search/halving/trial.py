@@ -126,7 +126,7 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     synchronous halving, where the decision comes later: see ``resume`` in :func:`rung_eval_stage`)."""
     from gradprune.record import write_output
     from gradprune.run import run_experiment
-    from gradprune.search.trial import one_line
+    from gradprune.search.trial import failed_row
 
     t0 = time.perf_counter()
     try:
@@ -138,7 +138,7 @@ def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, re
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - failure isolation, as in run_trial
-        return {"metrics": {}, "success": False, "error": one_line(exc), "duration_s": time.perf_counter() - t0}
+        return failed_row(exc, t0)
     metrics = out.record["metrics"]
     metrics["calibration_reused"] = bool(out.record["calibration"].get("reused_calibration", False))
     stopped = bool(out.record["eval"].get("zeroshot", {}).get("stopped"))
