@@ -55,8 +55,8 @@ def watched(monkeypatch):
     monkeypatch.setattr(calibration.CalibrationModule, "__init__", module_init)
     end_batch = MeanGradient.end_batch
 
-    def mean_end_batch(self):
-        end_batch(self)
+    def mean_end_batch(self, *args, **kwargs):
+        end_batch(self, *args, **kwargs)
         refs["mean_gradient"] += [weakref.ref(t) for t in self.sums.values()]
 
     monkeypatch.setattr(MeanGradient, "end_batch", mean_end_batch)
@@ -110,8 +110,8 @@ def test_accumulators_die_with_calibration(watched, monkeypatch):
 class FailsOnSecondBatch(MeanGradient):
     """Calibration that fails after the mean-gradient buffer exists (a NaN found late, say)."""
 
-    def end_batch(self):
-        super().end_batch()
+    def end_batch(self, *args, **kwargs):
+        super().end_batch(*args, **kwargs)
         if float(self._scalars["counts"][1]) >= 2:
             raise CalibrationError("failed on purpose")
 

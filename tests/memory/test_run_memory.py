@@ -120,6 +120,10 @@ def test_an_out_of_memory_trial_is_a_failed_row_and_the_search_goes_on(write_sea
 
 
 def test_the_mean_gradient_buffer_in_host_memory_gives_the_same_statistics():
+    """The statistics are the same sums either way; the vector-level scores are summed per micro-batch in host
+    mode (the estimator cannot read a host buffer) and from the buffer at the end on the device: the same
+    numbers up to the order of fp32 additions (a row's signed sum cancels, so it is compared at the scale of
+    the layer's largest score)."""
     model = make_model()
     layers = get_adapter(model).layers(model)
     ids = torch.randint(0, 300, (6, 16))
@@ -131,7 +135,7 @@ def test_the_mean_gradient_buffer_in_host_memory_gives_the_same_statistics():
     assert runs["host"].info["mean_gradient"] == "host"
     assert runs["host"].layer_stats == runs["device"].layer_stats
     for key, s in runs["device"].scores["t"].items():
-        assert torch.equal(runs["host"].scores["t"][key], s)
+        torch.testing.assert_close(runs["host"].scores["t"][key], s, rtol=1e-6, atol=1e-6 * float(s.abs().max()))
 
 
 def test_the_dense_host_copy_restores_the_loaded_model(model_dir, corpus_file, tmp_path):
