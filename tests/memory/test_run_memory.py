@@ -77,8 +77,13 @@ def test_batch_size_auto_records_the_estimate_beside_the_measured_peak(model_dir
     mem = rec["memory"]
     assert mem["plan"]["batch_size_auto"] and mem["plan"]["micro_batch_size"] == 3
     cal = mem["stages"]["calibration"]
-    assert cal["estimate_bytes"] == three and cal["peak_bytes"] > 0
+    assert cal["estimate_bytes"] == three
     assert set(mem["stages"]) >= {"load", "dense eval", "calibration", "surgery", "eval"}
+    # every stage has a measured figure beside its estimate; its size is not asserted: in a long-lived test
+    # process a stage of a 2 MB model can fit in pages the process already holds (measured 0 on CI).
+    # benchmarks/memory_plan.py compares estimates with peaks measured in a fresh process.
+    assert all(isinstance(s["peak_bytes"], int) and s["peak_bytes"] >= 0 for s in mem["stages"].values())
+    assert mem["measured"].startswith("host resident-set high-water mark")
 
 
 def _oom(*args, **kwargs):
