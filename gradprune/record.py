@@ -19,13 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from gradprune.files import atomic_write_bytes, check_space, failures_named, json_text, staged_dir, swap_in
+from gradprune.original_names import ORIGINAL_SETTINGS
 from gradprune.outputs import refuse_existing
 from gradprune.stats.summary import extreme_layers, ratio_summary
-
-# The edge to the original tool: it named two calibration settings after its estimator. run.json's
-# metrics and search_results.csv keep those names (DESIGN.md, a contract for users' scripts); inside,
-# the recipe keys are used. (Its pruning_ratio column is the achieved ratio, a metric, not a setting.)
-ORIGINAL_SETTINGS = {"taylor_seq_len": "calibration.seq_len", "taylor_num_samples": "calibration.num_samples"}
 
 # what a run writes into output.dir (plan.json, layers.csv, run.json here; the scores and the pruned
 # model by write_output below)

@@ -75,7 +75,7 @@ def analyze_command(csv: str | Path | Sequence[str | Path], target: str = "acc_m
     ``paper``) the paper/ folder to ``output_dir`` (default: beside the first CSV). ``by``: see
     :func:`gradprune.analysis.pipeline.run_analysis`; ``include``: numeric columns of unknown meaning to use
     as statistics."""
-    from gradprune.analysis.findings import key_findings
+    from gradprune.analysis.key_findings import key_findings
     from gradprune.analysis.loading import require_file
     from gradprune.analysis.pipeline import run_analysis
 
