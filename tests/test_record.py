@@ -82,3 +82,14 @@ def test_output_dir_with_results_is_refused_unless_overwrite(tmp_path):
     assert check_output_dir(tmp_path, overwrite=True) == tmp_path
     with pytest.raises(GradpruneError, match="is a file"):
         check_output_dir(tmp_path / "layers.csv", overwrite=True)
+
+
+def test_what_write_output_reads_is_a_field_of_every_run_output():
+    import dataclasses
+
+    from gradprune.record import RunFiles
+    from gradprune.run import RunOutput
+
+    fields = {f.name for f in dataclasses.fields(RunOutput)}
+    assert set(RunFiles.__annotations__) <= fields, set(RunFiles.__annotations__) - fields
+    assert isinstance(RunOutput({}, [], [], None, {}), RunFiles)

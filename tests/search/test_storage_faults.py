@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from gradprune.cli import main
+from gradprune.search.trial import TrialOutcome, one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 RATIOS = [0.1, 0.2, 0.3]
@@ -57,7 +58,7 @@ def copy_of(finished, tmp_path):
 def _fake_trial(recipe, trial_dir, store, console):
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "run.json").write_text("{}\n")
-    return {"metrics": {"acc_mean": 1 - recipe.pruning.ratio}, "success": True, "error": "", "duration_s": 0.0}
+    return TrialOutcome({"acc_mean": 1 - recipe.pruning.ratio}, True, "", 0.0)
 
 
 @pytest.fixture
@@ -201,7 +202,7 @@ def flaky_trials(monkeypatch):
 
     def trial(recipe, trial_dir, store, console):
         if recipe.pruning.ratio in broken:
-            return {"metrics": {}, "success": False, "error": "CUDA out of memory", "duration_s": 0.0}
+            return TrialOutcome({}, False, "CUDA out of memory", 0.0)
         return _fake_trial(recipe, trial_dir, store, console)
 
     monkeypatch.setattr("gradprune.search.worker.run_trial", trial)
@@ -598,9 +599,7 @@ def test_a_csv_whose_trial_column_was_removed_is_not_rewritten(copy_of, fake_tri
 
 
 def _failing_with_brackets(recipe, trial_dir, store, console):
-    from gradprune.search.trial import one_line
-
-    return {"metrics": {}, "success": False, "error": one_line(RuntimeError("[/x] boom")), "duration_s": 0.1}
+    return TrialOutcome({}, False, one_line(RuntimeError("[/x] boom")), 0.1)
 
 
 def test_a_trial_error_with_markup_brackets_does_not_kill_the_worker(model_dir, corpus_file, tmp_path, monkeypatch,
