@@ -107,6 +107,8 @@ class SearchDisplay:
 
     ``study`` (optional): the Optuna study, read after every trial so that the progress and the ETA
     count every worker's trials; without it the display counts only what it saw itself.
+
+    The display is a rich renderable (``console.print(display)`` shows what the live view shows now).
     """
 
     def __init__(self, console: Console, keys: list[str], total: int, done: int = 0, study=None,
@@ -129,7 +131,7 @@ class SearchDisplay:
     def __enter__(self) -> SearchDisplay:
         self._sync()
         if self.console.is_terminal:
-            self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=1,
+            self.live = Live(console=self.console, get_renderable=self.__rich__, refresh_per_second=1,
                              transient=False)
             self.live.__enter__()
         return self
@@ -185,7 +187,8 @@ class SearchDisplay:
         text = f"trial {number}: {stage}" + (f" {detail}" if detail else "")
         return f"{text} ({format_eta(self.clock() - since)} in this stage)"
 
-    def _render(self) -> Group:
+    def __rich__(self) -> Group:
+        """The live view: the trials' table, each running trial's stage line, the progress bar with its ETA."""
         self.progress.update(self.task, eta=format_eta(self.eta()))
         stages = [Text(self.stage_line(n), style="cyan") for n in sorted(self.stage)]
         return Group(self._table(), *stages, self.progress)

@@ -82,7 +82,7 @@ def _journal_trials(journal: Path):
         assert "op_code" in json.loads(line)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     (study,) = storage.get_all_studies()
-    return storage.get_all_trials(study._study_id)
+    return storage.get_all_trials(storage.get_study_id_from_name(study.study_name))
 
 
 def _assert_every_point_once(out: Path) -> None:
@@ -254,7 +254,7 @@ def test_retry_failed_reruns_an_interrupted_point_whose_requeue_was_lost(copy_of
     journal.write_bytes(b"".join(lines[:-1]) + b"".join(json.dumps(r).encode() + b"\n" for r in [*marks, last]))
     storage = JournalStorage(JournalFileBackend(str(journal)))
     (study,) = storage.get_all_studies()
-    (t,) = [t for t in storage.get_all_trials(study._study_id) if t.user_attrs.get("retried")]
+    (t,) = [t for t in storage.get_all_trials(storage.get_study_id_from_name(study.study_name)) if t.user_attrs.get("retried")]
     assert t.state == TrialState.FAIL and t.user_attrs["status"] == "interrupted"
     assert _search(recipe, out) == 0
     assert "ran 0 trial(s)" in capsys.readouterr().out
@@ -517,7 +517,7 @@ def test_a_worker_killed_mid_append_does_not_break_the_journal_for_the_others(tm
         json.loads(line)
     reread = JournalStorage(JournalFileBackend(str(journal)))
     (s,) = reread.get_all_studies()
-    assert [t.system_attrs["fixed_params"] for t in reread.get_all_trials(s._study_id)] == [
+    assert [t.system_attrs["fixed_params"] for t in reread.get_all_trials(reread.get_study_id_from_name(s.study_name))] == [
         {"x": 1}, {"x": 2}, {"x": 3}]
 
 
