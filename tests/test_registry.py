@@ -44,7 +44,8 @@ def test_every_builtin_loads_and_subclasses_its_base(family):
 
 def test_registered_names_snapshot():
     assert plugins.IMPORTANCE.names() == sorted(
-        ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation"])
+        ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation",
+         "flap"])
     assert plugins.NORMALIZERS.names() == sorted(["none", "mean", "max", "sum", "l2", "zscore", "rank"])
     assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_snr", "grad_std", "grad_var"]
     assert plugins.DATA.names() == ["embedded", "hf", "instructions", "text_file"]
