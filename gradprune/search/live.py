@@ -12,6 +12,8 @@ apart, and a trial is longer than that.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -83,9 +85,6 @@ def format_eta(seconds: float | None) -> str:
 def study_progress(study) -> tuple[int, list[float], int]:
     """From the study: (trials ended for good, their durations in seconds, workers seen: this one plus
     every other process running a trial now)."""
-    import os
-    import socket
-
     from optuna.trial import TrialState
 
     done, durations, owners = 0, [], {(socket.gethostname(), os.getpid())}
