@@ -11,10 +11,8 @@ import sys
 import warnings
 
 from gradprune.errors import GradpruneError, GradpruneWarning
-from gradprune.recipe import ORIGINAL_NAMES
+from gradprune.original_names import ORIGINAL_KEYS
 
-# the original tool's flags → recipe keys (``gradprune run`` accepts them as overrides)
-ORIGINAL_FLAGS = ORIGINAL_NAMES
 # --run_evaluation took a yes/no; eval.run names what to evaluate
 _RUN_EVALUATION = {"true": "all", "yes": "all", "1": "all", "false": "none", "no": "none", "0": "none"}
 
@@ -23,7 +21,7 @@ def original_flag_overrides(args: argparse.Namespace) -> list[str]:
     """The original tool's flags given on the command line, as ``key=value`` overrides (before the
     user's own overrides, which win)."""
     out = []
-    for flag, key in ORIGINAL_FLAGS.items():
+    for flag, key in ORIGINAL_KEYS.items():
         value = getattr(args, flag, None)
         if value is None:
             continue
@@ -55,7 +53,7 @@ def _unknown_run_option(extra: list[str], command: str = "run") -> str:
         return f"unknown option {flag}: set recipe keys as key=value: {name}={value or '...'}"
     own = {"run": "--overwrite and ", "validate": "--data and "}.get(command, f"see gradprune {command} --help; ")
     return (f"unknown option {flag}: recipe keys are set as key=value overrides (e.g. pruning.ratio=0.3); "
-            f"options: {own}the original tool's --{', --'.join(ORIGINAL_FLAGS)}")
+            f"options: {own}the original tool's --{', --'.join(ORIGINAL_KEYS)}")
 
 
 # the commands that read a recipe: they take the original tool's flags and --config FILE for the recipe
@@ -153,7 +151,7 @@ def _warning_printer(show):
 
 def _add_original_flags(parser: argparse.ArgumentParser) -> None:
     orig = parser.add_argument_group("the original tool's flags (aliases of recipe keys; --config FILE: the recipe)")
-    for flag, key in ORIGINAL_FLAGS.items():
+    for flag, key in ORIGINAL_KEYS.items():
         extra = {"nargs": "?", "const": "all"} if flag == "run_evaluation" else {}
         orig.add_argument(f"--{flag}", f"--{flag.replace('_', '-')}", dest=flag, metavar="V",
                           help=f"= {key}=V" + (" (alone: all; true/false → all/none)" if extra else ""), **extra)

@@ -24,6 +24,7 @@ IMPORTANCE: Registry = Registry(
         "magnitude": "gradprune.importance.magnitude:MagnitudeImportance",
         "random": "gradprune.importance.random_baseline:RandomImportance",
         "activation": "gradprune.importance.activation:ActivationImportance",
+        "flap": "gradprune.importance.flap:FlapImportance",
     },
 )
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gradprune import plugin_sections as ps
 from gradprune.errors import GradpruneError, RecipeError, did_you_mean
+from gradprune.original_names import ORIGINAL_KEYS
 from gradprune.plugin_sections import DatasetSection, PluginSection, RecoverySection
 
 
@@ -444,24 +445,13 @@ def _apply_one(out: dict[str, Any], text: str) -> str:
     return key
 
 
-# names of the original tool (its command-line flags and search_results.csv columns) → recipe keys
-ORIGINAL_NAMES = {
-    "pruning_ratio": "pruning.ratio",
-    "taylor_seq_len": "calibration.seq_len",
-    "taylor_num_samples": "calibration.num_samples",
-    "base_model": "model.name_or_path",
-    "run_evaluation": "eval.run",
-    "output_name": "output.dir",
-}
-
-
 def _section_hint(key: str, value: Any, schema: type[BaseModel]) -> str:
     """A top-level key that is a field of a section (``seq_len``) or a name of the original tool
     (``taylor_seq_len``, also a search_results.csv column): the dotted recipe key to use instead."""
-    if key in ORIGINAL_NAMES:
+    if key in ORIGINAL_KEYS:
         shown = "..." if isinstance(value, (dict, list)) or value is None else value
-        return (f" {key!r} is the original tool's name; the recipe key is {ORIGINAL_NAMES[key]!r}: "
-                f"{ORIGINAL_NAMES[key]}={shown}")
+        return (f" {key!r} is the original tool's name; the recipe key is {ORIGINAL_KEYS[key]!r}: "
+                f"{ORIGINAL_KEYS[key]}={shown}")
     owners = [name for name in schema.model_fields if key in _known_keys(_submodel(schema, name))]
     return f" Did you mean {', '.join(repr(f'{o}.{key}') for o in owners)}?" if owners else ""
 

@@ -16,16 +16,12 @@ import platform
 from functools import reduce
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from gradprune.files import atomic_write_bytes, check_space, failures_named, json_text, staged_dir, swap_in
+from gradprune.original_names import ORIGINAL_SETTINGS
 from gradprune.outputs import refuse_existing
 from gradprune.stats.summary import extreme_layers, ratio_summary
-
-# The edge to the original tool: it named two calibration settings after its estimator. run.json's
-# metrics and search_results.csv keep those names (DESIGN.md, a contract for users' scripts); inside,
-# the recipe keys are used. (Its pruning_ratio column is the achieved ratio, a metric, not a setting.)
-ORIGINAL_SETTINGS = {"taylor_seq_len": "calibration.seq_len", "taylor_num_samples": "calibration.num_samples"}
 
 # what a run writes into output.dir (plan.json, layers.csv, run.json here; the scores and the pruned
 # model by write_output below)
@@ -38,6 +34,26 @@ LAYER_COLUMNS = [
 ]
 
 _PACKAGES = ("gradprune", "torch", "transformers", "lightning", "lm_eval", "optuna", "pydantic", "numpy")
+
+
+@runtime_checkable
+class RunFiles(Protocol):
+    """What :func:`write_output` writes of a run: :class:`gradprune.run.RunOutput` (a later stage, so named
+    here by its fields, which a test holds to RunOutput's)."""
+
+    #: run.json's content
+    record: dict
+    #: layers.csv's rows (:func:`layer_rows`) and its statistic columns
+    layer_rows: list[dict]
+    stat_names: list[str]
+    #: the plan (plan.json) and the raw scores (scores.safetensors)
+    plan: Any
+    scores: dict
+    #: the pruned model and its tokenizer when it is saved (``output.save_model``), else None
+    model: Any
+    tokenizer: Any
+    #: the recovery stage's result (its adapter goes into the saved model), or None
+    recovery: Any
 
 
 def original_settings(recipe) -> dict[str, Any]:
@@ -153,7 +169,7 @@ def check_output_dir(path: str | Path, overwrite: bool, key: str = "output.dir")
     return p
 
 
-def _run_files(out: Any) -> dict[str, bytes]:
+def _run_files(out: RunFiles) -> dict[str, bytes]:
     """A run's files but the plan and the model, rendered in memory (name → bytes)."""
     from safetensors.torch import save as safetensors_bytes
 
@@ -173,7 +189,7 @@ def model_bytes(model: Any) -> int:
     return sum(seen.values())
 
 
-def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
+def write_output(out: RunFiles, out_dir: str | Path, save_model: bool) -> Path:
     """Write a run's files (``out``: a :class:`gradprune.run.RunOutput`) into ``out_dir``: the scores,
     plan.json, layers.csv, the pruned model when asked, and run.json (whose presence marks a complete run).
 
@@ -195,8 +211,8 @@ def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
         if with_model:
             from gradprune.cut.checkpoint import save_pruned
 
-            recovery = getattr(out, "recovery", None)  # the adapter (and merged model) go into the checkpoint
-            extras = recovery.checkpoint_extras(out.tokenizer, out.plan) if recovery is not None else None
+            # the recovery adapter (and merged model) go into the checkpoint
+            extras = out.recovery.checkpoint_extras(out.tokenizer, out.plan) if out.recovery is not None else None
             save_pruned(out.model, out.tokenizer, out.plan, staged / "model", extras=extras)
         atomic_write_bytes(staged / "run.json", files["run.json"])
         # an earlier run's pruned model would pass for this run's: model/ goes when this run saved none
@@ -204,7 +220,7 @@ def write_output(out: Any, out_dir: str | Path, save_model: bool) -> Path:
     return d / "run.json"
 
 
-def write_output_or_show(out: Any, out_dir: str | Path, save_model: bool, console: Any) -> Path:
+def write_output_or_show(out: RunFiles, out_dir: str | Path, save_model: bool, console: Any) -> Path:
     """:func:`write_output`; where the results cannot be written (an :class:`~gradprune.errors.OutputError`),
     the run's flat metrics are printed as one JSON line first, so the hours of evaluation behind them
     are not lost with the files."""
@@ -215,5 +231,5 @@ def write_output_or_show(out: Any, out_dir: str | Path, save_model: bool, consol
     except OutputError:
         from gradprune.progress import print_plain
 
-        print_plain(console, "the run's metrics (not written): " + json.dumps(clean(out.record.get("metrics", {}))))
+        print_plain(console, "the run's metrics (not written): " + json.dumps(clean(out.record["metrics"])))
         raise

@@ -7,6 +7,7 @@ params to a target (``taylor_mix`` = Taylor with ``order: mix``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,31 @@ class Registry(Generic[T]):
         """Register ``target`` under ``name`` (later registrations of a name replace earlier ones)."""
         self._entries[name] = Entry(name, target, dict(preset or {}), origin)
         self._loaded.pop(name, None)
+
+    @contextlib.contextmanager
+    def scoped(self, reread_entry_points: bool = False) -> Iterator[Registry[T]]:
+        """A block whose registrations are its own: on exit the registry holds exactly what it held before
+        (names, loaded classes, entry points read or not, broken plugins). ``reread_entry_points``: inside,
+        only the built-ins are known and the entry points are read again on the next lookup (a test that
+        installs a package, or fakes ``importlib.metadata.entry_points``)."""
+        saved = (dict(self._entries), dict(self._loaded), self._entry_points_read, dict(self.broken), self.base_cls)
+        if reread_entry_points:
+            self._entries = {n: e for n, e in self._entries.items() if e.origin == "gradprune"}
+            self._loaded = {n: obj for n, obj in self._loaded.items() if n in self._entries}
+            self._entry_points_read = False
+            self.broken = {}
+        try:
+            yield self
+        finally:
+            self._entries, self._loaded, self._entry_points_read, self.broken, self.base_cls = saved
+
+    @contextlib.contextmanager
+    def registered(self, name: str, target: str | Callable[..., Any], preset: Mapping[str, Any] | None = None,
+                   origin: str = "user") -> Iterator[Registry[T]]:
+        """``target`` registered under ``name`` inside the block only (:meth:`add` in a :meth:`scoped` block)."""
+        with self.scoped():
+            self.add(name, target, preset=preset, origin=origin)
+            yield self
 
     def _read_entry_points(self) -> None:
         if self._entry_points_read:

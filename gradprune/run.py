@@ -53,6 +53,8 @@ class RunOutput:
     #: the recovery stage's result (``gradprune.recovery.stage.RecoveryResult``) when the recipe has one;
     #: ``model`` is the untuned pruned model either way
     recovery: Any = None
+    #: the calibration came from the search's store (not run again)
+    calibration_reused: bool = False
 
     @property
     def writes(self) -> bool:
@@ -463,7 +465,7 @@ def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool
     record["memory"] = watch.record()
     return RunOutput(record, rows, list(calib.layer_stats), plan, raw,
                      loaded.model if keep_model else None, loaded.tokenizer if keep_model else None, t,
-                     recovery=recovered)
+                     recovery=recovered, calibration_reused=bool(calib.info.get("reused_calibration", False)))
 
 
 def _dense_stage(recipe: Recipe, loaded: Loaded, console: Console, t: dict, devices: dict, watch=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
@@ -87,3 +88,11 @@ def recipe_args(model_dir, corpus_file, tmp_path):
             f"calibration.dataset.path={corpus_file}", "calibration.num_samples=16", "calibration.seq_len=32",
             "calibration.batch_size=4", "eval.run=none", f"output.dir={tmp_path / 'out'}",
             "pruning.attention_layers=[0,4]", "pruning.mlp_layers=[0,4]"]
+
+
+@pytest.fixture
+def register():
+    """``register(registry, name, target)``: a plugin registered for this test only
+    (:meth:`gradprune.registry.Registry.registered`, left when the test ends)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda registry, name, target, **kw: stack.enter_context(registry.registered(name, target, **kw))

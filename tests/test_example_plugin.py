@@ -9,6 +9,7 @@ would need an uninstall that a crashed run never does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,13 +46,11 @@ def example_site(tmp_path_factory) -> Path:
 @pytest.fixture
 def fresh_registries(monkeypatch):
     """Registries that read entry points again (and forget what this test adds afterwards)."""
-    for reg in plugins.FAMILIES.values():
-        monkeypatch.setattr(reg, "_entry_points_read", False)
-        monkeypatch.setattr(reg, "_entries", {k: e for k, e in reg._entries.items() if e.origin == "gradprune"})
-        monkeypatch.setattr(reg, "_loaded", dict(reg._loaded))
-        monkeypatch.setattr(reg, "broken", {})
     monkeypatch.setenv("COLUMNS", "250")  # rich tables: one row per line
-    yield
+    with contextlib.ExitStack() as stack:
+        for reg in plugins.FAMILIES.values():
+            stack.enter_context(reg.scoped(reread_entry_points=True))
+        yield
     for name in [m for m in sys.modules if m.startswith(("gradprune_example_plugins", "broken_plugin"))]:
         del sys.modules[name]
 

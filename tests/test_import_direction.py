@@ -24,7 +24,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     # sharding: FSDP's per-rank ownership and gather, used by parallel.py, hooks.py, calibration.py and stats/
     ("foundation", ("errors", "registry", "plugins", "files", "progress", "outputs", "sharding", "parallel",
                     "assets")),
-    ("recipe", ("recipe", "plugin_sections")),
+    ("recipe", ("recipe", "plugin_sections", "original_names")),
     ("models (load)", ("models",)),
     ("data", ("data",)),
     ("score definitions (importance, normalizers, collectors)", ("importance", "stats")),

@@ -137,7 +137,7 @@ def _trial_statuses(journal: Path) -> dict[int, str]:
     storage = JournalStorage(JournalFileBackend(str(journal)))
     (study,) = storage.get_all_studies()
     return {t.number: t.user_attrs.get("status", t.state.name.lower())
-            for t in storage.get_all_trials(study._study_id, deepcopy=False)}
+            for t in storage.get_all_trials(storage.get_study_id_from_name(study.study_name), deepcopy=False)}
 
 
 @pytest.mark.filterwarnings("ignore:.*configure_optimizers.*returned.*None", "ignore:.*LeafSpec.*:FutureWarning")

@@ -10,6 +10,7 @@ from rich.console import Console
 from gradprune.eval.progress import EvalProgress
 from gradprune.progress import layer_table, ratio_names, report_stage, summary_table, watching_stages
 from gradprune.search.live import SearchDisplay, eta_seconds, format_eta, short_names
+from gradprune.search.optuna_store import set_trial_system_attr, set_trial_user_attr, trial_id_of
 
 KEYS = ["calibration.seq_len", "calibration.num_samples", "calibration.seed"]
 
@@ -79,21 +80,21 @@ def test_display_off_terminal_eta_from_first_trial_and_one_line_per_stage():
 def test_live_view_shows_stage_eta_and_readable_headers_in_80_columns():
     console, _ = plain_console()
     clock = Clock()
-    d = SearchDisplay(console, KEYS, total=6, done=0, clock=clock)
-    d.started(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0})
-    d.finished(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0,
-                   "status": "complete", "acc_mean": 0.75, "ppl": 2.5, "grad_norm_ratio": 3.1, "duration_s": 20.0})
-    d.started(1, {"calibration.seq_len": 64, "calibration.num_samples": 8, "calibration.seed": 0})
-    with watching_stages(lambda s, det: d.on_stage(1, s, det)):
+    with SearchDisplay(console, KEYS, total=6, done=0, clock=clock) as d:
+        d.started(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0})
+        d.finished(0, {"calibration.seq_len": 16, "calibration.num_samples": 8, "calibration.seed": 0,
+                       "status": "complete", "acc_mean": 0.75, "ppl": 2.5, "grad_norm_ratio": 3.1, "duration_s": 20.0})
+        d.started(1, {"calibration.seq_len": 64, "calibration.num_samples": 8, "calibration.seed": 0})
         report_stage("calibrating", "3/8")
-    clock.now += 4
-    text = terminal_text(d._render())
+        clock.now += 4
+        text = terminal_text(d)  # what the live view shows on a terminal now
     assert all(len(line) <= 80 for line in text.splitlines())
     header = next(line for line in text.splitlines() if "trial" in line and "status" in line)
     assert "seq_len" in header and "num_samples" in header and "seed" in header and "…" not in header
+    row = next(line for line in text.splitlines() if line.split()[:2] == ["0", "complete"])
+    assert row.split()[2:] == ["16", "8", "0", "0.7500", "2.500", "3.100", "20.0"]
     assert "trial 1: calibrating 3/8 (0:00:04 in this stage)" in text
-    assert "ETA 0:01:36" in text  # 20 s × 5 left − 4 s
-    d._stages.close()
+    assert "1/6" in text and "ETA 0:01:36" in text  # 20 s × 5 left − 4 s
 
 
 def test_ctrl_c_marks_the_running_trial_interrupted():
@@ -101,10 +102,11 @@ def test_ctrl_c_marks_the_running_trial_interrupted():
     d = SearchDisplay(console, KEYS, total=2)
     with pytest.raises(KeyboardInterrupt), d:
         d.started(3, {"calibration.seq_len": 16})
+        assert "running" in terminal_text(d)
         raise KeyboardInterrupt
-    assert d.rows[3]["status"] == "interrupted"
     assert "trial 3 interrupted" in buf.getvalue()
-    assert "running" not in terminal_text(d._table())
+    table = terminal_text(d)
+    assert "interrupted" in table and "running" not in table
 
 
 def test_display_counts_every_workers_trials_from_the_study():
@@ -114,15 +116,15 @@ def test_display_counts_every_workers_trials_from_the_study():
     study = optuna.create_study()
     for d_s in (30.0, 90.0):
         t = study.ask()
-        study._storage.set_trial_user_attr(t._trial_id, "duration_s", d_s)
+        set_trial_user_attr(study, trial_id_of(t), "duration_s", d_s)
         study.tell(t, 0.5)
     other = study.ask()  # another worker's running trial
-    study._storage.set_trial_system_attr(other._trial_id, "gradprune_owner", {"host": "elsewhere", "pid": 1})
+    set_trial_system_attr(study, trial_id_of(other), "gradprune_owner", {"host": "elsewhere", "pid": 1})
     console, _ = plain_console()
     d = SearchDisplay(console, KEYS, total=6, study=study, clock=Clock())
     with d:
-        assert (d.done, d.workers) == (2, 2)
-        assert d.eta() == 60.0 * 4 / 2
+        assert d.eta() == 60.0 * 4 / 2  # mean 60 s × 4 trials left / 2 workers (this one and the other's)
+        assert "2/6" in terminal_text(d) and "ETA 0:02:00" in terminal_text(d)
 
 
 def test_evaluation_blocks_are_headed_dense_and_pruned(monkeypatch, tmp_path):
@@ -197,9 +199,8 @@ def test_the_summary_shows_one_perplexity_row_per_text_and_the_proxies():
 def test_the_live_table_names_the_unit_of_its_time_column_in_80_columns():
     console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
     d = SearchDisplay(console, ["calibration.seq_len", "calibration.num_samples", "calibration.seed"], total=2)
-    d.rows[0] = {"status": "complete", "calibration.seq_len": 128, "calibration.num_samples": 512,
-                 "calibration.seed": 2000, "acc_mean": 0.7714, "ppl": 2.533, "grad_norm_ratio": 2.309,
-                 "duration_s": 42.6}
-    console.print(d._table())
-    text = console.file.getvalue()
+    d.finished(0, {"status": "complete", "calibration.seq_len": 128, "calibration.num_samples": 512,
+                   "calibration.seed": 2000, "acc_mean": 0.7714, "ppl": 2.533, "grad_norm_ratio": 2.309,
+                   "duration_s": 42.6})
+    text = terminal_text(d)
     assert "time (s)" in text and "42.6" in text and all(len(line) <= 80 for line in text.splitlines())

@@ -156,7 +156,7 @@ def test_every_plugin_param_problem_is_listed_at_once():
     assert "stats.params.grad_norm.q: unknown key of collectors plugin 'grad_norm'. It takes no params." in text
 
 
-def test_collector_params_go_to_a_listed_collector(monkeypatch):
+def test_collector_params_go_to_a_listed_collector(register):
     from pydantic import BaseModel, ConfigDict
 
     from gradprune import plugins
@@ -171,8 +171,7 @@ def test_collector_params_go_to_a_listed_collector(monkeypatch):
 
         Params = QParams
 
-    monkeypatch.setattr(plugins.COLLECTORS, "_entries", dict(plugins.COLLECTORS._entries))
-    plugins.COLLECTORS.add("grad_quantile", GradQuantile)
+    register(plugins.COLLECTORS, "grad_quantile", GradQuantile)
     r = load_recipe(TINY, ["stats.collectors=[grad_norm, grad_quantile]", "stats.params.grad_quantile.q=0.9"])
     assert r.stats.collectors == ["grad_norm", "grad_quantile"] and r.stats.params == {"grad_quantile": {"q": 0.9}}
     assert r.to_dict()["stats"]["collectors"] == ["grad_norm", "grad_quantile"]  # still plain names
@@ -210,13 +209,12 @@ def test_a_switch_to_a_preset_drops_params_the_preset_binds_otherwise(tmp_path):
     assert r.importance.params == {} and r.calibration.dataset.model_dump() == {"name": "embedded"}
 
 
-def test_params_of_a_collector_an_override_removes_go_with_it(tmp_path, monkeypatch):
+def test_params_of_a_collector_an_override_removes_go_with_it(tmp_path, register):
     from gradprune import plugins
     from gradprune.errors import GradpruneWarning
     from gradprune.stats.gradient import GradNormCollector
 
-    monkeypatch.setattr(plugins.COLLECTORS, "_entries", dict(plugins.COLLECTORS._entries))
-    plugins.COLLECTORS.add("norm_alias", GradNormCollector)
+    register(plugins.COLLECTORS, "norm_alias", GradNormCollector)
     p = tmp_path / "r.yaml"
     p.write_text("stats: {collectors: [norm_alias], params: {norm_alias: {}}}\n")
     assert load_recipe(p).stats.params == {"norm_alias": {}}

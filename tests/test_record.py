@@ -12,11 +12,11 @@ import pytest
 from gradprune.cut.surgery import apply_plan
 from gradprune.errors import GradpruneError
 from gradprune.models.adapters import get_adapter
+from gradprune.original_names import ORIGINAL_KEYS, ORIGINAL_SETTINGS, setting_columns
 from gradprune.pruning.plan import LayerPlan, Plan
 from gradprune.recipe import load_recipe
 from gradprune.record import (
     LAYER_COLUMNS,
-    ORIGINAL_SETTINGS,
     check_output_dir,
     layer_rows,
     layers_csv_text,
@@ -69,6 +69,9 @@ def test_original_setting_names_carry_the_recipe_values():
     recipe = load_recipe(TINY, ["calibration.seq_len=24", "calibration.num_samples=12"])
     assert original_settings(recipe) == {"taylor_seq_len": 24, "taylor_num_samples": 12}
     assert list(ORIGINAL_SETTINGS) == ["taylor_seq_len", "taylor_num_samples"]  # DESIGN.md's CSV columns
+    assert set(ORIGINAL_SETTINGS.items()) <= set(ORIGINAL_KEYS.items())  # a recorded name is also a flag
+    assert setting_columns("calibration.seq_len") == ("taylor_seq_len", "calibration.seq_len")
+    assert setting_columns("pruning.ratio") == ("pruning.ratio",)  # its CSV column is the ratio achieved
 
 
 def test_output_dir_with_results_is_refused_unless_overwrite(tmp_path):
@@ -79,3 +82,14 @@ def test_output_dir_with_results_is_refused_unless_overwrite(tmp_path):
     assert check_output_dir(tmp_path, overwrite=True) == tmp_path
     with pytest.raises(GradpruneError, match="is a file"):
         check_output_dir(tmp_path / "layers.csv", overwrite=True)
+
+
+def test_what_write_output_reads_is_a_field_of_every_run_output():
+    import dataclasses
+
+    from gradprune.record import RunFiles
+    from gradprune.run import RunOutput
+
+    fields = {f.name for f in dataclasses.fields(RunOutput)}
+    assert set(RunFiles.__annotations__) <= fields, set(RunFiles.__annotations__) - fields
+    assert isinstance(RunOutput({}, [], [], None, {}), RunFiles)

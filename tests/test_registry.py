@@ -44,7 +44,8 @@ def test_every_builtin_loads_and_subclasses_its_base(family):
 
 def test_registered_names_snapshot():
     assert plugins.IMPORTANCE.names() == sorted(
-        ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation"])
+        ["taylor", "taylor_first", "taylor_second", "fisher", "taylor_mix", "magnitude", "random", "activation",
+         "flap"])
     assert plugins.NORMALIZERS.names() == sorted(["none", "mean", "max", "sum", "l2", "zscore", "rank"])
     assert plugins.COLLECTORS.names() == ["grad_max", "grad_mean", "grad_norm", "grad_snr", "grad_std", "grad_var"]
     assert plugins.DATA.names() == ["embedded", "hf", "instructions", "text_file"]
@@ -89,12 +90,38 @@ def test_entry_points_are_found_and_a_broken_one_is_isolated(monkeypatch):
 
 
 @pytest.fixture
-def collectors(monkeypatch):
+def collectors():
     """The collectors registry; what a test adds to it is forgotten afterwards."""
-    reg = plugins.COLLECTORS
-    monkeypatch.setattr(reg, "_entries", dict(reg._entries))
-    monkeypatch.setattr(reg, "_loaded", dict(reg._loaded))
-    return reg
+    with plugins.COLLECTORS.scoped() as reg:
+        yield reg
+
+
+def test_a_scoped_registration_is_gone_after_its_block_even_on_error():
+    from gradprune.stats.gradient import GradNormCollector
+
+    before = plugins.COLLECTORS.names()
+    with plugins.COLLECTORS.registered("norm_alias", GradNormCollector) as reg:
+        assert reg is plugins.COLLECTORS and reg.build("norm_alias").name == "norm_alias"
+        assert "norm_alias" in plugins.COLLECTORS.names()
+    assert plugins.COLLECTORS.names() == before and "norm_alias" not in plugins.COLLECTORS
+    with pytest.raises(RuntimeError), plugins.COLLECTORS.scoped():
+        plugins.COLLECTORS.add("grad_norm", GradNormCollector, origin="test")  # even a replaced built-in
+        raise RuntimeError
+    assert plugins.COLLECTORS.entry("grad_norm").origin == "gradprune"
+    assert plugins.COLLECTORS.names() == before
+
+
+def test_a_scope_that_rereads_entry_points_forgets_them_again_on_exit(monkeypatch):
+    reg = Registry("importance", base_cls="gradprune.importance.base:ImportanceEstimator",
+                   builtins={"taylor": "gradprune.importance.taylor:TaylorImportance"})
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points({"gradprune.importance": [
+        ("ext_magnitude", "gradprune.importance.magnitude:MagnitudeImportance")]}))
+    assert reg.names() == ["ext_magnitude", "taylor"]
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points({"gradprune.importance": [
+        ("ext_random", "gradprune.importance.random_baseline:RandomImportance")]}))
+    with reg.scoped(reread_entry_points=True):
+        assert reg.names() == ["ext_random", "taylor"]  # read again: the new package's, not the old one's
+    assert reg.names() == ["ext_magnitude", "taylor"]
 
 
 def test_build_names_the_instance_after_its_registry_name(collectors):

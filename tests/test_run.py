@@ -85,11 +85,9 @@ def test_third_party_plugins_through_entry_points(monkeypatch, recipe_args, tmp_
         return real(**kw)
 
     monkeypatch.setattr(metadata, "entry_points", fake)
-    for reg in (plugins.IMPORTANCE, plugins.COLLECTORS):
-        monkeypatch.setattr(reg, "_entry_points_read", False)
-        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
-    assert main(["run", TINY, *recipe_args, "importance.name=grad_sign", "~importance.params",
-                 "stats.collectors=[grad_norm, grad_l1]"]) == 0
+    with plugins.IMPORTANCE.scoped(reread_entry_points=True), plugins.COLLECTORS.scoped(reread_entry_points=True):
+        assert main(["run", TINY, *recipe_args, "importance.name=grad_sign", "~importance.params",
+                     "stats.collectors=[grad_norm, grad_l1]"]) == 0
     rec = json.loads((tmp_path / "out/run.json").read_text())
     assert "grad_l1_ratio" in rec["metrics"] and len(rec["stats"]["per_layer"]["grad_l1"]) == 4
 

@@ -6,6 +6,7 @@ line and exits 2) before a single file is written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +34,6 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
 def analysis_files(a: Analysis, paper: bool = True) -> dict[str, bytes | str]:
     """Every output of an analysis, rendered in memory (name → content; ``paper/…`` names are the files of
     the paper folder)."""
-    import json
-
     from gradprune.analysis.correlations import correlations_frame
     from gradprune.analysis.export import analysis_json
     from gradprune.analysis.figures import render_figures
@@ -75,7 +74,7 @@ def analyze_command(csv: str | Path | Sequence[str | Path], target: str = "acc_m
     ``paper``) the paper/ folder to ``output_dir`` (default: beside the first CSV). ``by``: see
     :func:`gradprune.analysis.pipeline.run_analysis`; ``include``: numeric columns of unknown meaning to use
     as statistics."""
-    from gradprune.analysis.findings import key_findings
+    from gradprune.analysis.key_findings import key_findings
     from gradprune.analysis.loading import require_file
     from gradprune.analysis.pipeline import run_analysis
 

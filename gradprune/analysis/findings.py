@@ -1,4 +1,5 @@
-"""The report's plain-language key findings (the original tool's hypotheses: ``analysis/hypotheses.py``)."""
+"""The sentences of the report's key findings (assembled in order by :mod:`gradprune.analysis.key_findings`;
+the original tool's hypotheses: ``analysis/hypotheses.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Sequence
 
 from gradprune.analysis.correlations import ALPHA, Correlation, strength
 from gradprune.analysis.document import fmt_ci, fmt_r, p_is
-from gradprune.analysis.loading import describe_exclusions
 from gradprune.analysis.pipeline import EXPORTED, Analysis
 from gradprune.analysis.replicates import VarianceDecomposition
 from gradprune.prediction.columns import RATIO, ROLE_TITLES, STATISTIC
@@ -217,40 +217,3 @@ def monotone_sentence(corrs: Sequence[Correlation], target: str) -> str | None:
     return (f"Monotone but not linear: {shown}. The ranks agree more closely than a straight line fits, so "
             f"{target} changes with the feature in one direction but not at one rate; the isotonic predictor "
             "fits such shapes and a linear model understates them.")
-
-
-def key_findings(a: Analysis) -> list[str]:
-    """The report's opening bullets, most important first."""
-    out = [" ".join([f"Data: {describe_exclusions(a.loaded)}; target {a.target}.", *(f"Note: {n}." for n in a.notes)])]
-    if a.replicates is not None:
-        out.append("Replicates: " + variance_sentence(a.replicates.target, a.target, setting_trends(a)))
-        rep = a.replicates
-        if a.within is None:  # split by a grouping, the pooled per-config correlations are not the finding
-            out.append(correlation_summary(rep.between, a.target, f"Across settings (per-config means, "
-                                                                   f"n = {rep.target.groups} configs)"))
-        out.append(correlation_summary(rep.within, a.target, "Within settings (each replicate against its "
-                                                              "config's mean: seed-to-seed differences)"))
-        if (best := best_setting_sentence(a)) is not None:
-            out.append(best)
-    elif a.within is None:
-        out.append(correlation_summary(a.target_corrs, a.target, "Correlations"))
-    if a.within is not None:
-        from gradprune.analysis.within_findings import pooled_caveats, within_correlation_summary
-
-        out += [within_correlation_summary(a), *pooled_caveats(a)]
-    else:
-        mono = monotone_sentence(a.replicates.between if a.replicates is not None else a.target_corrs, a.target)
-        if mono:
-            out.append(mono)
-    out.append(predictor_sentence(a))
-    if len(a.role_scores) > 2:
-        out.append(role_sentence(a))
-    from gradprune.analysis.within_findings import lomo_sentence, within_predictor_sentence
-
-    out += [s for s in (within_predictor_sentence(a) if a.within is not None else None, lomo_sentence(a)) if s]
-    n, unit = units(a)
-    if n < SMALL_N:
-        out.append(f"With only n = {n} {unit}, the evidence is weak: only large effects can reach significance, "
-                   "and bootstrap intervals from so few points understate the uncertainty; treat these findings "
-                   "as preliminary.")
-    return out

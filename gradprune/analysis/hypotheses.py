@@ -14,6 +14,7 @@ from gradprune.analysis.correlations import ALPHA, Correlation, strength
 from gradprune.analysis.document import fmt_ci, fmt_r, p_is
 from gradprune.analysis.findings import SMALL_N, permutation_phrase
 from gradprune.analysis.pipeline import EXPORTED, Analysis
+from gradprune.original_names import setting_columns
 from gradprune.prediction.columns import target_family
 
 
@@ -39,8 +40,7 @@ class Hypothesis:
 
 HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis("grad_norm_ratio is strongly negatively correlated with {t}", ("grad_norm_ratio",), strong=True),
-    Hypothesis("shorter taylor_seq_len gives higher {t}", ("taylor_seq_len", "calibration.seq_len"),
-               level_means=True),
+    Hypothesis("shorter taylor_seq_len gives higher {t}", setting_columns("calibration.seq_len"), level_means=True),
     Hypothesis("extreme_pruning_layers is negatively correlated with {t}", ("extreme_pruning_layers",)),
     Hypothesis("a predictor reaches R² > {r2}", r2=0.7),
 )

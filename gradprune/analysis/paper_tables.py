@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradprune.analysis.feature_sets import BOTH, STATS_RATIO
 from gradprune.analysis.latex import Macros, code, escape, table
-from gradprune.analysis.pipeline import BOTH, EXPORTED, STATS_RATIO, Analysis
+from gradprune.analysis.pipeline import EXPORTED, Analysis
 from gradprune.prediction.columns import PROXY, RATIO, SETTING, STATISTIC
 
 ROLE_LABELS = {SETTING: "settings only", STATISTIC: "gradient statistics", PROXY: "post-pruning proxies",

@@ -20,6 +20,7 @@ from gradprune.analysis.correlations import (
     correlate_families,
     target_pairs,
 )
+from gradprune.analysis.feature_sets import feature_sets
 from gradprune.analysis.loading import SearchRows, load_search_rows
 from gradprune.analysis.recovered import TargetScores, UntunedVsRecovered, compare_untuned_recovered
 from gradprune.analysis.replicates import (
@@ -34,10 +35,6 @@ from gradprune.analysis.sources import Provenance
 from gradprune.analysis.within import LeaveOneModelOut, WithinAnalysis, analyze_within, leave_one_model_out
 from gradprune.prediction.columns import (
     NEAR_DUPLICATE_MIN_ROWS,
-    PROXY,
-    RATIO,
-    SETTING,
-    STATISTIC,
     ColumnRoles,
     assign_roles,
     model_inputs,
@@ -48,8 +45,6 @@ from gradprune.prediction.selection import Comparison, FeatureSet, RoleScore, co
 
 HEATMAP_MAX = 15  # features shown in the heatmap (strongest |ρ| with the target): beyond that, unreadable
 EXPORTED = "exported"  # the role entry of the exported model's choice: settings and statistics
-BOTH = f"{STATISTIC} + {SETTING}"
-STATS_RATIO = f"{STATISTIC} + {RATIO}"  # what the statistics add to the ratio, where the ratio varies
 
 
 @dataclass(frozen=True)
@@ -129,20 +124,6 @@ def _unknown_notes(roles: ColumnRoles) -> list[str]:
     names = ", ".join(roles.unknown)
     return [f"numeric column(s) of unknown meaning ignored: {names} (gradprune does not record them; "
             f"--include {roles.unknown[0]} uses one as a gradient statistic, --include all every such column)"]
-
-
-def feature_sets(roles: ColumnRoles, usable: list[str]) -> tuple[list[FeatureSet], tuple[str, ...]]:
-    """The feature sets compared (one per role present, and statistics + settings) and the names of those
-    the exported model chooses from (settings and statistics; proxies only when nothing else exists)."""
-    by_role = {r: tuple(f for f in cols if f in usable) for r, cols in roles.by_role().items()}
-    by_role = {r: cols for r, cols in by_role.items() if cols}
-    sets = [FeatureSet(r, by_role[r]) for r in (SETTING, STATISTIC, PROXY, RATIO) if r in by_role]
-    if SETTING in by_role and STATISTIC in by_role:
-        sets.append(FeatureSet(BOTH, by_role[STATISTIC] + by_role[SETTING]))
-    if RATIO in by_role and STATISTIC in by_role:
-        sets.append(FeatureSet(STATS_RATIO, by_role[STATISTIC] + by_role[RATIO]))
-    default = tuple(fs.name for fs in sets if fs.name != PROXY) or tuple(fs.name for fs in sets)
-    return sets, default
 
 
 def _load(csvs: Sequence[str | Path], target: str) -> tuple[SearchRows, list[Provenance]]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from gradprune.analysis.correlations import Correlation, correlate_families, target_pairs
 from gradprune.analysis.document import Section, Table, fmt_p, fmt_r
+from gradprune.analysis.feature_sets import feature_sets
 from gradprune.analysis.loading import SearchRows
 from gradprune.analysis.replicates import config_labels, has_replicates
 from gradprune.prediction.columns import MIN_ROWS, ROLE_TITLES, assign_roles, feature_role, model_inputs
@@ -61,8 +62,6 @@ def _abs_rho(c: Correlation) -> float:
 
 
 def _scores(rows: pd.DataFrame, target: str, groups: pd.Series | None, source: str, seed: int) -> TargetScores:
-    from gradprune.analysis.pipeline import feature_sets
-
     roles = assign_roles(rows, target, source)
     X, y, mask, _ = model_inputs(roles, source)
     g = None if groups is None else groups.to_numpy()[mask]

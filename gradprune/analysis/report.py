@@ -19,13 +19,9 @@ from gradprune.analysis.document import (
     to_markdown,
     to_text,
 )
-from gradprune.analysis.findings import (
-    key_findings,
-    role_sentence,
-    setting_trends,
-    variance_sentence,
-)
+from gradprune.analysis.findings import role_sentence, setting_trends, variance_sentence
 from gradprune.analysis.hypotheses import hypotheses
+from gradprune.analysis.key_findings import key_findings
 from gradprune.analysis.pipeline import EXPORTED, HEATMAP_MAX, Analysis
 from gradprune.analysis.within_findings import lomo_sentence
 from gradprune.prediction.columns import NEAR_DUPLICATE, ROLE_TITLES

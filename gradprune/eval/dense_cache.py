@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +185,6 @@ def unwritable_reason(folder: Path | None = None) -> str | None:
 
 def _store(path: Path, entry: dict) -> None:
     """Write a cache entry; a cache that cannot be written costs a re-evaluation next time, never this run."""
-    import warnings
-
     from gradprune.errors import GradpruneWarning
     from gradprune.files import atomic_write_json
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -69,9 +71,6 @@ def _no_task_tqdm() -> Iterator[None]:
 def _git_hash_quietly() -> str | None:
     """lm-eval's ``get_git_commit_hash`` with git's stderr discarded (it runs ``git describe`` with stderr
     on the terminal, so every evaluation outside a checkout printed ``fatal: not a git repository``)."""
-    import os
-    import subprocess
-
     from lm_eval.loggers.utils import get_commit_from_path
 
     try:

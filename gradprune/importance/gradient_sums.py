@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
-from gradprune.models.adapters import UNGROUPED_ROLES, LayerModules, group_sum, group_view3
+from gradprune.models.adapters import COLUMN_ROLES, UNGROUPED_ROLES, LayerModules, group_sum, group_view3
 
 if TYPE_CHECKING:
     from gradprune.importance.taylor import TaylorFormula
 
-#: roles whose groups are columns of the weight (the group's inputs); the others' groups are rows
-COLUMN_ROLES = ("o", "down")
 #: the levels a formula's term can be summed at before it becomes a score
 LEVELS = ("element", "rows", "groups")
 

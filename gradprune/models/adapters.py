@@ -40,8 +40,8 @@ _ROLE_SOURCE: dict[str, tuple[str, str]] = {
     **{r: (r, "weight") for r in ("q", "k", "v", "o", "gate", "up", "down")},
     **{f"{r}_bias": (r, "bias") for r in ("q", "k", "v", "o", "gate", "up", "down")},
 }
-# Roles whose groups are columns of the weight (the input side of the projection).
-_COLUMN_ROLES = ("o", "down")
+#: roles whose groups are columns of the weight (the projection's inputs); the others' groups are rows
+COLUMN_ROLES = ("o", "down")
 
 
 @dataclass
@@ -149,7 +149,7 @@ def group_view3(t: Tensor, role: str, layer: LayerModules) -> Tensor:
     size = _group_size(role, layer)
     if t.dim() == 1:
         return t.view(n, 1, size)
-    if role in _COLUMN_ROLES:
+    if role in COLUMN_ROLES:
         # [out, n*size] -> [out, n, size] -> [n, out, size]: columns of group g, no copy.
         return t.view(t.shape[0], n, size).transpose(0, 1)
     return t.view(n, size, t.shape[1])

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gradprune.errors import GradpruneError
-from gradprune.record import ORIGINAL_SETTINGS
+from gradprune.original_names import ORIGINAL_SETTINGS
 
 # identifiers and bookkeeping: numbers, but not properties of a calibration setting
 _BOOKKEEPING = {"trial", "trial_id", "number", "config_id", "seed", "success", "error", "status",

@@ -4,6 +4,8 @@ the grid is done."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import itertools
 import json
 import os
 import shutil
@@ -47,8 +49,6 @@ def _space(spec: SearchSpec) -> dict[str, list[Any]]:
 
 
 def _all_points(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    import itertools
-
     keys = list(space)
     return [dict(zip(keys, c, strict=True)) for c in itertools.product(*space.values())]
 
@@ -108,8 +108,6 @@ def _create_exclusive(complete: Path, target: Path) -> None:
 
 def results_on_disk(out: Path) -> set[int]:
     """Numbers of the trials whose results are on disk: rows of search_results.csv, trials/*/run.json."""
-    import csv
-
     numbers: set[int] = set()
     table = out / "search_results.csv"
     if table.is_file():

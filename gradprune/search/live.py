@@ -12,6 +12,8 @@ apart, and a trial is longer than that.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -83,9 +85,6 @@ def format_eta(seconds: float | None) -> str:
 def study_progress(study) -> tuple[int, list[float], int]:
     """From the study: (trials ended for good, their durations in seconds, workers seen: this one plus
     every other process running a trial now)."""
-    import os
-    import socket
-
     from optuna.trial import TrialState
 
     done, durations, owners = 0, [], {(socket.gethostname(), os.getpid())}
@@ -107,6 +106,8 @@ class SearchDisplay:
 
     ``study`` (optional): the Optuna study, read after every trial so that the progress and the ETA
     count every worker's trials; without it the display counts only what it saw itself.
+
+    The display is a rich renderable (``console.print(display)`` shows what the live view shows now).
     """
 
     def __init__(self, console: Console, keys: list[str], total: int, done: int = 0, study=None,
@@ -129,7 +130,7 @@ class SearchDisplay:
     def __enter__(self) -> SearchDisplay:
         self._sync()
         if self.console.is_terminal:
-            self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=1,
+            self.live = Live(console=self.console, get_renderable=self.__rich__, refresh_per_second=1,
                              transient=False)
             self.live.__enter__()
         return self
@@ -185,7 +186,8 @@ class SearchDisplay:
         text = f"trial {number}: {stage}" + (f" {detail}" if detail else "")
         return f"{text} ({format_eta(self.clock() - since)} in this stage)"
 
-    def _render(self) -> Group:
+    def __rich__(self) -> Group:
+        """The live view: the trials' table, each running trial's stage line, the progress bar with its ETA."""
         self.progress.update(self.task, eta=format_eta(self.eta()))
         stages = [Text(self.stage_line(n), style="cyan") for n in sorted(self.stage)]
         return Group(self._table(), *stages, self.progress)

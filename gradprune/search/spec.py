@@ -6,6 +6,7 @@ or a value of the wrong type fails at once with the key and the value named.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -236,8 +237,6 @@ def _check_objective(spec: SearchSpec) -> None:
     for point in spec.points():
         names = objective_names(recipe_for(spec, point))
         if spec.objective not in names:
-            import difflib
-
             close = difflib.get_close_matches(spec.objective, sorted(names), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             at = f" at grid point {point}" if point and len(spec.points()) > 1 else ""

@@ -11,6 +11,7 @@ one process can move a RUNNING trial to FAIL.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -226,8 +227,6 @@ class AttemptsView:
 
     def get_trials(self, deepcopy: bool = False, states=None) -> list:
         """The study's trials (copies where an attribute above differs), optionally of some states."""
-        import copy
-
         trials = sorted(self._study.get_trials(deepcopy=False), key=lambda t: t.number)
         by_key: dict[str, list] = {}
         for t in trials:

@@ -19,7 +19,7 @@ from typing import Any
 
 from gradprune.errors import GradpruneError
 from gradprune.files import atomic_write_text, failures_named
-from gradprune.record import ORIGINAL_SETTINGS
+from gradprune.original_names import ORIGINAL_SETTINGS
 from gradprune.search.study import decode
 
 # the first columns, in this order; the original tool's setting names come from the run's record

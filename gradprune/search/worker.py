@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from gradprune.search.study import (
     requeue,
 )
 from gradprune.search.table import write_results
-from gradprune.search.trial import failed_row, run_trial
+from gradprune.search.trial import TrialOutcome, failed_outcome, run_trial
 
 
 class Worker:
@@ -127,7 +128,7 @@ class Worker:
             try:
                 res = self._execute(trial, point)
             except GradpruneError as exc:
-                res = {**failed_row(exc, time.perf_counter()), "duration_s": 0.0}
+                res = replace(failed_outcome(exc, time.perf_counter()), duration_s=0.0)
             except KeyboardInterrupt:
                 set_trial_user_attr(self.study, trial_id, "status", "interrupted")
                 set_trial_user_attr(self.study, trial_id, "retried", True)
@@ -136,33 +137,28 @@ class Worker:
                 self.write_csv()
                 raise
         seed = point.get(SEED_KEY)
-        attrs = {"success": res["success"], "error": res["error"], "metrics": res["metrics"],
-                 "duration_s": round(res["duration_s"], 3),
-                 "status": res.get("status") or ("complete" if res["success"] else "failed")}
-        attrs.update({k: res[k] for k in ("evaluated", "extra") if k in res})
-        if not res["success"]:
-            attrs["evaluated"] = False  # a failed trial measured nothing (its row has no metrics)
+        attrs = res.user_attrs()
         if seed is not None:
             attrs["seed"] = seed
-        elif "calibration_seed" in res["metrics"]:
-            attrs["seed"] = res["metrics"]["calibration_seed"]
+        elif "calibration_seed" in res.metrics:
+            attrs["seed"] = res.metrics["calibration_seed"]
         for k, v in attrs.items():
             set_trial_user_attr(self.study, trial_id, k, v)
         from gradprune.tracking import log_trial
 
         log_trial(self.out, trial.number, point, attrs)  # a run of the search's tracker group, if it has one
-        value = res["metrics"].get(self.spec.objective)
-        if attrs["status"] in ("pruned", "paused", "screened"):  # stopped before a full evaluation
+        value = res.metrics.get(self.spec.objective)
+        if res.stopped is not None:  # pruned, paused or screened: stopped before a full evaluation
             self.study.tell(trial, state=TrialState.PRUNED)
-        elif res["success"] and isinstance(value, (int, float)):
+        elif res.success and isinstance(value, (int, float)):
             self.study.tell(trial, float(value))
-        elif res["success"]:
+        elif res.success:
             self.study.tell(trial, 0.0)  # no objective (e.g. eval.run=none): the trial still counts as done
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-        display.finished(trial.number, {**point, **res["metrics"], **attrs})
+        display.finished(trial.number, {**point, **res.metrics, **attrs})
 
-    def _execute(self, trial, point: dict[str, Any]) -> dict[str, Any]:
+    def _execute(self, trial, point: dict[str, Any]) -> TrialOutcome:
         """Run one trial as the search's ``evaluation`` mode asks (full, in rungs, or by screening role)."""
         trial_dir = self.out / "trials" / f"trial_{trial.number}"
         if self.spec.evaluation == "halving":
@@ -177,10 +173,9 @@ class Worker:
         role = self.phases.role(point)
         # a screened trial is calibrated and pruned only: its gradient statistics are what is predicted from
         recipe = recipe_for(self.spec, {**point, "eval.run": "none"} if role == "screened" else point)
-        res = run_trial(recipe, trial_dir, self.store, self.quiet)
-        res["extra"] = {"screen_role": role}
-        if role == "screened" and res["success"]:
-            res.update(status="screened", evaluated=False)
+        res = replace(run_trial(recipe, trial_dir, self.store, self.quiet), extra={"screen_role": role})
+        if role == "screened" and res.success:
+            res = replace(res, stopped="screened", evaluated=False)
         return res
 
     def write_csv(self) -> Path:

@@ -7,13 +7,8 @@ import pandas as pd
 import pytest
 
 from gradprune.analysis.correlations import Correlation
-from gradprune.analysis.findings import (
-    claims_prediction,
-    key_findings,
-    monotone_sentence,
-    role_sentence,
-    variance_sentence,
-)
+from gradprune.analysis.findings import claims_prediction, monotone_sentence, role_sentence, variance_sentence
+from gradprune.analysis.key_findings import key_findings
 from gradprune.analysis.pipeline import run_analysis
 from gradprune.analysis.replicates import VarianceDecomposition
 

@@ -106,15 +106,13 @@ class InterruptedLoRA(LoRARecovery):
 
 
 @pytest.fixture
-def interrupted_lora(tmp_path, monkeypatch):
+def interrupted_lora(tmp_path, register):
     """A recovery plugin ``interrupted_lora``, registered for this test only."""
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("another SIGINT handler is installed in this process")
     namespace: dict = {}
     exec(compile(INTERRUPTS, "interrupts.py", "exec"), namespace)  # noqa: S102 - the test's own source
-    monkeypatch.setattr(plugins.RECOVERY, "_entries", dict(plugins.RECOVERY._entries))
-    monkeypatch.setattr(plugins.RECOVERY, "_loaded", dict(plugins.RECOVERY._loaded))
-    plugins.RECOVERY.add("interrupted_lora", namespace["InterruptedLoRA"])
+    register(plugins.RECOVERY, "interrupted_lora", namespace["InterruptedLoRA"])
 
 
 def test_ctrl_c_during_recovery_exits_130_and_writes_nothing(interrupted_lora, tmp_path, capfd):

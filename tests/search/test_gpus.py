@@ -48,7 +48,7 @@ def test_two_gpu_workers_share_the_study_and_write_a_single_workers_table(write_
     logs = {g: (out / f"workers/gpu{g}.log").read_text() for g in ("0", "1")}
     ran = [int(text.split("this worker ran ")[1].split(" ")[0]) for text in logs.values()]
     storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
-    trials = storage.get_all_trials(storage.get_all_studies()[0]._study_id)
+    trials = storage.get_all_trials(storage.get_study_id_from_name(storage.get_all_studies()[0].study_name))
     owners = [t.system_attrs["gradprune_owner"]["pid"] for t in trials]
     assert len(trials) == 6 == sum(ran) and len(set(owners)) <= 2  # every point once, by one of the two workers
     multi = pd.read_csv(out / "search_results.csv")

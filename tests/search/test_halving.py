@@ -22,6 +22,13 @@ from gradprune.search.halving import (
     rung_metrics,
     rung_subsets,
 )
+from gradprune.search.optuna_store import (
+    set_study_system_attr,
+    set_trial_state,
+    set_trial_user_attr,
+    stored_trial,
+    trial_id_of,
+)
 from tests.eval.conftest import FIXTURE_TASKS, build_model, build_tokenizer, fixture_text
 
 
@@ -215,7 +222,7 @@ def test_retried_trials_do_not_count_as_competitors():
     study = _study([0.9])
     old = study.ask()
     old.report(0.95, 0)
-    study._storage.set_trial_user_attr(old._trial_id, "retried", True)
+    set_trial_user_attr(study, trial_id_of(old), "retried", True)
     study.tell(old, state=TrialState.FAIL)
     # competitors: 0.9 and this trial only (the failed, retried one is left out): 1 survivor = 0.9
     assert _decide(study, 0.5, 0.1)
@@ -365,7 +372,7 @@ def test_a_requeued_trial_keeps_the_rung_it_was_enqueued_for():
     study = optuna.create_study()
     study.enqueue_trial({"x": 1.0}, user_attrs={"halving_rung": 2})
     tid = claim_waiting(study)
-    requeue(study, study._storage.get_trial(tid))
+    requeue(study, stored_trial(study, tid))
     (again,) = study.get_trials(states=(TrialState.WAITING,))
     assert again.user_attrs == {"halving_rung": 2} and trial_params(again) == {"x": 1.0}
 
@@ -455,8 +462,8 @@ def test_a_rung_is_decided_once_and_a_late_point_against_its_stored_cut(tmp_path
     _finish(study, sync, 5.0, 0, 0.8)
     _finish(study, sync, 6.0, 0, 0.6)
     for t in study.get_trials(states=(TrialState.WAITING,)):  # the promoted rung-1 trials ran meanwhile
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING)
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.PRUNED)
+        set_trial_state(study, trial_id_of(t), TrialState.RUNNING)
+        set_trial_state(study, trial_id_of(t), TrialState.PRUNED)
     assert sync.next_phase()
     assert _waiting(study) == [(5.0, 1)]  # 0.8 ≥ 0.7 goes on; 0.6 does not
     assert sync.decisions()["0"]["promoted"] == ['{"x": 1.0}', '{"x": 3.0}', '{"x": 5.0}']
@@ -468,7 +475,7 @@ def test_promotions_lost_between_decision_and_enqueue_are_enqueued_next_time(tmp
     study, sync = _sync_setup(tmp_path, {1.0: 0.9, 2.0: 0.5})
     decided = {"0": {"cut": 0.9, "promoted": ['{"x": 1.0}'], "values": {'{"x": 1.0}': 0.9, '{"x": 2.0}': 0.5},
                      "stderrs": {'{"x": 1.0}': 0.01, '{"x": 2.0}': 0.01}}}
-    study._storage.set_study_system_attr(study._study_id, DECISIONS_ATTR, decided)  # killed before enqueueing
+    set_study_system_attr(study, DECISIONS_ATTR, decided)  # killed before enqueueing
     assert sync.next_phase()
     assert _waiting(study) == [(1.0, 1)]
     assert sync.enqueue_missing(sync.decisions()) == 0  # nothing missing any more

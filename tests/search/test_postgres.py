@@ -86,7 +86,8 @@ def _running_pids(url: str) -> set[int]:
     storage = optuna.storages.RDBStorage(url)
     pids = set()
     for s in storage.get_all_studies():
-        for t in storage.get_all_trials(s._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        for t in storage.get_all_trials(storage.get_study_id_from_name(s.study_name), deepcopy=False,
+                                         states=(TrialState.RUNNING,)):
             owner = t.system_attrs.get("gradprune_owner")
             if owner:
                 pids.add(owner["pid"])
@@ -128,7 +129,7 @@ def test_two_workers_on_postgres_one_killed_every_point_once(postgres_url, model
     assert sorted(df["pruning.ratio"]) == RATIOS and df.success.all()
     storage = optuna.storages.RDBStorage(postgres_url)
     (study,) = storage.get_all_studies()
-    trials = storage.get_all_trials(study._study_id)
+    trials = storage.get_all_trials(storage.get_study_id_from_name(study.study_name))
     done = sorted(t.params["pruning.ratio"] for t in trials
                   if t.state == TrialState.COMPLETE and not t.user_attrs.get("retried"))
     assert done == RATIOS  # every point exactly once

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gradprune.cli import main
+from gradprune.search.optuna_store import study_system_attrs
 from gradprune.search.screening import (
     SELECTION_ATTR,
     Screening,
@@ -81,7 +82,7 @@ def test_selection_evaluates_exactly_top_k_plus_coverage_best_predicted_first(tm
     spec, study, scr, ratios = _phase1(tmp_path, screen_search)
     assert len(scr.initial) == 4
     assert scr.next_phase() is True  # phase 1 done: the selection is made and enqueued
-    sel = study._storage.get_study_system_attrs(study._study_id)[SELECTION_ATTR]
+    sel = study_system_attrs(study)[SELECTION_ATTR]
     assert json.loads((tmp_path / "screen_selection.json").read_text()) == sel
     assert sorted(sel["selected"].values()) == ["coverage", "top_k", "top_k"]
     screened = [k for k in ratios if k not in scr.initial]
@@ -105,7 +106,7 @@ def test_screened_and_evaluated_rows_are_marked_and_one_row_per_point(tmp_path, 
 
     spec, study, scr, ratios = _phase1(tmp_path, screen_search)
     scr.next_phase()
-    sel = study._storage.get_study_system_attrs(study._study_id)[SELECTION_ATTR]
+    sel = study_system_attrs(study)[SELECTION_ATTR]
     for key, role in sel["selected"].items():  # phase 2 ran: the selected points evaluated in full
         _add(study, json.loads(key), role, {"acc_mean": 0.5, "grad_norm_ratio": ratios[key]}, value=0.5)
     rows = pd.DataFrame(screen_rows(study, spec, trial_rows(study, spec)))
@@ -121,7 +122,7 @@ def test_screened_and_evaluated_rows_are_marked_and_one_row_per_point(tmp_path, 
 def test_without_a_model_every_pick_is_made_for_coverage(tmp_path, screen_search):
     spec, study, scr, _ = _phase1(tmp_path, screen_search, n_initial=2, top_k=2, coverage=1)
     scr.next_phase()  # two evaluated rows are too few for the analysis' predictors (it needs four)
-    sel = study._storage.get_study_system_attrs(study._study_id)[SELECTION_ATTR]
+    sel = study_system_attrs(study)[SELECTION_ATTR]
     assert "error" in sel["model"] and sel["predicted"] == {}
     assert sorted(sel["selected"].values()) == ["coverage"] * 3  # still n_initial + top_k + coverage in all
 

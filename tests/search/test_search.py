@@ -104,7 +104,7 @@ def _running_trial(journal, min_number):
         return False
     storage = JournalStorage(JournalFileBackend(str(journal)))
     for s in storage.get_all_studies():
-        for t in storage.get_all_trials(s._study_id, deepcopy=False):
+        for t in storage.get_all_trials(storage.get_study_id_from_name(s.study_name), deepcopy=False):
             if t.state == TrialState.RUNNING and t.number >= min_number and "gradprune_owner" in t.system_attrs:
                 return True
     return False

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from gradprune.cli import main
+from gradprune.search.trial import TrialOutcome, one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 RATIOS = [0.1, 0.2, 0.3]
@@ -57,7 +58,7 @@ def copy_of(finished, tmp_path):
 def _fake_trial(recipe, trial_dir, store, console):
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "run.json").write_text("{}\n")
-    return {"metrics": {"acc_mean": 1 - recipe.pruning.ratio}, "success": True, "error": "", "duration_s": 0.0}
+    return TrialOutcome({"acc_mean": 1 - recipe.pruning.ratio}, True, "", 0.0)
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def _journal_trials(journal: Path):
         assert "op_code" in json.loads(line)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     (study,) = storage.get_all_studies()
-    return storage.get_all_trials(study._study_id)
+    return storage.get_all_trials(storage.get_study_id_from_name(study.study_name))
 
 
 def _assert_every_point_once(out: Path) -> None:
@@ -201,7 +202,7 @@ def flaky_trials(monkeypatch):
 
     def trial(recipe, trial_dir, store, console):
         if recipe.pruning.ratio in broken:
-            return {"metrics": {}, "success": False, "error": "CUDA out of memory", "duration_s": 0.0}
+            return TrialOutcome({}, False, "CUDA out of memory", 0.0)
         return _fake_trial(recipe, trial_dir, store, console)
 
     monkeypatch.setattr("gradprune.search.worker.run_trial", trial)
@@ -253,7 +254,7 @@ def test_retry_failed_reruns_an_interrupted_point_whose_requeue_was_lost(copy_of
     journal.write_bytes(b"".join(lines[:-1]) + b"".join(json.dumps(r).encode() + b"\n" for r in [*marks, last]))
     storage = JournalStorage(JournalFileBackend(str(journal)))
     (study,) = storage.get_all_studies()
-    (t,) = [t for t in storage.get_all_trials(study._study_id) if t.user_attrs.get("retried")]
+    (t,) = [t for t in storage.get_all_trials(storage.get_study_id_from_name(study.study_name)) if t.user_attrs.get("retried")]
     assert t.state == TrialState.FAIL and t.user_attrs["status"] == "interrupted"
     assert _search(recipe, out) == 0
     assert "ran 0 trial(s)" in capsys.readouterr().out
@@ -516,7 +517,7 @@ def test_a_worker_killed_mid_append_does_not_break_the_journal_for_the_others(tm
         json.loads(line)
     reread = JournalStorage(JournalFileBackend(str(journal)))
     (s,) = reread.get_all_studies()
-    assert [t.system_attrs["fixed_params"] for t in reread.get_all_trials(s._study_id)] == [
+    assert [t.system_attrs["fixed_params"] for t in reread.get_all_trials(reread.get_study_id_from_name(s.study_name))] == [
         {"x": 1}, {"x": 2}, {"x": 3}]
 
 
@@ -598,9 +599,7 @@ def test_a_csv_whose_trial_column_was_removed_is_not_rewritten(copy_of, fake_tri
 
 
 def _failing_with_brackets(recipe, trial_dir, store, console):
-    from gradprune.search.trial import one_line
-
-    return {"metrics": {}, "success": False, "error": one_line(RuntimeError("[/x] boom")), "duration_s": 0.1}
+    return TrialOutcome({}, False, one_line(RuntimeError("[/x] boom")), 0.1)
 
 
 def test_a_trial_error_with_markup_brackets_does_not_kill_the_worker(model_dir, corpus_file, tmp_path, monkeypatch,

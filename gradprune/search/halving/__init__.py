@@ -42,16 +42,16 @@ from gradprune.search.halving.sync import (
 )
 from gradprune.search.halving.trial import (
     RUNGS_ATTR,
+    RungEvaluation,
     StderrHalvingPruner,
     TrialReporter,
     run_halving_trial,
-    rung_eval_stage,
     stderr_at,
 )
 
 __all__ = [
-    "DECISIONS_ATTR", "RUNGS_ATTR", "RUNG_ATTR", "PerExample", "PointExamples", "Reporter", "RungOutcome",
-    "StderrHalvingPruner", "SyncHalving", "TrialReporter", "acc_mean_stderr", "clearly_worse", "decision_stderr",
-    "evaluate_in_rungs", "example_order", "promoted", "rung_eval_stage", "rung_fractions", "rung_metrics",
+    "DECISIONS_ATTR", "RUNGS_ATTR", "RUNG_ATTR", "PerExample", "PointExamples", "Reporter", "RungEvaluation",
+    "RungOutcome", "StderrHalvingPruner", "SyncHalving", "TrialReporter", "acc_mean_stderr", "clearly_worse",
+    "decision_stderr", "evaluate_in_rungs", "example_order", "promoted", "rung_fractions", "rung_metrics",
     "rung_subsets", "run_halving_trial", "stderr_at", "survivors_cut", "sync_rows", "trial_rung",
 ]

@@ -14,6 +14,7 @@ from optuna.pruners import BasePruner  # ~0.2 s; this module is imported only wh
 from rich.console import Console
 
 from gradprune.search.halving.rungs import (
+    RungOutcome,
     clearly_worse,
     evaluate_in_rungs,
     rung_fractions,
@@ -21,6 +22,7 @@ from gradprune.search.halving.rungs import (
     rung_subsets,
     survivors_cut,
 )
+from gradprune.search.trial import TrialOutcome, failed_outcome, trial_metrics
 
 RUNGS_ATTR = "halving_rungs"  # user attr: the trial's per-rung records (value, stderr, examples)
 
@@ -74,25 +76,33 @@ class TrialReporter:
         return self.ask_pruner and not final and math.isfinite(value) and self.trial.should_prune()
 
 
-def rung_eval_stage(spec, reporter, resume=None):
-    """The pruned model's evaluation for run_experiment: perplexity in full (if asked), zero-shot in rungs.
+class RungEvaluation:
+    """The pruned model's evaluation for ``run_experiment`` (its ``pruned_eval``): perplexity in full (if
+    asked), zero-shot in rungs. After the run, :attr:`outcome` says where the zero-shot evaluation stopped.
 
     ``resume = (PointExamples, point key, rung)`` (synchronous halving): start from the point's stored
     per-example results, evaluate up to that rung only, store the results again; perplexity is
     computed in the point's first trial and carried over from the store after that."""
 
-    def stage(recipe, loaded, console, dense):
+    def __init__(self, spec, reporter, resume=None) -> None:
+        self.spec, self.reporter, self.resume = spec, reporter, resume
+        #: set when the evaluation ran: the rungs evaluated and whether the trial was stopped
+        self.outcome: RungOutcome | None = None
+
+    def __call__(self, recipe, loaded, console, dense) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``run_experiment``'s evaluation stage: (flat metrics, run.json's ``eval`` section)."""
         from gradprune.eval import add_dense_comparison, zeroshot_task_sizes
 
-        cfg = recipe.eval
+        cfg, resume, halving = recipe.eval, self.resume, self.spec.halving
         stored = resume[0].load(resume[1]) if resume else ({}, [], {})
         metrics, info = _perplexity(loaded, cfg, console, stored[2])
         start = time.perf_counter()
         sizes = zeroshot_task_sizes(cfg)
-        fractions = rung_fractions(spec.halving.min_fraction, spec.halving.reduction_factor)
-        outcome = evaluate_in_rungs(loaded.model, loaded.tokenizer, cfg, rung_subsets(sizes, fractions, spec.seed),
-                                    fractions, reporter, scored=stored[0], rungs=stored[1],
-                                    last=resume[2] if resume else None)
+        fractions = rung_fractions(halving.min_fraction, halving.reduction_factor)
+        outcome = evaluate_in_rungs(loaded.model, loaded.tokenizer, cfg,
+                                    rung_subsets(sizes, fractions, self.spec.seed), fractions, self.reporter,
+                                    scored=stored[0], rungs=stored[1], last=resume[2] if resume else None)
+        self.outcome = outcome
         if resume:
             resume[0].save(resume[1], outcome.per_example, outcome.rungs, {"metrics": metrics, "info": info})
         metrics.update(rung_metrics(outcome))
@@ -102,8 +112,6 @@ def rung_eval_stage(spec, reporter, resume=None):
                             "stopped": outcome.stopped}
         info.setdefault("seconds", {})["zeroshot"] = time.perf_counter() - start
         return (add_dense_comparison(metrics, dense) if dense else metrics), info
-
-    return stage
 
 
 def _perplexity(loaded, cfg, console, stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,34 +128,32 @@ def _perplexity(loaded, cfg, console, stored: dict[str, Any]) -> tuple[dict[str,
 
 
 def run_halving_trial(spec, recipe, trial_dir: Path, store, console: Console, reporter,
-                      resume=None) -> dict[str, Any]:
+                      resume=None) -> TrialOutcome:
     """Like :func:`gradprune.search.trial.run_trial`, with the evaluation in rungs; a trial the pruner
-    stopped is a success with ``status = "pruned"`` and ``evaluated = False`` (``"paused"`` under
-    synchronous halving, where the decision comes later: see ``resume`` in :func:`rung_eval_stage`)."""
+    stopped is a success stopped as ``pruned`` and not evaluated (``paused`` under synchronous halving,
+    where the decision comes later: see ``resume`` in :class:`RungEvaluation`)."""
     from gradprune.record import write_output
     from gradprune.run import run_experiment
-    from gradprune.search.trial import failed_row
 
     t0 = time.perf_counter()
+    evaluation = RungEvaluation(spec, reporter, resume)
     try:
         out = run_experiment(recipe, console, store=store, keep_model=recipe.output.save_model,
-                             pruned_eval=rung_eval_stage(spec, reporter, resume))
+                             pruned_eval=evaluation)
         if not out.writes:
             raise SystemExit(0)  # DDP / FSDP rank > 0: rank 0 records the trial
         write_output(out, trial_dir, recipe.output.save_model)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - failure isolation, as in run_trial
-        return failed_row(exc, t0)
-    metrics = out.record["metrics"]
-    metrics["calibration_reused"] = bool(out.record["calibration"].get("reused_calibration", False))
-    stopped = bool(out.record["eval"].get("zeroshot", {}).get("stopped"))
-    res = {"metrics": metrics, "success": True, "error": "", "duration_s": time.perf_counter() - t0}
+        return failed_outcome(exc, t0)
+    metrics = trial_metrics(out)
+    res = TrialOutcome(metrics, True, "", time.perf_counter() - t0)
     at_fraction = metrics.get("acc_mean_at_fraction")
-    if stopped and not (isinstance(at_fraction, float) and math.isfinite(at_fraction)):
-        res.update(success=False, error="NaN in acc_mean_at_fraction")
-    elif stopped:
-        res.update(status="paused" if resume else "pruned", evaluated=False)
+    if evaluation.outcome.stopped and not (isinstance(at_fraction, float) and math.isfinite(at_fraction)):
+        res.success, res.error = False, "NaN in acc_mean_at_fraction"
+    elif evaluation.outcome.stopped:
+        res.stopped, res.evaluated = ("paused" if resume else "pruned"), False
     elif not isinstance(metrics.get("acc_mean"), float) or math.isnan(metrics["acc_mean"]):
-        res.update(success=False, error="NaN in acc_mean")
+        res.success, res.error = False, "NaN in acc_mean"
     return res
