@@ -4,6 +4,11 @@ Run by hand (about 4 min on a 2-core machine; ``--sizes`` / ``--seq-lens`` pick 
 
     .venv/bin/python benchmarks/memory_plan.py
     .venv/bin/python benchmarks/memory_plan.py --sizes small --seq-lens 32 --json out.json
+    .venv/bin/python benchmarks/memory_plan.py --hooks "stats.collectors=[grad_norm]"
+
+``--hooks OVERRIDE...`` measures instead the gradient hooks' temporaries for one bf16 gradient of the
+largest weight on the CPU (the recipe's estimator and collectors, recipes/tiny.yaml with the overrides),
+the same way, against the plan's ``hook_bytes`` on the host less the gradient itself.
 
 For each model size (Mistral-shaped, random weights, built from a config: no file is read), each
 window length, with and without gradient checkpointing, a fresh process builds the model, then runs
@@ -63,7 +68,7 @@ def estimate(size: str, seq_len: int, batch: int, checkpointing: bool) -> dict:
     from gradprune.memory.workload import workload
 
     shape = model_shape(config(size))
-    plan = plan_memory(shape, workload(recipe(seq_len, batch, checkpointing), shape.vocab))
+    plan = plan_memory(shape, workload(recipe(seq_len, batch, checkpointing)))
     return {"stage": plan.stage_peak("calibration"), "weights": plan.item("calibration", "weights"),
             "params": shape.params}
 
@@ -98,6 +103,50 @@ def measure(size: str, seq_len: int, batch: int, checkpointing: bool) -> dict:
     return {"dynamic": host_peak_bytes() - before}
 
 
+HOOK_LAYER = dict(vocab_size=256, hidden_size=512, intermediate_size=4096, num_hidden_layers=1, num_attention_heads=8,
+                  num_key_value_heads=2)
+
+
+def measure_hooks(overrides: list[str]) -> dict:
+    """In this (fresh) process: the hooks' transient bytes for one bf16 gradient of the largest weight of a
+    one-layer model, and the plan's count of them (``hook_bytes`` on the host, less the gradient)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 16)
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from gradprune.calibration import hook_dispatcher
+    from gradprune.memory.peaks import host_peak_bytes, reset_host_peak, rss_bytes
+    from gradprune.memory.plan import hook_bytes
+    from gradprune.memory.shape import model_shape
+    from gradprune.memory.workload import estimator_traits, workload
+    from gradprune.models.adapters import get_adapter
+    from gradprune.recipe import load_recipe
+
+    torch.set_num_threads(1)
+    r = load_recipe(ROOT / "recipes/tiny.yaml", ["model.dtype=bfloat16", "trainer.precision=bf16-true", *overrides])
+    cfg = MistralConfig(**HOOK_LAYER, max_position_embeddings=512, tie_word_embeddings=False)
+    model = MistralForCausalLM(cfg).to(torch.bfloat16).eval()
+    layers = get_adapter(model).layers(model)
+    est, cols = estimator_traits(r)
+    dispatcher = hook_dispatcher(layers, [est], cols, torch.device("cpu"))
+    (lm,) = layers
+    role, weight = max(lm.weights().items(), key=lambda kv: kv[1].numel())
+    for batch in range(2):  # the first micro-batch creates every buffer; the second is measured
+        dispatcher.begin_batch(4)
+        for rl, p in ([(role, weight)] if batch else lm.weights().items()):
+            p.grad = torch.randn_like(p)
+            if batch:
+                if not reset_host_peak():
+                    raise SystemExit("needs Linux /proc/self/clear_refs")
+                before = rss_bytes()
+            dispatcher.on_grad(lm, rl, p)
+    measured = host_peak_bytes() - before
+    shape = model_shape(cfg)
+    planned = hook_bytes(shape, workload(r), host_is_device=True) - shape.largest_weight * 2
+    return {"measured": measured, "planned": planned, "n": weight.numel()}
+
+
 def run_case(size: str, seq_len: int, batch: int, checkpointing: bool) -> dict:
     """One row: estimate here, measurement in a fresh process."""
     cmd = [sys.executable, __file__, "--dtype", DTYPE, "--measure", size, str(seq_len), str(batch),
@@ -120,9 +169,13 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--json", help="write the rows here")
     p.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--hooks", nargs="*", metavar="OVERRIDE", help="measure the hooks' temporaries instead")
     args = p.parse_args()
     global DTYPE
     DTYPE = args.dtype
+    if args.hooks is not None:
+        print(json.dumps(measure_hooks(args.hooks)))
+        return
     if args.measure:
         size, seq, batch, ckpt = args.measure
         print(json.dumps(measure(size, int(seq), int(batch), bool(int(ckpt)))))

@@ -53,7 +53,6 @@ def plan_memory_command(path: str, overrides: list[str], device_memory: str | No
     ``device_memory`` (e.g. ``80GiB``): plan for a GPU with that much free memory (``gpus`` of them) instead
     of this machine's device; ``model_config``: a config.json to plan for instead of the recipe's model.
     """
-    from gradprune.eval.perplexity import ppl_batch_size
     from gradprune.memory.capacity import Capacity
     from gradprune.memory.table import load_config, parse_size, plan_lines
     from gradprune.memory.watch import fit_recipe
@@ -71,7 +70,7 @@ def plan_memory_command(path: str, overrides: list[str], device_memory: str | No
         size = parse_size(device_memory)
         capacity = Capacity("cuda", f"{gpus} × GPU of {device_memory}" if gpus > 1 else f"a GPU of {device_memory}",
                             size, size, gpus)
-    fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+    fitted = fit_recipe(recipe, config, capacity)
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"memory plan of {path} ({model_config or recipe.model.name_or_path}):", markup=False)
     for line in plan_lines(fitted):

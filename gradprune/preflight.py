@@ -311,14 +311,13 @@ class Preflight:
     def _memory(self, recipe: Recipe, config: Any) -> list[str]:
         """The memory plan on this machine's device: a recipe that fits at no setting the plan may choose is
         refused with the numbers and the knobs (:mod:`gradprune.memory`)."""
-        from gradprune.eval.perplexity import ppl_batch_size
         from gradprune.memory.capacity import device_capacity
         from gradprune.memory.watch import fit_recipe
 
         t = recipe.trainer
         capacity = self._once(("capacity", str(t.accelerator), str(t.devices)), lambda: device_capacity(t))
         try:
-            fitted = fit_recipe(recipe, config, ppl_batch_size, capacity)
+            fitted = fit_recipe(recipe, config, capacity)
         except GradpruneError as exc:
             return [str(exc)]
         except Exception as exc:  # a model the plan cannot describe: the run measures, it does not plan

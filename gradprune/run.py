@@ -302,6 +302,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
         failure = " ".join(str(exc).split())
         forget_frames(exc)  # the frames hold the model and the buffers that did not fit
     finally:
+        watch.close()  # the running stage's evaluation budget goes with the run
         free_device_cache()
     raise watch.out_of_memory(failure)
 
@@ -335,7 +336,6 @@ def _preload(recipe: Recipe) -> None:
 def _memory_watch(recipe: Recipe, loaded: Loaded | None):
     """The run's memory plan (from the config of ``loaded``'s model, else of the recipe's) and the recipe
     with ``calibration.batch_size: auto`` settled."""
-    from gradprune.eval.perplexity import ppl_batch_size
     from gradprune.memory.watch import MemoryWatch
 
     if loaded is not None:
@@ -344,7 +344,7 @@ def _memory_watch(recipe: Recipe, loaded: Loaded | None):
         from gradprune.models.loading import checked_config
 
         _, config = checked_config(recipe.model)
-    return MemoryWatch.for_run(recipe, config, ppl_batch_size)
+    return MemoryWatch.for_run(recipe, config)
 
 
 def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool, pruned_eval: PrunedEval | None,
@@ -432,7 +432,7 @@ def _run_stages(recipe: Recipe, console: Console | None, store, keep_model: bool
         from gradprune.recovery.stage import recovery_stage
 
         with ctrl_c_through_lightning():
-            recovered = recovery_stage(recipe, loaded.model, loaded.tokenizer, console, dense)
+            recovered = recovery_stage(recipe, loaded.model, loaded.tokenizer, console, dense, watch)
         ev_metrics = {**ev_metrics, **recovered.metrics}
         t.update(recovered.timings)
         devices["recovery"] = recovered.info["device"]

@@ -22,7 +22,6 @@ PROTOCOL = (
     "last partial window dropped, first token of each window not predicted, "
     "ppl = exp(sum NLL / predicted tokens) with fp32 log-softmax"
 )
-LOGITS_BUDGET_BYTES = 256 * 2**20  # fp32 logits of one batch under "auto"
 
 
 @dataclass(frozen=True)
@@ -52,26 +51,21 @@ class PplStats:
 def ppl_batch_size(batch_size: int | str, seq_len: int, vocab_size: int, model: Any = None,
                    budget: int | None = None) -> int:
     """Windows per forward pass: the recipe's number, or for ``auto`` what ``budget`` bytes hold
-    (:func:`gradprune.eval.batching.sequences_per_batch`): the logits in the model's dtype, their fp32 copy
-    and fp32 log-softmax, and one layer's activations. The default budget is half the accelerator memory
-    free now; on the CPU (or without ``model``) fp32 logits of ≲256 MiB, at most 64 windows."""
-    from gradprune.eval.batching import (
-        activation_bytes_per_token,
-        device_budget,
-        model_dtype_bytes,
-        sequences_per_batch,
-    )
+    (:func:`gradprune.memory.batches.ppl_windows`, the rule the memory plan sizes this batch with): the
+    logits in the model's dtype, their fp32 copy and fp32 log-softmax, and one layer's activations. The
+    default budget is :func:`gradprune.eval.batching.device_budget` (the running stage's planned budget,
+    else half the accelerator memory free now); on the CPU (or without ``model``) fp32 logits of ≲256 MiB,
+    at most 64 windows."""
+    from gradprune.eval.batching import device_budget, model_dtype_bytes
+    from gradprune.memory.batches import config_widths, ppl_windows
 
     if isinstance(batch_size, int):
         return batch_size
     if budget is None and model is not None:
         budget = device_budget(_model_device(model))
-    if budget is None:
-        return sequences_per_batch(LOGITS_BUDGET_BYTES, seq_len, vocab_size, 4, cap=64)
-    dtype_bytes = model_dtype_bytes(model) if model is not None else 4
-    logit_bytes = dtype_bytes + (4 if dtype_bytes != 4 else 0) + 4
-    extra = activation_bytes_per_token(model, dtype_bytes) if model is not None else 0
-    return sequences_per_batch(budget, seq_len, vocab_size, logit_bytes, extra)
+    if model is None:
+        return ppl_windows(batch_size, seq_len, vocab_size, budget=budget)
+    return ppl_windows(batch_size, seq_len, vocab_size, model_dtype_bytes(model), config_widths(model.config), budget)
 
 
 def tokenize_text(tokenizer: Any, text: str) -> list[int]:

@@ -11,8 +11,8 @@ from typing import Any
 
 from gradprune.errors import GradpruneError
 from gradprune.memory.capacity import Capacity
-from gradprune.memory.fit import Fitted, fit, stage_capacity
-from gradprune.memory.plan import STAGES, gib
+from gradprune.memory.fit import Fitted, fit
+from gradprune.memory.plan import gib
 from gradprune.memory.shape import model_shape
 from gradprune.memory.workload import workload
 
@@ -39,12 +39,19 @@ def plan_lines(fitted: Fitted) -> list[str]:
            + (", gradient checkpointing" if w.checkpointing else "")
            + (f", FSDP over {w.world}" if w.world > 1 else "")
            + (f", mean-gradient buffer on the {w.mean_gradient}" if w.mean_gradient else "")]
-    for stage in STAGES:
-        limit = f" (limit {gib(stage_capacity(stage, w, cap))})" if cap is not None else ""
-        out.append(f"{stage:<12} {gib(plan.stage_peak(stage)):>10}{limit}")
+    if w.recovery is not None:
+        r = w.recovery
+        out.append(f"recovery: micro-batch {r.micro_batch} × {r.cutoff_len} tokens"
+                   + (", gradient checkpointing" if r.checkpointing else "")
+                   + (f", LoRA r {r.rank} on {len(r.projections)} projections" if r.rank else ""))
+    for stage in plan.stages():
+        limit = f" (limit {gib(plan.stage_limit(stage))})" if cap is not None else ""
+        out.append(f"{stage:<14} {gib(plan.stage_peak(stage)):>10}{limit}")
         for ln in (ln for ln in plan.lines if ln.stage == stage):
             where = " [host]" if ln.where == "host" and not plan.host_is_device else ""
             out.append(f"  {ln.item[:54]:<54} {gib(ln.bytes):>10}{where}")
+        if plan.budgets.get(stage) is not None:
+            out.append(f"  (evaluation batches sized to {gib(plan.budgets[stage])}: half the room beside the weights)")
     if cap is None:
         out.append("device memory unknown: nothing checked")
     elif fitted.problem is not None:
@@ -83,7 +90,8 @@ def _peak(fitted: Fitted) -> str:
 def docs_table(config_dir: str | Path, recipe: Any) -> str:
     """The markdown table: per model and grid corner (seq_len, num_samples), without / with gradient
     checkpointing: calibration's peak at ``batch_size: 8`` on one H100, the micro-batch ``auto`` picks there,
-    the per-GPU peak under FSDP on 8 H100s, and the evaluation's peak (the dense model's)."""
+    the per-GPU peak under FSDP on 8 H100s, and the evaluation's peak (the dense model's, its batches sized
+    to half the room beside the weights; over the 8 GPUs when FSDP's gathered model fits no one of them)."""
     rows = ["| model | seq_len | num_samples | 1 × H100, batch_size 8: peak GiB (checkpointing no / yes) | "
             "batch_size auto, 1 × H100 (no / yes) | 8 × H100, FSDP, batch_size 8: GiB per GPU (no / yes) | "
             "evaluation peak GiB |",
@@ -97,12 +105,14 @@ def docs_table(config_dir: str | Path, recipe: Any) -> str:
             for samples in (128, 512):
                 single, auto, fsdp = [], [], []
                 for ckpt in (False, True):
-                    w = workload(_with(recipe, seq, samples, ckpt, 8), shape.vocab)
+                    w = workload(_with(recipe, seq, samples, ckpt, 8))
                     single.append(fit(shape, w, one))
-                    fsdp.append(fit(shape, workload(_with(recipe, seq, samples, ckpt, 8), shape.vocab, world=8), eight))
-                    a = fit(shape, workload(_with(recipe, seq, samples, ckpt, "auto"), shape.vocab), one)
+                    fsdp.append(fit(shape, workload(_with(recipe, seq, samples, ckpt, 8), world=8), eight))
+                    a = fit(shape, workload(_with(recipe, seq, samples, ckpt, "auto")), one)
                     auto.append(str(a.plan.workload.micro_batch) if a.problem is None else "✗")
-                ev = max(single[0].plan.stage_peak(s) for s in ("dense eval", "eval")) / 2**30
+                # the evaluation as it runs: on one GPU, or spread over the 8 when FSDP gathers a model none holds
+                where = fsdp[0] if fsdp[0].spread_eval else single[0]
+                ev = max(where.plan.stage_peak(s) for s in ("dense eval", "eval")) / 2**30
                 ev_cell = f"{ev:.1f}" + (" (8 GPUs)" if fsdp[0].spread_eval else "")
                 rows.append(f"| {name} | {seq} | {samples} | {' / '.join(_peak(f) for f in single)} | "
                             f"{' / '.join(auto)} | {' / '.join(_peak(f) for f in fsdp)} | {ev_cell} |")

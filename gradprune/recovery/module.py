@@ -121,6 +121,7 @@ def fit_recovery(model: torch.nn.Module, trainable: list, data: TrainingSet, par
     """Train ``trainable`` (parameters of ``model``) on ``data`` with a Lightning Trainer built from the recipe's
     ``trainer_cfg``; the model stays where it is and is left in eval mode."""
     from gradprune.calibration import activation_checkpointing
+    from gradprune.memory.release import dismantle_trainer
     from gradprune.trainer import build_trainer
 
     steps, _ = total_steps(len(data.examples), params)
@@ -129,13 +130,18 @@ def fit_recovery(model: torch.nn.Module, trainable: list, data: TrainingSet, par
                             gradient_clip_val=params.max_grad_norm)
     module = RecoveryModule(model, trainable, data, params, steps, pad_id)
     t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if params.gradient_checkpointing:
-            stack.enter_context(activation_checkpointing(model))
-        stack.callback(model.eval)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            trainer.fit(module)
-    return FitResult(trainer.global_step, len(module.losses), module.tokens, module.trained_tokens,
-                     time.perf_counter() - t0, module.curve)
+    try:
+        with contextlib.ExitStack() as stack:
+            if params.gradient_checkpointing:
+                stack.enter_context(activation_checkpointing(model))
+            stack.callback(model.eval)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                trainer.fit(module)
+        return FitResult(trainer.global_step, len(module.losses), module.tokens, module.trained_tokens,
+                         time.perf_counter() - t0, module.curve)
+    finally:
+        # the Trainer and the module point at each other, and the Trainer at the optimizer and its states:
+        # freed when this returns (before the recovered evaluation), not when the cycle collector runs
+        dismantle_trainer(trainer, module)

@@ -10,7 +10,6 @@ dense and the untuned evaluations are not repeated.
 from __future__ import annotations
 
 import contextlib
-import gc
 import resource
 import sys
 import time
@@ -64,9 +63,12 @@ def recovered_metrics(metrics: dict[str, Any], dense: dict[str, Any] | None) -> 
     return {f"{k}{SUFFIX}": v for k, v in compared.items() if not k.startswith("dense_")}
 
 
-def _peak_memory(device: Any) -> dict[str, Any]:
+def _peak_memory(device: Any, watch: Any = None) -> dict[str, Any]:
     import torch
 
+    if watch is not None and "recovery" in watch.peaks.peaks:
+        return {"mb": watch.peaks.peaks["recovery"] / 2**20,
+                "measure": f"{watch.peaks.how()}: the recovery stage (run.json memory.stages.recovery)"}
     if device.type == "cuda":
         return {"mb": torch.cuda.max_memory_allocated(device) / 2**20,
                 "measure": "torch.cuda.max_memory_allocated during the recovery stage"}
@@ -109,9 +111,12 @@ def _attached(method: Any, model: Any, seed: int) -> Iterator[list]:
                 t.requires_grad_(flags.get(n, t.requires_grad))
 
 
-def recovery_stage(recipe: Any, model: Any, tokenizer: Any, console: Any, dense: dict | None = None) -> RecoveryResult:
+def recovery_stage(recipe: Any, model: Any, tokenizer: Any, console: Any, dense: dict | None = None,
+                   watch: Any = None) -> RecoveryResult:
     """Recover ``model`` (pruned, on the run's device) as ``recipe.recovery`` asks and evaluate it again;
-    the model is left untuned (and the method holds the adapter) however the stage ends."""
+    the model is left untuned (and the method holds the adapter) however the stage ends. ``watch``: the run's
+    :class:`~gradprune.memory.watch.MemoryWatch`, which measures the training (``recovery``) and the
+    evaluation after it (``recovered eval``) as stages of their own, beside the plan's estimates."""
     import torch
 
     from gradprune import plugins
@@ -121,10 +126,12 @@ def recovery_stage(recipe: Any, model: Any, tokenizer: Any, console: Any, dense:
     section = recipe.recovery
     method = plugins.RECOVERY.build(section.name, section.params, "recovery.params")
     p = method.params
+    if watch is not None:
+        watch.enter("recovery")
     report_stage("recovering", "data")
     data = _training_set(recipe, method, tokenizer)
     device = next(model.parameters()).device
-    if device.type == "cuda":
+    if device.type == "cuda" and watch is None:
         torch.cuda.reset_peak_memory_stats(device)
     _, micro = total_steps(len(data.examples), p)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -133,16 +140,14 @@ def recovery_stage(recipe: Any, model: Any, tokenizer: Any, console: Any, dense:
     t0 = time.perf_counter()
     with _attached(method, model, p.seed) as trainable:
         fit = fit_recovery(model, trainable, data, p, recipe.trainer, pad, progress)
-        peak = _peak_memory(device)
+        del progress
         t_train = time.perf_counter() - t0
+        if watch is not None:
+            watch.enter("recovered eval")  # closes the training's stage: its peak is measured
+        peak = _peak_memory(device, watch)
         _say(console, method, fit)
         metrics, eval_info = _evaluate(recipe, model, tokenizer, console, dense)
         summary = method.summary()
-    # the Trainer and its LightningModule hold each other, and with them the adapters' old weights, gradients
-    # and optimizer states; the progress callback keeps that cycle reachable until it is dropped (measured:
-    # tests/recovery/test_stage.py). Freed now, not whenever Python's collector next runs
-    del progress
-    gc.collect()
     timings = {"time_recovery": t_train, "time_eval_recovered": time.perf_counter() - t0 - t_train}
     return _result(method, fit, data, peak, metrics, {**summary, "device": str(device),
                    "precision": recipe.trainer.precision, "eval": eval_info}, timings, section.save_merged)

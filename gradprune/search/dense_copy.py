@@ -70,13 +70,12 @@ class DenseCopy:
 
     def _room(self, recipe: Any, model: Any) -> str | None:
         """Why the host cannot hold a copy beside the trial's own host memory (None when it can)."""
-        from gradprune.eval.perplexity import ppl_batch_size
         from gradprune.memory.capacity import host_capacity
         from gradprune.memory.plan import STAGES, gib
         from gradprune.memory.watch import fit_recipe
 
         need = sum(t.numel() * t.element_size() for t in model.state_dict(keep_vars=True).values())
-        fitted = fit_recipe(recipe, model.config, ppl_batch_size)
+        fitted = fit_recipe(recipe, model.config)
         plan = fitted.plan
         trial = plan.peak if plan.host_is_device else max(plan.host_peak(s) for s in STAGES)
         host = host_capacity()

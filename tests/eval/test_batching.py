@@ -30,17 +30,18 @@ def test_perplexity_auto_batch_uses_the_budget_and_the_models_dtype():
     model = make_model(vocab_size=1000)
     assert ppl_batch_size("auto", 128, 1000, model) == 64  # CPU: the former fixed budget
     assert ppl_batch_size(5, 128, 1000, model, budget=GIB) == 5
-    per_token = 1000 * (4 + 4) + (4 * 64 + 3 * 96) * 4  # fp32 logits + log-softmax, one layer's activations
+    # fp32 logits, their flattened copy and log-softmax; one layer's activations (h 64, q 64, kv 16, mlp 96)
+    per_token = 1000 * (4 + 4 + 4) + (4 * 64 + 2 * 64 + 2 * 16 + 3 * 96) * 4
     assert ppl_batch_size("auto", 128, 1000, model, budget=GIB) == min(MAX_SEQUENCES, GIB // (128 * per_token))
     bf16 = make_model(vocab_size=1000).to(torch.bfloat16)
-    per_token16 = 1000 * (2 + 4 + 4) + (4 * 64 + 3 * 96) * 2  # bf16 logits, their fp32 copy, fp32 log-softmax
+    per_token16 = 1000 * (2 + 4 + 4) + (4 * 64 + 2 * 64 + 2 * 16 + 3 * 96) * 2  # bf16 logits, fp32 copy, log-softmax
     assert ppl_batch_size("auto", 512, 1000, bf16, budget=GIB // 4) == GIB // 4 // (512 * per_token16)
 
 
 def test_lm_eval_rows_follow_the_budget_at_the_requests_length():
     model = make_model(vocab_size=32768)
     assert lm_eval_rows(model, 300) is None  # CPU: lm-eval searches as it does
-    per_token = 32768 * 2 * 4 + (4 * 64 + 3 * 96) * 4  # logits and their log-softmax in fp32, activations
+    per_token = 32768 * 2 * 4 + (4 * 64 + 2 * 64 + 2 * 16 + 3 * 96) * 4  # logits, log-softmax (fp32), activations
     assert lm_eval_rows(model, 300, budget=8 * GIB) == 8 * GIB // (300 * per_token)
     assert lm_eval_rows(model, 30, budget=8 * GIB, cap=100) == 100
 

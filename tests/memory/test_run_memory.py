@@ -68,7 +68,7 @@ def test_batch_size_auto_records_the_estimate_beside_the_measured_peak(model_dir
     recipe = load_recipe(ROOT / "recipes/tiny.yaml", _overrides(model_dir, corpus_file, tmp_path,
                                                                 "calibration.batch_size=auto"))
     shape = model_shape(checked_config(recipe.model)[1])
-    w = workload(recipe, shape.vocab)
+    w = workload(recipe)
     # room for a micro-batch of 3 samples and not 4: auto must pick 3
     three, four = (plan_memory(shape, w.with_batch(b)).peak for b in (3, 4))
     monkeypatch.setattr(capacity, "device_capacity", _host(int((three + four) / 2 / capacity.USABLE_SHARE)))

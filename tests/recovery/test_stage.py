@@ -52,6 +52,11 @@ def test_recovery_lowers_the_held_out_perplexity_of_a_40_percent_pruned_model():
     assert all(type(lm.q) is torch.nn.Linear for lm in _layers(out.model))
     assert all(p.requires_grad for p in out.model.parameters())
     assert out.recovery.method.state  # the adapter, kept for the checkpoint
+    # the training and the evaluation after it are stages of the memory plan, each estimate beside its peak
+    stages = out.record["memory"]["stages"]
+    assert stages["recovery"]["estimate_bytes"] > 0 and stages["recovery"]["peak_bytes"] > 0
+    assert stages["recovered eval"]["estimate_bytes"] > 0
+    assert rec["peak_memory"]["mb"] == stages["recovery"]["peak_bytes"] / 2**20
 
 
 def _layers(model):
