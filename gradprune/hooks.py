@@ -35,7 +35,7 @@ class HookDispatcher:
     """
 
     def __init__(self, layers: list[LayerModules], estimators: list[ImportanceEstimator],
-                 collectors: list[StatCollector], n_layers: int, sharded_over: int = 0,
+                 collectors: list[StatCollector], n_layers: int, strategy=None,
                  check_every: int = CHECK_EVERY, mean_gradient: str = "device") -> None:
         self.layers = layers
         self.estimators = estimators
@@ -54,7 +54,7 @@ class HookDispatcher:
         # one shared mean-gradient buffer for every collector defined on it (under FSDP: one owner per layer)
         wanted = any(c.uses_mean_gradient for c in collectors)
         # mean_gradient "host": the buffer in host memory (the memory plan's choice for a GPU too small for it)
-        self.mean_grad = MeanGradient(n_layers, sharded_over, on_host=mean_gradient == "host") if wanted else None
+        self.mean_grad = MeanGradient(n_layers, strategy, on_host=mean_gradient == "host") if wanted else None
         self.streaming = [c for c in collectors if not c.uses_mean_gradient]
         # activation hooks count only the forward pass: checkpointing re-runs each layer's forward in backward
         self.in_forward = False
@@ -180,30 +180,22 @@ class HookDispatcher:
 
 
 def register_hooks(stack: contextlib.ExitStack, model: torch.nn.Module, layers: list[LayerModules],
-                    dispatcher: HookDispatcher, grads: bool, acts: bool, sharded: bool = False) -> None:
+                   dispatcher: HookDispatcher, grads: bool, acts: bool, strategy=None) -> None:
     """Register every hook on ``stack``; grads only for prunable weights (restored afterwards).
 
-    ``sharded``: the model is about to be sharded by FSDP, which replaces the parameters; the gradient
-    hooks then go on the unsharded parameters FSDP swaps in (:func:`gradprune.sharding.register_unsharded_hooks`).
+    Where the gradient hooks sit is the strategy's choice (default: one process, a hook on each weight;
+    FSDP: on the unsharded parameters it swaps in, :class:`gradprune.strategy.FullyShardedDataParallel`).
     """
+    from gradprune.strategy import CalibrationStrategy
+
     flags = {p: p.requires_grad for p in model.parameters()}
     stack.callback(lambda: [p.requires_grad_(f) for p, f in flags.items()])
     for p in model.parameters():
         p.requires_grad_(False)
-    if grads and sharded:
-        from gradprune.sharding import register_unsharded_hooks
-
+    if grads:
+        (strategy or CalibrationStrategy(None)).register_gradient_hooks(stack, model, layers, dispatcher.on_grad)
+    if acts:
         for lm in layers:
-            for p in lm.weights().values():
-                p.requires_grad_(True)  # fully_shard keeps the flag on the shards and the unsharded parameters
-        register_unsharded_hooks(stack, layers, dispatcher.on_grad)
-    for lm in layers:
-        if grads and not sharded:
-            for role, p in lm.weights().items():
-                p.requires_grad_(True)
-                hook = (lambda lm_, r_: lambda param: dispatcher.on_grad(lm_, r_, param))(lm, role)
-                stack.enter_context(p.register_post_accumulate_grad_hook(hook))
-        if acts:
             for role, mod in (("o", lm.o), ("down", lm.down)):
                 pre = (lambda lm_, r_: lambda _m, args: dispatcher.on_input(lm_, r_, args[0]))(lm, role)
                 stack.enter_context(mod.register_forward_pre_hook(pre))

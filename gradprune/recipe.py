@@ -242,7 +242,7 @@ class Recipe(Section):
                                  "evaluated there (set trainer.strategy: fsdp, or drop eval.device_map)")
             return self
         from gradprune import plugins
-        from gradprune.sharding import ELEMENT_LEVEL_REFUSAL
+        from gradprune.parallel import ELEMENT_LEVEL_REFUSAL
 
         try:
             est = plugins.IMPORTANCE.build(self.importance.name, self.importance.params, "importance.params")

@@ -29,20 +29,6 @@ import contextlib
 import torch
 from torch import nn
 
-#: why element-level importance is refused under FSDP
-ELEMENT_LEVEL_REFUSAL = (
-    "keeps one fp32 accumulator per prunable weight on every rank (a full model-sized buffer per GPU, which "
-    "FSDP is there to avoid); under trainer.strategy=fsdp use a group-level variant (taylor granularity "
-    "vector or joint, fisher / taylor_second with reduction sum or mean, activation)")
-
-
-def make_strategy(n_processes: int):
-    """Lightning's ``ModelParallelStrategy`` as FSDP over ``n_processes`` ranks (ranks started by re-running
-    the command, as for ``ddp``, or joined from torchrun / SLURM)."""
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    return ModelParallelStrategy(data_parallel_size=n_processes, tensor_parallel_size=1)
-
 
 def decoder_layers(model: nn.Module, layers: list) -> list[nn.Module]:
     """The decoder-layer modules holding each prunable layer's attention and MLP (what gets sharded)."""

@@ -74,6 +74,6 @@ def test_activation_only_needs_no_backward():
     model = make_model()
     res = calibrate(model, get_adapter(model).layers(model), torch.randint(0, 300, (4, 8)), 2,
                     {"a": plugins.IMPORTANCE.build("activation")}, [], CPU)
-    assert res.info["backward"] is False and res.batches == 2
+    assert res.backward is False and res.batches == 2
     assert all(p.grad is None for p in model.parameters())
     assert set(res.scores["a"]) == {(i, k) for i in range(4) for k in ("attn", "mlp")}

@@ -41,7 +41,7 @@ def test_checkpointing_gives_the_same_scores_and_statistics(arch):
     model, got = _run(arch, True, calls_ckpt)
     # it really recomputed: each layer's forward ran again in every backward pass
     assert len(calls_ckpt) == 2 * len(calls_ref)
-    assert got.info["gradient_checkpointing"] is True and ref.info["gradient_checkpointing"] is False
+    assert got.gradient_checkpointing is True and ref.gradient_checkpointing is False
     for name in ESTIMATORS:
         assert ref.scores[name].keys() == got.scores[name].keys()
         for key, s in ref.scores[name].items():

@@ -67,14 +67,14 @@ def _calibrate(arch: str, strategy: str, devices: int, checkpointing: bool = Fal
     from gradprune.recipe import TrainerSection
 
     model, ids = _inputs(arch, loading)
-    weights = None
+    shards_from = None
     if loading == "meta":
-        model, weights = _empty(Path(out_dir) / "checkpoint")
+        model, shards_from = _empty(Path(out_dir) / "checkpoint")
     ests = {k: plugins.IMPORTANCE.build(n, p) for k, (n, p) in ESTIMATORS.items()}
     cols = [plugins.COLLECTORS.build(c) for c in COLLECTORS]
     cfg = TrainerSection(accelerator="cpu", devices=devices, strategy=strategy, precision="32-true")
     res = calibrate(model, get_adapter(model).layers(model), ids, BATCH, ests, cols, cfg,
-                    gradient_checkpointing=checkpointing, weights=weights)
+                    gradient_checkpointing=checkpointing, shards_from=shards_from)
     return res
 
 
@@ -98,7 +98,7 @@ def _worker(arch: str, checkpointing: str, loading: str, out_dir: str) -> None:
     if res.rank != 0:
         assert res.scores == {} and res.model is None
         return
-    torch.save({"scores": res.scores, "stats": res.layer_stats, "mean_loss": res.mean_loss, "info": res.info,
+    torch.save({"scores": res.scores, "stats": res.layer_stats, "mean_loss": res.mean_loss, "info": res.record(),
                 "state": {k: v.clone() for k, v in res.model.state_dict().items()}, "rank": res.rank},
                Path(out_dir) / "rank0.pt")
 

@@ -98,7 +98,7 @@ class MeanGradient:
     for their finiteness check, folded once per micro-batch (:meth:`end_batch`), and Σ G_l from the sums
     at the end."""
 
-    def __init__(self, n_layers: int, sharded_over: int = 0, on_host: bool = False) -> None:
+    def __init__(self, n_layers: int, strategy=None, on_host: bool = False) -> None:
         self.n_layers = n_layers
         # on_host (for a GPU too small for the buffer): the sums live in host memory, pinned where CUDA is;
         # each gradient is copied there and added in fp32, as on the device
@@ -106,9 +106,10 @@ class MeanGradient:
         self.sums: dict[tuple[int, str], torch.Tensor] = {}
         self._scalars: dict[str, torch.Tensor] = {}
         self._n = 1
-        # under FSDP (``sharded_over`` = world size): each layer's sums live on its owner rank only
-        # (gradprune.sharding.owner), reduced to it per micro-batch; the per-layer scalars stay everywhere
-        self.sharded_over = sharded_over
+        # under FSDP (a sharded ``strategy``): each layer's sums live on its owner rank only, reduced to it
+        # per micro-batch by the strategy; the per-layer scalars stay everywhere
+        self.strategy = strategy
+        self.sharded_over = bool(strategy is not None and strategy.sharded)
 
     def _vec(self, key: str, like: torch.Tensor, shape: tuple | None = None) -> torch.Tensor:
         if key not in self._scalars:
@@ -140,14 +141,8 @@ class MeanGradient:
             self._reduce_to_owner((layer, role), torch.zeros_like(like), scale=0.0)
 
     def _reduce_to_owner(self, key: tuple[int, str], grad: torch.Tensor, scale: float | None = None) -> None:
-        import torch.distributed as dist
-
-        from gradprune.sharding import owner
-
-        dst = owner(key[0], self.sharded_over)
-        part = grad.float() * (float(self._n) if scale is None else scale)
-        dist.reduce(part, dst=dst, op=dist.ReduceOp.SUM)
-        if dist.get_rank() == dst:
+        part = self.strategy.reduce_to_owner(grad.float() * (float(self._n) if scale is None else scale), key[0])
+        if part is not None:
             if key in self.sums:
                 self.sums[key].add_(part)
             else:
@@ -186,12 +181,9 @@ class MeanGradient:
             tot[2, layer] = torch.maximum(tot[2, layer], mean.abs().max().to(device) if mean.numel() else tot[2, layer])
             tot[3, layer] += mean.numel()
         if self.sharded_over:  # every layer's sums are on its owner: combine the per-layer reductions
-            import torch.distributed as dist
-
-            dist.all_reduce(tot[0], op=dist.ReduceOp.SUM)
-            dist.all_reduce(tot[1], op=dist.ReduceOp.SUM)
-            dist.all_reduce(tot[2], op=dist.ReduceOp.MAX)
-            dist.all_reduce(tot[3], op=dist.ReduceOp.SUM)
+            sums = tot[[0, 1, 3]]
+            self.strategy.combine_layer_sums(sums, tot[2])
+            tot[[0, 1, 3]] = sums
         tot[0] /= n_samples
         s, ss, mx, count = tot.cpu().tolist()
         spread = (self._scalars["sample_sq"].cpu() - n_samples * torch.tensor(ss, dtype=torch.float64)).tolist()
