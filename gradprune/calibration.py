@@ -1,9 +1,11 @@
 """Calibration: one Lightning ``fit`` pass (manual backward, no optimizer) over the calibration windows.
 
-The hooks (:mod:`gradprune.hooks`) do the work: each prunable weight's gradient goes to every estimator
-and collector and is freed at once. Parameters outside the prunable groups get no gradient at all.
-The model stays on the device and in the dtype it was loaded with; with gradient checkpointing each
-decoder layer is recomputed in the backward pass. Accumulators are combined across DDP ranks once.
+The hooks (:mod:`gradprune.hooks`) do the work: each prunable weight's gradient goes to every plugin
+(estimator or collector, :mod:`gradprune.calibration_plugin`) that reads it and to the mean moments, and
+is freed at once. Parameters outside the prunable groups get no gradient at all. The model stays on the
+device and in the dtype it was loaded with; with gradient checkpointing each decoder layer is recomputed
+in the backward pass. After the pass the strategy (:mod:`gradprune.strategy`) combines the plugins'
+accumulators across processes once and hands them the pieces of the mean gradient.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 
+from gradprune.calibration_plugin import CalibrationPlugin
 from gradprune.errors import CalibrationError
 from gradprune.hooks import CHECK_EVERY, HookDispatcher, register_hooks
 from gradprune.importance.base import ImportanceEstimator, Scores
 from gradprune.memory.release import dismantle_trainer, free_device_cache
 from gradprune.models.adapters import LayerModules
+from gradprune.moments import MeanMoments
 from gradprune.stats.gradient import StatCollector
 from gradprune.strategy import CalibrationStrategy, strategy_for
 
@@ -113,11 +117,10 @@ class Needs:
     checkpointing: bool
 
     @classmethod
-    def of(cls, estimators: list[ImportanceEstimator], collectors: list[StatCollector],
-           checkpointing: bool) -> Needs:
-        """What ``estimators`` and ``collectors`` read."""
-        grads = bool(collectors) or any(e.needs_gradients for e in estimators)
-        return cls(grads, any(e.needs_activations for e in estimators), any(e.per_sample for e in estimators),
+    def of(cls, plugins: list[CalibrationPlugin], checkpointing: bool) -> Needs:
+        """What ``plugins`` (estimators and collectors) read."""
+        grads = any(p.needs_gradients for p in plugins)
+        return cls(grads, any(p.needs_activations for p in plugins), any(p.per_sample for p in plugins),
                    checkpointing and grads)
 
     @property
@@ -141,8 +144,9 @@ class CalibrationModule(L.LightningModule):
         super().__init__()
         self._held = (model,)
         self.needs = needs
-        #: the strategy's set-up of the model inside ``configure_model`` (FSDP: shard it, read the shards)
-        self.strategy = strategy
+        #: the passes of each step, and the set-up of the model inside ``configure_model`` (FSDP: shard it,
+        #: read the shards)
+        self.strategy = strategy or CalibrationStrategy(None)
         self.layers = layers
         #: FSDP from the meta device: the checkpoint each rank reads its shards from once sharded
         self.shards_from = shards_from
@@ -172,7 +176,7 @@ class CalibrationModule(L.LightningModule):
     def configure_model(self) -> None:
         """The strategy prepares the held model (FSDP: shards it over the device mesh; a model on the meta
         device then reads this rank's shards from the checkpoint)."""
-        if self.strategy is not None and self.strategy.sharded:
+        if self.strategy.sharded:
             self.strategy.configure_model(self.model, self.layers, self.device_mesh["data_parallel"],
                                           self.shards_from, self.trainer.strategy.root_device)
 
@@ -192,14 +196,14 @@ class CalibrationModule(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         calibration_mode(self.model, self.needs.checkpointing)
-        padding = 0 if self.strategy is None else self.strategy.padding_passes(
-            self.batches, batch, batch_idx, self.trainer.world_size, self.needs.per_sample)
-        for _ in range(padding):
-            with self.dispatcher.padding_pass():
-                self._pass(self.batches[0][:1].to(self.trainer.strategy.root_device))
-        if batch.numel() == 0:
-            return  # padding of a shorter shard
-        for ids in batch.split(1) if self.needs.per_sample else (batch,):
+        for ids, reference in self.strategy.passes(self.batches, batch, batch_idx, self.trainer.world_size,
+                                                   self.needs.per_sample):
+            if ids is None:  # FSDP: a pass that keeps this rank in step with the others, worth nothing
+                self.dispatcher.begin_pass(0, reference)
+                with self.dispatcher.padding_pass():
+                    self._pass(self.batches[0][:1].to(self.trainer.strategy.root_device))
+                continue
+            self.dispatcher.begin_pass(ids.shape[0], reference)
             self.dispatcher.begin_batch(ids.shape[0])
             if self.needs.gradients:
                 with self.dispatcher.forward_pass():
@@ -220,9 +224,10 @@ class CalibrationModule(L.LightningModule):
         self.losses += self.dispatcher.flush()
 
     def _pass(self, ids: torch.Tensor) -> None:
-        """One uncounted forward (and backward) pass."""
+        """One uncounted forward (and backward) pass; its gradients are zero (the loss times 0), so that FSDP's
+        reduce-scatter of the other ranks' gradients adds nothing of this rank's."""
         if self.needs.gradients:
-            self.manual_backward(self.model(input_ids=ids, labels=ids, use_cache=False).loss)
+            self.manual_backward(self.model(input_ids=ids, labels=ids, use_cache=False).loss * 0.0)
         else:
             with torch.no_grad():
                 self.model(input_ids=ids, labels=ids, use_cache=False)
@@ -263,18 +268,18 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     """
     from gradprune.trainer import build_trainer
 
-    strategy, ests = strategy_for(trainer_cfg), list(estimators.values())
-    needs = Needs.of(ests, collectors, gradient_checkpointing)
-    if strategy.sharded:
-        _check_group_level(estimators)
+    strategy, plugins = strategy_for(trainer_cfg), [*estimators.values(), *collectors]
+    needs = Needs.of(plugins, gradient_checkpointing)
     trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if needs.any else None
     device = _compute_device(model, trainer, strategy, shards_from)
-    dispatcher = hook_dispatcher(layers, ests, collectors, device, strategy, check_every, mean_gradient)
+    dispatcher = hook_dispatcher(layers, list(estimators.values()), collectors, device, strategy, check_every,
+                                 mean_gradient)
     batches = list(input_ids.split(batch_size))
     module = CalibrationModule(model, batches, dispatcher, needs, strategy, layers, shards_from)
     done = _run_pass(trainer, module, needs, gather_to)
     # FSDP: rank 0 alone holds the full weights the scores read
-    scores, stats = _results(estimators, collectors, dispatcher, not strategy.sharded or done.model is not None)
+    scores, stats = _results(estimators, collectors, not strategy.sharded or done.model is not None)
+    dispatcher.moments.clear()
     return CalibrationResult(
         scores=scores, layer_stats=stats, batches=len(batches) if needs.any else 0,
         tokens=int(input_ids.numel()) if needs.any else 0, seconds=done.seconds,
@@ -282,7 +287,7 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
         activations=needs.activations, per_sample=needs.per_sample,
         micro_batch_size=1 if needs.per_sample else batch_size, world_size=done.world, device=str(device),
         gradient_checkpointing=needs.checkpointing,
-        mean_gradient=mean_gradient if any(c.uses_mean_gradient for c in collectors) else None,
+        mean_gradient=mean_gradient if dispatcher.moments.keeps_grad else None,
         strategy=strategy.describe(done.world), loss_per_micro_batch=done.losses, rank=done.rank, model=done.model)
 
 
@@ -314,16 +319,14 @@ def _compute_device(model: torch.nn.Module, trainer, strategy: CalibrationStrate
 
 
 def _results(estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector],
-             dispatcher: HookDispatcher, scoring: bool) -> tuple[dict[str, Scores], dict[str, list[float]]]:
+             scoring: bool) -> tuple[dict[str, Scores], dict[str, list[float]]]:
     """Every estimator's scores (when ``scoring``) and every collector's values; then the accumulators go."""
     try:
         scores = {name: _checked(name, e.scores()) for name, e in estimators.items()} if scoring else {}
         stats = {c.name: c.per_layer() for c in collectors}
     finally:
-        for e in estimators.values():  # the accumulators (parameter-sized at element level) go now
-            e.release()
-        if dispatcher.mean_grad is not None:  # an estimator may still point at the buffer: empty it
-            dispatcher.mean_grad.sums.clear()
+        for p in [*estimators.values(), *collectors]:  # the accumulators go now, not with the plugin
+            p.release()
         free_device_cache()
     return scores, stats
 
@@ -332,19 +335,16 @@ def hook_dispatcher(layers: list[LayerModules], estimators: list[ImportanceEstim
                     collectors: list[StatCollector], device: torch.device, strategy: CalibrationStrategy | None = None,
                     check_every: int = CHECK_EVERY, mean_gradient: str = "device") -> HookDispatcher:
     """Set up the estimators and collectors for a pass over ``layers`` (gradients on ``device``) and the
-    dispatcher their hooks feed; estimators that can read the collectors' mean-gradient buffer share it."""
-    for e in estimators:
-        e.setup(layers)
-    for c in collectors:
-        c.setup(layers, device)
-    n_layers = max(lm.index for lm in layers) + 1
-    dispatcher = HookDispatcher(layers, estimators, collectors, n_layers, strategy=strategy,
-                                check_every=check_every, mean_gradient=mean_gradient)
-    if dispatcher.mean_grad is not None and not dispatcher.mean_grad.on_host:
-        for e in estimators:  # one fp32 copy of the mean gradient, not two
-            if hasattr(e, "share_mean_gradient"):
-                e.share_mean_gradient(dispatcher.mean_grad)
-    return dispatcher
+    dispatcher their hooks feed, with the mean gradient G and mean square F kept once if some plugin reads
+    them (``mean_gradient``: G's sums on the ``device`` or the ``host``)."""
+    plugins = [*estimators, *collectors]
+    for p in plugins:
+        p.setup(layers, device)
+    reads = set().union(*(p.reads for p in plugins))
+    moments = MeanMoments("mean_gradient" in reads, "mean_square" in reads, on_host=mean_gradient == "host")
+    sharded = strategy is not None and strategy.sharded
+    return HookDispatcher(layers, plugins, max(lm.index for lm in layers) + 1, moments, check_every,
+                          sharded=sharded, scatter_rows=strategy.scatter_rows if sharded else None)
 
 
 def _fit(trainer: L.Trainer, module: CalibrationModule, needs: Needs, gather_to: str | None) -> _Pass:
@@ -363,31 +363,24 @@ def _fit(trainer: L.Trainer, module: CalibrationModule, needs: Needs, gather_to:
             # calibration keeps the model in eval mode on purpose (dropout off)
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(module)
-        loss_sum, n_done = _reduce(strategy, trainer.strategy.root_device, dispatcher, module.losses, module.sizes)
-        dispatcher.summarize()
-        done = _Pass(loss_sum, n_done, trainer.world_size, trainer.global_rank)
-    done.model = _gather_for_scoring(strategy, model, dispatcher.estimators, gather_to)
+        counts = torch.tensor([sum(x * n for x, n in zip(module.losses, module.sizes, strict=True)),
+                               sum(module.sizes)], dtype=torch.float64)
+        strategy.combine(dispatcher.plugins, dispatcher.moments, counts, layers, trainer.strategy.root_device)
+        done = _Pass(float(counts[0]), int(counts[1]), trainer.world_size, trainer.global_rank)
+    done.model = _gather_for_scoring(strategy, model, dispatcher.plugins, gather_to)
     return done
 
 
-def _check_group_level(estimators: dict[str, ImportanceEstimator]) -> None:
-    from gradprune.parallel import ELEMENT_LEVEL_REFUSAL
-
-    for name, e in estimators.items():
-        if e.element_state:
-            raise CalibrationError(f"importance {name!r} {ELEMENT_LEVEL_REFUSAL}")
-
-
-def _gather_for_scoring(strategy: CalibrationStrategy, model: torch.nn.Module, ests: list[ImportanceEstimator],
+def _gather_for_scoring(strategy: CalibrationStrategy, model: torch.nn.Module, plugins: list[CalibrationPlugin],
                         device: str | None = None) -> torch.nn.Module | None:
-    """FSDP: the full model on rank 0, whose layers the estimators then read their weights from."""
+    """FSDP: the full model on rank 0, whose layers the plugins then read their weights from."""
     from gradprune.models.adapters import get_adapter
 
     plain = strategy.gather(model, device)
     if plain is not None:
         layers = get_adapter(plain).layers(plain)
-        for e in ests:
-            e.rebind(layers)
+        for p in plugins:
+            p.layers = layers
     return plain
 
 
@@ -431,22 +424,6 @@ def activation_checkpointing(model: torch.nn.Module):
         yield
     finally:
         disable()
-
-
-def _reduce(strategy: CalibrationStrategy, device: torch.device, dispatcher: HookDispatcher, losses: list[float],
-            sizes: list[int]) -> tuple[float, int]:
-    """Combine accumulators across processes once, at the end (no gradient sync during calibration); returns
-    the sample-weighted loss sum and the sample count over all ranks."""
-    tensors: list[tuple[str, torch.Tensor, str]] = []
-    for i, e in enumerate(dispatcher.estimators):
-        tensors += [(f"e{i}:{k}", t, "sum") for k, t in sorted(e.state().items())]
-    for i, c in enumerate(dispatcher.collectors):
-        tensors += [(f"c{i}:{k}", t, op) for k, (t, op) in sorted(c.state().items())]
-    if dispatcher.mean_grad is not None:
-        tensors += [(f"m:{k}", t, op) for k, (t, op) in dispatcher.mean_grad.state().items()]
-    loss = torch.tensor([sum(x * n for x, n in zip(losses, sizes, strict=True)), sum(sizes)], dtype=torch.float64)
-    strategy.reduce([*tensors, ("loss", loss, "sum")], device)
-    return float(loss[0]), int(loss[1])
 
 
 def _checked(name: str, scores: Scores) -> Scores:

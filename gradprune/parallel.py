@@ -56,13 +56,6 @@ REFUSED_STRATEGIES: dict[str, str] = {
     "single_tpu": "XLA (TPU) devices are not supported by calibration; use a CPU or GPU accelerator",
 }
 
-#: why element-level importance is refused under FSDP
-ELEMENT_LEVEL_REFUSAL = (
-    "keeps one fp32 accumulator per prunable weight on every rank (a full model-sized buffer per GPU, which "
-    "FSDP is there to avoid); under trainer.strategy=fsdp use a group-level variant (taylor granularity "
-    "vector or joint, fisher / taylor_second with reduction sum or mean, activation)")
-
-
 def strategy_refusal(name: str) -> str | None:
     """Why calibration cannot run under strategy ``name``, or None when it can."""
     key = name.lower()  # Lightning lower-cases strategy names too

@@ -28,7 +28,8 @@ def _hook_count(model) -> int:
 class Boom(ImportanceEstimator):
     """Raises on the third gradient it sees."""
 
-    needs_activations = True
+    reads = frozenset({"gradients"})
+    input_roles = ("o", "down")
 
     def __init__(self, params=None):
         super().__init__(params)

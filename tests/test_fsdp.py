@@ -28,6 +28,10 @@ ESTIMATORS = {
     "fisher": ("fisher", {}),
     "fisher_ps": ("fisher", {"per_sample": True}),
     "activation": ("activation", {}),
+    # element level: G and F by rows, each rank its own (FSDP's reduce-scatter), no whole-model buffer
+    "element": ("taylor", {"granularity": "element"}),
+    "mix": ("taylor_mix", {}),
+    "element_max": ("taylor", {"granularity": "element", "reduction": "max"}),
 }
 COLLECTORS = ("grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var", "grad_snr")
 N_SAMPLES, BATCH = 9, 2
@@ -147,13 +151,12 @@ def test_fsdp_matches_single_process(arch, checkpointing, loading, tmp_path):
         assert torch.equal(got["state"][k], v), k
 
 
-def test_element_level_importance_is_refused_under_fsdp():
-    from gradprune.errors import RecipeError
+def test_element_level_importance_is_accepted_under_fsdp():
     from gradprune.recipe import load_recipe
 
-    with pytest.raises(RecipeError, match="fp32 accumulator per prunable weight"):
-        load_recipe(str(ROOT / "recipes/tiny.yaml"), ["trainer.strategy=fsdp", "trainer.devices=2",
-                                                       "importance.name=taylor_mix", "importance.params={}"])
+    recipe = load_recipe(str(ROOT / "recipes/tiny.yaml"), ["trainer.strategy=fsdp", "trainer.devices=2",
+                                                           "importance.name=taylor_mix", "importance.params={}"])
+    assert recipe.importance.name == "taylor_mix"
 
 
 @pytest.mark.parametrize(("strategy", "devices", "match"), [

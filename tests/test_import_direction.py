@@ -26,7 +26,9 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("recipe", ("recipe", "plugin_sections")),
     ("models (load)", ("models",)),
     ("data", ("data",)),
-    ("score definitions (importance, normalizers, collectors)", ("importance", "stats")),
+    # calibration_plugin: the contract of estimators and collectors; moments: the mean-gradient sums they read
+    ("score definitions (importance, normalizers, collectors)",
+     ("calibration_plugin", "moments", "importance", "stats")),
     # memory: the plan (from the config and the recipe's estimators) and the release of what stages allocate
     ("memory plan", ("memory",)),
     # strategy: one process, DDP or FSDP (sharding.py: FSDP2's mechanics, which only strategy.py uses)

@@ -83,7 +83,7 @@ def _level(est: Any) -> tuple[str, int, bool]:
     """(summing level, fp32 element buffers it keeps, whether Σg could come from the shared buffer)."""
     if not est.needs_gradients:
         return ("activation" if est.needs_activations else "none"), 0, False
-    level = getattr(est, "level", None) or ("element" if est.element_state else "groups")
+    level = getattr(est, "level", None) or ("element" if {"mean_gradient", "mean_square"} & est.reads else "groups")
     if level != "element":
         return level, 0, False
     formula = getattr(est, "formula", None)
@@ -104,7 +104,7 @@ def workload(recipe: Any, vocab: int, ppl_batch: PplBatchRule | None = None, wor
     est, cols = estimator_traits(recipe)
     c, e = recipe.calibration, recipe.eval
     level, own, could_share = _level(est)
-    mean_grad = "device" if any(col.uses_mean_gradient for col in cols) else None
+    mean_grad = "device" if any("mean_gradient" in col.reads for col in cols) else None
     shared = mean_grad is not None and could_share
     gradients = bool(cols) or est.needs_gradients
     wbytes = DTYPE_BYTES[recipe.model.dtype]
