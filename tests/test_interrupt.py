@@ -38,8 +38,8 @@ from gradprune.importance.taylor import TaylorImportance
 class SlowTaylor(TaylorImportance):
     """Taylor, slowed down for the interrupt tests."""
 
-    def setup(self, layers):
-        super().setup(layers)
+    def setup(self, layers, device=None):
+        super().setup(layers, device)
         self._batches = 0
 
     def end_batch(self):
