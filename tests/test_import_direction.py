@@ -32,7 +32,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     # memory: the plan (from the config and the recipe's estimators) and the release of what stages allocate
     ("memory plan", ("memory",)),
     # strategy: one process, DDP or FSDP (sharding.py: FSDP2's mechanics, which only strategy.py uses)
-    ("calibrate", ("hooks", "trainer", "calibration", "strategy", "sharding")),
+    ("calibrate", ("hooks", "trainer", "calibration", "strategy", "sharding", "testing")),
     ("plan", ("pruning",)),
     ("cut", ("cut",)),
     ("eval", ("eval",)),
