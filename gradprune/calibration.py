@@ -261,9 +261,8 @@ def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: tor
     reads only its shards once the model is sharded. ``gather_to``: where rank 0 puts the full model it
     gathers after FSDP calibration (default: its own device). ``check_every``: micro-batches between two
     host-side looks at the losses and gradient norms (the loop's only synchronisations with the device).
-    ``mean_gradient``: where the statistics' fp32 mean-gradient buffer lives, ``device`` (exact, the
-    default) or ``host`` (the same fp32 sums in host memory, for a GPU too small for the buffer;
-    element-level Taylor then keeps its own Σg on the device).
+    ``mean_gradient``: where the fp32 sums behind G and F (:mod:`gradprune.moments`) live, ``device`` (the
+    default) or ``host`` (the same fp32 sums in host memory, for a GPU too small for them).
     Nothing of the pass (Trainer, module, hooks, buffers, the estimators' accumulators) outlives the call.
     """
     from gradprune.trainer import build_trainer
