@@ -56,10 +56,10 @@ def worker(args: argparse.Namespace) -> None:
     section = ModelSection(name_or_path=str(Path(args.out, "checkpoint")), dtype=args.dtype)
     base = rss_mb()
     if n > 1:
-        model, _, weights, why = load_empty(section)
-        assert weights is not None, why
+        model, _, shards_from, why = load_empty(section)
+        assert shards_from is not None, why
     else:
-        (model, _), weights = load_model(section), None
+        (model, _), shards_from = load_model(section), None
     loaded = rss_mb()
     marks: dict[str, float] = {}
 
@@ -74,7 +74,7 @@ def worker(args: argparse.Namespace) -> None:
                                                   "grad_var", "grad_snr")]
     cfg = TrainerSection(accelerator="cpu", devices=n, strategy="fsdp" if n > 1 else "auto", precision="32-true")
     res = calibrate(model, get_adapter(model).layers(model), ids, args.batch_size, est, cols, cfg, progress=Mark(),
-                    weights=weights)
+                    shards_from=shards_from)
     out = {"rank": res.rank, "base": base, "loaded": loaded, **marks, "peak": peak_mb()}
     Path(args.out, f"n{n}_rank{res.rank}.json").write_text(json.dumps(out))
 

@@ -239,8 +239,8 @@ def calibration_stages(args, recipe, table: Table) -> dict:
     speed = (ids.numel() / cal_s) / out["bare"]["tokens_per_s"]
     out["calibrate"] = {"seconds": cal_s, "tokens_per_s": ids.numel() / cal_s, "peak_bytes": cal_peak,
                         "loop_vs_bare": 1 / speed, "predicted_h100": predicted, "hook_bytes_per_param": per_param,
-                        "mean_gradient_buffer_bytes": 4 * prunable, "device": res.info["device"]}
-    table.add("calibrate (taylor + 4 stats)", res.info["device"], cal_s, ids.numel() / cal_s, cal_peak,
+                        "mean_gradient_buffer_bytes": 4 * prunable, "device": res.device}
+    table.add("calibrate (taylor + 4 stats)", res.device, cal_s, ids.numel() / cal_s, cal_peak,
               note=f"time {1 / speed:.3f}x bare (H100 roofline {predicted:.3f}x at {per_param:.0f} B/param); "
                    f"+{4 * prunable / 2**30:.2f} GiB mean-gradient buffer")
     return out

@@ -1,9 +1,11 @@
 """Calibration: one Lightning ``fit`` pass (manual backward, no optimizer) over the calibration windows.
 
-The hooks (:mod:`gradprune.hooks`) do the work: each prunable weight's gradient goes to every estimator
-and collector and is freed at once. Parameters outside the prunable groups get no gradient at all.
-The model stays on the device and in the dtype it was loaded with; with gradient checkpointing each
-decoder layer is recomputed in the backward pass. Accumulators are combined across DDP ranks once.
+The hooks (:mod:`gradprune.hooks`) do the work: each prunable weight's gradient goes to every plugin
+(estimator or collector, :mod:`gradprune.calibration_plugin`) that reads it and to the mean moments, and
+is freed at once. Parameters outside the prunable groups get no gradient at all. The model stays on the
+device and in the dtype it was loaded with; with gradient checkpointing each decoder layer is recomputed
+in the backward pass. After the pass the strategy (:mod:`gradprune.strategy`) combines the plugins'
+accumulators across processes once and hands them the pieces of the mean gradient.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 
+from gradprune.calibration_plugin import CalibrationPlugin
 from gradprune.errors import CalibrationError
 from gradprune.hooks import CHECK_EVERY, HookDispatcher, register_hooks
 from gradprune.importance.base import ImportanceEstimator, Scores
 from gradprune.memory.release import dismantle_trainer, free_device_cache
 from gradprune.models.adapters import LayerModules
+from gradprune.moments import MeanMoments
 from gradprune.stats.gradient import StatCollector
+from gradprune.strategy import CalibrationStrategy, strategy_for
 
 
 @dataclass
 class CalibrationResult:
-    """What calibration hands to planning and recording: scores, per-layer stats, throughput."""
+    """What calibration hands to planning and recording: scores, per-layer stats, throughput and how the pass
+    ran (each field once; :meth:`record` is run.json's ``calibration`` section)."""
 
     scores: dict[str, Scores]
     layer_stats: dict[str, list[float]]
@@ -34,7 +40,26 @@ class CalibrationResult:
     tokens: int = 0
     seconds: float = 0.0
     mean_loss: float | None = None
-    info: dict = field(default_factory=dict)
+    #: a backward pass ran (some plugin reads gradients) / activation hooks ran
+    backward: bool = False
+    activations: bool = False
+    #: micro-batches of one sample (an estimator asked for exact per-sample terms)
+    per_sample: bool = False
+    micro_batch_size: int | None = None
+    world_size: int = 1
+    #: where the pass computed (this rank's device)
+    device: str | None = None
+    gradient_checkpointing: bool = False
+    #: where the statistics' mean-gradient buffer was kept ("device", "host"; None: no collector read it)
+    mean_gradient: str | None = None
+    #: "single", "ddp" or "fsdp"
+    strategy: str = "single"
+    #: this rank's losses, in order (trackers plot them)
+    loss_per_micro_batch: list[float] = field(default_factory=list)
+    #: how the calibration windows were drawn (set by the run; a stored calibration keeps it)
+    windows: dict | None = None
+    #: read from the calibration store instead of computed
+    reused_calibration: bool = False
     #: this process's global rank (every rank holds the same reduced results; rank 0 should write them)
     rank: int = 0
     #: FSDP: the plain, full model rank 0 gathered after calibration, which the later stages use instead of
@@ -43,7 +68,65 @@ class CalibrationResult:
 
     @property
     def tokens_per_s(self) -> float:
+        """Calibration throughput (tokens per second of the pass)."""
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def record(self) -> dict:
+        """run.json's ``calibration`` section."""
+        out = {"batches": self.batches, "tokens": self.tokens, "seconds": self.seconds,
+               "tokens_per_s": self.tokens_per_s, "mean_loss": self.mean_loss, **self._how()}
+        if self.windows is not None:
+            out["windows"] = self.windows
+        if self.reused_calibration:
+            out["reused_calibration"] = True
+        return out
+
+    def _how(self) -> dict:
+        return {name: getattr(self, name) for name in _HOW}
+
+    def to_json(self) -> dict:
+        """Everything but the scores and the model, as JSON (the calibration store keeps it beside the scores)."""
+        return {"layer_stats": self.layer_stats, "batches": self.batches, "tokens": self.tokens,
+                "seconds": self.seconds, "mean_loss": self.mean_loss,
+                "info": {**self._how(), **({"windows": self.windows} if self.windows is not None else {})}}
+
+    @classmethod
+    def from_json(cls, scores: dict[str, Scores], meta: dict, **changes) -> CalibrationResult:
+        """The result :meth:`to_json` stored, with ``scores``; ``changes``: fields to set (``reused_calibration``)."""
+        info = {k: v for k, v in meta.get("info", {}).items() if k in _HOW or k == "windows"}
+        return cls(scores=scores, layer_stats=meta["layer_stats"], batches=meta["batches"], tokens=meta["tokens"],
+                   seconds=meta["seconds"], mean_loss=meta["mean_loss"], **info, **changes)
+
+
+#: the fields that say how the pass ran, in run.json's order
+_HOW = ("backward", "activations", "per_sample", "micro_batch_size", "world_size", "device",
+        "gradient_checkpointing", "mean_gradient", "strategy", "loss_per_micro_batch")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the pass must run for its estimators and collectors."""
+
+    #: a backward pass with gradient hooks
+    gradients: bool
+    #: forward pre-hooks on the Linears' inputs
+    activations: bool
+    #: micro-batches of one sample
+    per_sample: bool
+    #: activation checkpointing of each decoder layer (asked for, and there is a backward to save memory in)
+    checkpointing: bool
+
+    @classmethod
+    def of(cls, plugins: list[CalibrationPlugin], checkpointing: bool) -> Needs:
+        """What ``plugins`` (estimators and collectors) read."""
+        grads = any(p.needs_gradients for p in plugins)
+        return cls(grads, any(p.needs_activations for p in plugins), any(p.per_sample for p in plugins),
+                   checkpointing and grads)
+
+    @property
+    def any(self) -> bool:
+        """Whether the model runs at all."""
+        return self.gradients or self.activations
 
 
 class CalibrationModule(L.LightningModule):
@@ -55,20 +138,20 @@ class CalibrationModule(L.LightningModule):
     with, which the dense and the pruned evaluation use too.
     """
 
-    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], dispatcher: HookDispatcher,
-                 backward: bool, per_sample: bool, checkpointing: bool = False,
-                 shard_layers: list[LayerModules] | None = None, weights=None) -> None:
+    def __init__(self, model: torch.nn.Module, batches: list[torch.Tensor], dispatcher: HookDispatcher | None,
+                 needs: Needs, strategy: CalibrationStrategy | None = None, layers: list[LayerModules] | None = None,
+                 shards_from=None) -> None:
         super().__init__()
         self._held = (model,)
-        #: FSDP: the prunable layers whose decoder layers ``configure_model`` shards (None: not sharded)
-        self.shard_layers = shard_layers
-        #: FSDP from the meta device: the checkpoint index each rank reads its shards from once sharded
-        self.weights = weights
-        self.checkpointing = checkpointing
+        self.needs = needs
+        #: the passes of each step, and the set-up of the model inside ``configure_model`` (FSDP: shard it,
+        #: read the shards)
+        self.strategy = strategy or CalibrationStrategy(None)
+        self.layers = layers
+        #: FSDP from the meta device: the checkpoint each rank reads its shards from once sharded
+        self.shards_from = shards_from
         self.batches = batches
         self.dispatcher = dispatcher
-        self.do_backward = backward
-        self.per_sample = per_sample
         self.automatic_optimization = False
         self.losses: list[float] = []  # on the host as far as the last flush (the progress view shows the last)
         self.sizes: list[int] = []  # samples per micro-batch: the mean loss is a mean over samples
@@ -84,23 +167,18 @@ class CalibrationModule(L.LightningModule):
         self._held = ()
         self.batches = []
         self.dispatcher = None
-        self.weights = None
-        self.shard_layers = None
+        self.shards_from = None
+        self.layers = None
 
     def configure_optimizers(self):  # noqa: D102 - calibration updates no weights
         return None
 
     def configure_model(self) -> None:
-        """Under FSDP (Lightning's model-parallel strategy): shard the held model over the device mesh; a
-        model on the meta device then reads this rank's shards from the checkpoint."""
-        if self.shard_layers is not None:
-            from gradprune.sharding import shard
-
-            shard(self.model, self.shard_layers, self.device_mesh["data_parallel"])
-            if self.weights is not None:
-                from gradprune.models.shard_loading import load_local_shards
-
-                load_local_shards(self.model, self.weights, self.trainer.strategy.root_device)
+        """The strategy prepares the held model (FSDP: shards it over the device mesh; a model on the meta
+        device then reads this rank's shards from the checkpoint)."""
+        if self.strategy.sharded:
+            self.strategy.configure_model(self.model, self.layers, self.device_mesh["data_parallel"],
+                                          self.shards_from, self.trainer.strategy.root_device)
 
     def train_dataloader(self):
         """This rank's share of the micro-batches (batch-level sharding keeps DDP sums exact)."""
@@ -116,28 +194,18 @@ class CalibrationModule(L.LightningModule):
         shard += [self.batches[0][:0]] * (steps - len(shard))
         return torch.utils.data.DataLoader(shard, batch_size=None, shuffle=False)
 
-    def _passes(self, batch: torch.Tensor) -> int:
-        return batch.shape[0] if self.per_sample else int(batch.numel() > 0)
-
-    def _padding_passes(self, batch: torch.Tensor, batch_idx: int) -> int:
-        """FSDP: how many passes this rank adds to this step so that every rank runs as many as the most."""
-        if self.shard_layers is None:
-            return 0
-        world = self.trainer.world_size
-        step = self.batches[batch_idx * world:(batch_idx + 1) * world]
-        return max(self._passes(b) for b in step) - self._passes(batch)
-
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        calibration_mode(self.model, self.checkpointing)
-        for _ in range(self._padding_passes(batch, batch_idx)):
-            with self.dispatcher.padding_pass():
-                self._pass(self.batches[0][:1].to(self.trainer.strategy.root_device))
-        if batch.numel() == 0:
-            return  # padding of a shorter shard
-        chunks = batch.split(1) if self.per_sample else (batch,)
-        for ids in chunks:
+        calibration_mode(self.model, self.needs.checkpointing)
+        for ids, reference in self.strategy.passes(self.batches, batch, batch_idx, self.trainer.world_size,
+                                                   self.needs.per_sample):
+            if ids is None:  # FSDP: a pass that keeps this rank in step with the others, worth nothing
+                self.dispatcher.begin_pass(0, reference)
+                with self.dispatcher.padding_pass():
+                    self._pass(self.batches[0][:1].to(self.trainer.strategy.root_device))
+                continue
+            self.dispatcher.begin_pass(ids.shape[0], reference)
             self.dispatcher.begin_batch(ids.shape[0])
-            if self.do_backward:
+            if self.needs.gradients:
                 with self.dispatcher.forward_pass():
                     loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
                 self.manual_backward(loss)
@@ -156,127 +224,135 @@ class CalibrationModule(L.LightningModule):
         self.losses += self.dispatcher.flush()
 
     def _pass(self, ids: torch.Tensor) -> None:
-        """One uncounted forward (and backward) pass."""
-        if self.do_backward:
-            self.manual_backward(self.model(input_ids=ids, labels=ids, use_cache=False).loss)
+        """One uncounted forward (and backward) pass; its gradients are zero (the loss times 0), so that FSDP's
+        reduce-scatter of the other ranks' gradients adds nothing of this rank's."""
+        if self.needs.gradients:
+            self.manual_backward(self.model(input_ids=ids, labels=ids, use_cache=False).loss * 0.0)
         else:
             with torch.no_grad():
                 self.model(input_ids=ids, labels=ids, use_cache=False)
 
 
+@dataclass
+class _Pass:
+    """What the Lightning pass leaves: the sample-weighted loss sum, the samples, the processes, this rank,
+    (FSDP, rank 0) the gathered model, the losses and the seconds."""
+
+    loss_sum: float = 0.0
+    n_samples: int = 0
+    world: int = 1
+    rank: int = 0
+    model: torch.nn.Module | None = None
+    #: this rank's losses, in order, and the pass's seconds
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
 def calibrate(model: torch.nn.Module, layers: list[LayerModules], input_ids: torch.Tensor, batch_size: int,
               estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector], trainer_cfg,
-              progress=None, gradient_checkpointing: bool = False, weights=None,
+              progress=None, gradient_checkpointing: bool = False, shards_from=None,
               gather_to: str | None = None, check_every: int = CHECK_EVERY,
               mean_gradient: str = "device") -> CalibrationResult:
     """Run calibration and return every estimator's scores and every collector's per-layer values.
 
     The model must already be on the device ``trainer_cfg`` selects (:func:`gradprune.trainer.run_device`);
     it is neither moved nor converted, and stays there afterwards. Under FSDP it may instead be on the meta
-    device with ``weights`` (a :class:`gradprune.models.shard_loading.CheckpointIndex`): each rank then
+    device with ``shards_from`` (a :class:`gradprune.models.shard_loading.CheckpointIndex`): each rank then
     reads only its shards once the model is sharded. ``gather_to``: where rank 0 puts the full model it
     gathers after FSDP calibration (default: its own device). ``check_every``: micro-batches between two
     host-side looks at the losses and gradient norms (the loop's only synchronisations with the device).
-    ``mean_gradient``: where the statistics' fp32 mean-gradient buffer lives, ``device`` (exact, the
-    default) or ``host`` (the same fp32 sums in host memory, for a GPU too small for the buffer;
-    element-level Taylor then keeps its own Σg on the device).
+    ``mean_gradient``: where the fp32 sums behind G and F (:mod:`gradprune.moments`) live, ``device`` (the
+    default) or ``host`` (the same fp32 sums in host memory, for a GPU too small for them).
     Nothing of the pass (Trainer, module, hooks, buffers, the estimators' accumulators) outlives the call.
     """
-    from gradprune.parallel import is_fsdp
     from gradprune.trainer import build_trainer
 
-    ests = list(estimators.values())
-    grads = bool(collectors) or any(e.needs_gradients for e in ests)
-    acts = any(e.needs_activations for e in ests)
-    sharded = is_fsdp(trainer_cfg)
-    if sharded:
-        _check_group_level(estimators)
-    trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if grads or acts else None
-    device = next(model.parameters()).device
-    if device.type == "meta":
-        if weights is None or not sharded or trainer is None:
-            raise CalibrationError("the model is on the meta device: only FSDP calibration can load its weights")
-        device = trainer.strategy.root_device
-    dispatcher = hook_dispatcher(layers, ests, collectors, device,
-                                 sharded_over=trainer.world_size if sharded and trainer is not None else 0,
-                                 check_every=check_every, mean_gradient=mean_gradient)
+    strategy, plugins = strategy_for(trainer_cfg), [*estimators.values(), *collectors]
+    needs = Needs.of(plugins, gradient_checkpointing)
+    trainer = build_trainer(trainer_cfg, [progress] if progress is not None else []) if needs.any else None
+    device = _compute_device(model, trainer, strategy, shards_from)
+    dispatcher = hook_dispatcher(layers, list(estimators.values()), collectors, device, strategy, check_every,
+                                 mean_gradient)
     batches = list(input_ids.split(batch_size))
-    per_sample = any(e.per_sample for e in ests)
-    checkpointing = gradient_checkpointing and grads
-    module = CalibrationModule(model, batches, dispatcher, backward=grads, per_sample=per_sample,
-                               checkpointing=checkpointing, shard_layers=layers if sharded else None,
-                               weights=weights)
+    module = CalibrationModule(model, batches, dispatcher, needs, strategy, layers, shards_from)
+    done = _run_pass(trainer, module, needs, gather_to)
+    # FSDP: rank 0 alone holds the full weights the scores read
+    scores, stats = _results(estimators, collectors, not strategy.sharded or done.model is not None)
+    dispatcher.moments.clear()
+    return CalibrationResult(
+        scores=scores, layer_stats=stats, batches=len(batches) if needs.any else 0,
+        tokens=int(input_ids.numel()) if needs.any else 0, seconds=done.seconds,
+        mean_loss=done.loss_sum / done.n_samples if done.n_samples else None, backward=needs.gradients,
+        activations=needs.activations, per_sample=needs.per_sample,
+        micro_batch_size=1 if needs.per_sample else batch_size, world_size=done.world, device=str(device),
+        gradient_checkpointing=needs.checkpointing,
+        mean_gradient=mean_gradient if dispatcher.moments.keeps_grad else None,
+        strategy=strategy.describe(done.world), loss_per_micro_batch=done.losses, rank=done.rank, model=done.model)
+
+
+def _run_pass(trainer, module: CalibrationModule, needs: Needs, gather_to: str | None) -> _Pass:
+    """The timed pass (none without a trainer: nothing to run); nothing of it may outlive it: the Trainer <->
+    module cycle would hold the model, the dispatcher and its parameter-sized buffers until Python's cycle
+    collector happened to run."""
     t0 = time.perf_counter()
-    gathered = None
     try:
-        if trainer is not None:
-            loss_sum, n_done, world, rank, gathered = _fit(trainer, module, model, layers, dispatcher, ests,
-                                                           collectors, grads, acts, sharded, checkpointing,
-                                                           device, gather_to)
-        else:
-            loss_sum, n_done, world, rank = 0.0, 0, 1, 0
+        done = _fit(trainer, module, needs, gather_to) if trainer is not None else _Pass()
     finally:
-        losses = list(module.losses)
-        # nothing of the pass may outlive it: the Trainer <-> module cycle would hold the model, the
-        # dispatcher and its parameter-sized buffers until Python's cycle collector happened to run
+        done_losses = list(module.losses)
         module.release()
         dismantle_trainer(trainer, module)
-        del trainer, module
-    seconds = time.perf_counter() - t0
-    scoring = not sharded or gathered is not None  # FSDP: rank 0 alone holds the full weights scores read
+    done.losses, done.seconds = done_losses, time.perf_counter() - t0
+    return done
+
+
+def _compute_device(model: torch.nn.Module, trainer, strategy: CalibrationStrategy, shards_from) -> torch.device:
+    """Where the pass computes: the model's device (under FSDP loading, on the meta device, the trainer's)."""
+    device = next(model.parameters()).device
+    if device.type == "meta":
+        if shards_from is None or not strategy.sharded or trainer is None:
+            raise CalibrationError("the model is on the meta device: only FSDP calibration can load its weights")
+        device = trainer.strategy.root_device
+    if trainer is not None:
+        _check_device(device, trainer.strategy.root_device)
+    return device
+
+
+def _results(estimators: dict[str, ImportanceEstimator], collectors: list[StatCollector],
+             scoring: bool) -> tuple[dict[str, Scores], dict[str, list[float]]]:
+    """Every estimator's scores (when ``scoring``) and every collector's values; then the accumulators go."""
     try:
         scores = {name: _checked(name, e.scores()) for name, e in estimators.items()} if scoring else {}
         stats = {c.name: c.per_layer() for c in collectors}
     finally:
-        for e in ests:  # the accumulators (parameter-sized at element level) go now, not with the estimator
-            e.release()
-        if dispatcher.mean_grad is not None:  # an estimator may still point at the buffer: empty it
-            dispatcher.mean_grad.sums.clear()
-        del dispatcher
+        for p in [*estimators.values(), *collectors]:  # the accumulators go now, not with the plugin
+            p.release()
         free_device_cache()
-    return CalibrationResult(
-        scores=scores, layer_stats=stats, batches=len(batches) if (grads or acts) else 0,
-        tokens=int(input_ids.numel()) if (grads or acts) else 0, seconds=seconds,
-        mean_loss=loss_sum / n_done if n_done else None,
-        info={"backward": grads, "activations": acts, "per_sample": per_sample, "micro_batch_size":
-              1 if per_sample else batch_size, "world_size": world, "device": str(device),
-              "gradient_checkpointing": checkpointing, "mean_gradient":
-              mean_gradient if any(c.uses_mean_gradient for c in collectors) else None,
-              "strategy": "fsdp" if sharded else ("ddp" if world > 1 else "single"),
-              "loss_per_micro_batch": losses},  # this rank's, in order (trackers plot them)
-        rank=rank, model=gathered,
-    )
+    return scores, stats
 
 
 def hook_dispatcher(layers: list[LayerModules], estimators: list[ImportanceEstimator],
-                    collectors: list[StatCollector], device: torch.device, sharded_over: int = 0,
+                    collectors: list[StatCollector], device: torch.device, strategy: CalibrationStrategy | None = None,
                     check_every: int = CHECK_EVERY, mean_gradient: str = "device") -> HookDispatcher:
     """Set up the estimators and collectors for a pass over ``layers`` (gradients on ``device``) and the
-    dispatcher their hooks feed; estimators that can read the collectors' mean-gradient buffer share it."""
-    for e in estimators:
-        e.setup(layers)
-    for c in collectors:
-        c.setup(layers, device)
-    n_layers = max(lm.index for lm in layers) + 1
-    dispatcher = HookDispatcher(layers, estimators, collectors, n_layers, sharded_over=sharded_over,
-                                check_every=check_every, mean_gradient=mean_gradient)
-    if dispatcher.mean_grad is not None and not dispatcher.mean_grad.on_host:
-        for e in estimators:  # one fp32 copy of the mean gradient, not two
-            if hasattr(e, "share_mean_gradient"):
-                e.share_mean_gradient(dispatcher.mean_grad)
-    return dispatcher
+    dispatcher their hooks feed, with the mean gradient G and mean square F kept once if some plugin reads
+    them (``mean_gradient``: G's sums on the ``device`` or the ``host``)."""
+    plugins = [*estimators, *collectors]
+    for p in plugins:
+        p.setup(layers, device)
+    reads = set().union(*(p.reads for p in plugins))
+    moments = MeanMoments("mean_gradient" in reads, "mean_square" in reads, on_host=mean_gradient == "host")
+    sharded = strategy is not None and strategy.sharded
+    return HookDispatcher(layers, plugins, max(lm.index for lm in layers) + 1, moments, check_every,
+                          sharded=sharded, scatter_rows=strategy.scatter_rows if sharded else None)
 
 
-def _fit(trainer: L.Trainer, module: CalibrationModule, model: torch.nn.Module, layers: list[LayerModules],
-         dispatcher: HookDispatcher, ests: list[ImportanceEstimator], collectors: list[StatCollector],
-         grads: bool, acts: bool, sharded: bool, checkpointing: bool, device: torch.device,
-         gather_to: str | None) -> tuple[float, int, int, int, torch.nn.Module | None]:
-    """The Lightning pass with every hook registered (and removed after), then the cross-process reduction;
-    returns the loss sum, the sample count, the world size, this rank and (FSDP, rank 0) the gathered model."""
+def _fit(trainer: L.Trainer, module: CalibrationModule, needs: Needs, gather_to: str | None) -> _Pass:
+    """The Lightning pass with every hook registered (and removed after), then the cross-process reduction
+    and (FSDP) the gather of the full model on rank 0."""
+    dispatcher, model, layers, strategy = module.dispatcher, module.model, module.layers, module.strategy
     with contextlib.ExitStack() as stack:
-        _check_device(device, trainer.strategy.root_device)
-        register_hooks(stack, model, layers, dispatcher, grads, acts, sharded=sharded)
-        if checkpointing:
+        register_hooks(stack, model, layers, dispatcher, needs.gradients, needs.activations, strategy)
+        if needs.checkpointing:
             stack.enter_context(activation_checkpointing(model))
         stack.callback(model.eval)
         with warnings.catch_warnings():
@@ -286,32 +362,24 @@ def _fit(trainer: L.Trainer, module: CalibrationModule, model: torch.nn.Module, 
             # calibration keeps the model in eval mode on purpose (dropout off)
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(module)
-        loss_sum, n_done = _all_reduce(trainer, ests, collectors, dispatcher, module.losses, module.sizes)
-        dispatcher.summarize()
-        world, rank = trainer.world_size, trainer.global_rank
-    gathered = _gather_for_scoring(model, ests, gather_to) if sharded else None
-    return loss_sum, n_done, world, rank, gathered
+        counts = torch.tensor([sum(x * n for x, n in zip(module.losses, module.sizes, strict=True)),
+                               sum(module.sizes)], dtype=torch.float64)
+        strategy.combine(dispatcher.plugins, dispatcher.moments, counts, layers, trainer.strategy.root_device)
+        done = _Pass(float(counts[0]), int(counts[1]), trainer.world_size, trainer.global_rank)
+    done.model = _gather_for_scoring(strategy, model, dispatcher.plugins, gather_to)
+    return done
 
 
-def _check_group_level(estimators: dict[str, ImportanceEstimator]) -> None:
-    from gradprune.sharding import ELEMENT_LEVEL_REFUSAL
-
-    for name, e in estimators.items():
-        if e.element_state:
-            raise CalibrationError(f"importance {name!r} {ELEMENT_LEVEL_REFUSAL}")
-
-
-def _gather_for_scoring(model: torch.nn.Module, ests: list[ImportanceEstimator],
+def _gather_for_scoring(strategy: CalibrationStrategy, model: torch.nn.Module, plugins: list[CalibrationPlugin],
                         device: str | None = None) -> torch.nn.Module | None:
-    """FSDP: the full model on rank 0, whose layers the estimators then read their weights from."""
+    """FSDP: the full model on rank 0, whose layers the plugins then read their weights from."""
     from gradprune.models.adapters import get_adapter
-    from gradprune.sharding import gather_full_model
 
-    plain = gather_full_model(model, device)
+    plain = strategy.gather(model, device)
     if plain is not None:
         layers = get_adapter(plain).layers(plain)
-        for e in ests:
-            e.rebind(layers)
+        for p in plugins:
+            p.layers = layers
     return plain
 
 
@@ -355,43 +423,6 @@ def activation_checkpointing(model: torch.nn.Module):
         yield
     finally:
         disable()
-
-
-def _all_reduce(trainer: L.Trainer, ests: list[ImportanceEstimator], collectors: list[StatCollector],
-                dispatcher: HookDispatcher, losses: list[float], sizes: list[int]) -> tuple[float, int]:
-    """Combine accumulators across processes once, at the end (no gradient sync during calibration).
-
-    Returns the sample-weighted loss sum and the sample count over all ranks. Every rank must hold the same
-    accumulators (same names, shapes): checked first, since a mismatched collective would hang or mix
-    unrelated tensors.
-    """
-    loss_sum, n_samples = sum(x * n for x, n in zip(losses, sizes, strict=True)), sum(sizes)
-    if trainer.world_size <= 1:
-        return loss_sum, n_samples
-    import torch.distributed as dist
-
-    tensors: list[tuple[str, torch.Tensor, str]] = []
-    for i, e in enumerate(ests):
-        tensors += [(f"e{i}:{k}", t, "sum") for k, t in sorted(e.state().items())]
-    for i, c in enumerate(collectors):
-        tensors += [(f"c{i}:{k}", t, op) for k, (t, op) in sorted(c.state().items())]
-    if dispatcher.mean_grad is not None:
-        tensors += [(f"m:{k}", t, op) for k, (t, op) in dispatcher.mean_grad.state().items()]
-    layout = [(name, tuple(t.shape), op) for name, t, op in tensors]
-    every = [None] * trainer.world_size
-    dist.all_gather_object(every, layout)
-    if any(other != layout for other in every):
-        raise CalibrationError("DDP calibration: ranks hold different accumulators (a rank saw no micro-batch?)")
-    # NCCL reduces device tensors only; small CPU counters travel through the strategy's device
-    device = trainer.strategy.root_device
-    for _, t, op in tensors:
-        buf = t if t.device == device else t.to(device)
-        dist.all_reduce(buf, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-        if buf is not t:
-            t.copy_(buf)
-    loss = torch.tensor([loss_sum, n_samples], dtype=torch.float64, device=device)
-    dist.all_reduce(loss, op=dist.ReduceOp.SUM)
-    return float(loss[0]), int(loss[1])
 
 
 def _checked(name: str, scores: Scores) -> Scores:

@@ -1,4 +1,4 @@
-"""Lightning strategies for calibration: the ones it supports, and why the others are refused.
+"""Strategy names for calibration: the ones it supports, and why the others are refused.
 
 Calibration needs no gradient synchronisation: each process reduces its own micro-batches into
 accumulators, which are all-reduced once at the end. So ``ddp`` maps to a DDP strategy that sets up
@@ -12,11 +12,11 @@ How the ranks start (Lightning 2.x):
 * ranks started by a launcher (``torchrun``, SLURM, or any tool that sets ``LOCAL_RANK``, ``RANK``,
   ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``): Lightning joins them instead of starting any.
 
-``auto`` on several devices (or on ``devices: -1``, or ``"auto"`` on GPUs) is resolved to ``ddp`` when
-``resolve_strategy`` is given the devices: Lightning's own pick there wraps the model in
-DistributedDataParallel.
+``auto`` on several devices (or on ``devices: -1``, or ``"auto"`` on GPUs) is resolved to ``ddp``
+(``settle_strategy``): Lightning's own pick there wraps the model in DistributedDataParallel.
 ``fsdp`` shards each decoder layer over the ranks (FSDP2, :mod:`gradprune.sharding`), started the same
-two ways.
+two ways. This module only names and checks strategies (the recipe validates against it); what each one
+does at run time is :mod:`gradprune.strategy`.
 Every other strategy name is refused when the recipe is validated (``REFUSED_STRATEGIES`` gives the
 reason per family), not after the model has loaded: the gradient hooks read each prunable weight's
 whole, local, un-averaged gradient, which flat-parameter sharding (FSDP1, DeepSpeed ZeRO), gradient averaging (the
@@ -26,8 +26,6 @@ DDP wrapper) or worker processes (spawn/fork/notebook launchers) take away.
 from __future__ import annotations
 
 from typing import Any
-
-from gradprune.errors import RecipeError
 
 #: strategy names calibration runs under (``single_device`` is resolved to ``auto`` on one device)
 SUPPORTED_STRATEGIES = ("auto", "single_device", "ddp", "fsdp")
@@ -112,32 +110,3 @@ def settle_strategy(name: str, devices: int | str | list[int], accelerator: str 
 def is_fsdp(trainer_cfg: Any) -> bool:
     """Whether ``trainer_cfg`` (a ``TrainerSection``) calibrates under FSDP."""
     return settle_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator).lower() == "fsdp"
-
-
-def resolve_strategy(name: str, devices: int | str | list[int] = 1, accelerator: str = "auto", num_nodes: int = 1):
-    """Map a recipe's ``trainer.strategy`` (on ``trainer.devices`` × ``num_nodes``) to what ``L.Trainer`` gets."""
-    why = strategy_refusal(name) or check_strategy_devices(name, devices, accelerator)
-    if why is not None:
-        raise RecipeError(f"trainer.strategy={name!r} {why}")
-    name = settle_strategy(name, devices, accelerator)
-    key = name.lower()
-    if key == "fsdp":
-        from gradprune.sharding import make_strategy
-
-        return make_strategy(device_count(devices, accelerator) * num_nodes)
-    if key == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        class ShardedCalibrationStrategy(DDPStrategy):
-            """DDP process group without the DDP model wrapper (accumulators are reduced by hand)."""
-
-            def configure_ddp(self) -> None:
-                # keep the plain LightningModule: no per-step gradient all-reduce is wanted
-                pass
-
-        return ShardedCalibrationStrategy(start_method="popen")
-    if key == "single_device":
-        # Lightning builds the registered "single_device" as SingleDeviceStrategy(device="cpu") whatever
-        # the accelerator; "auto" on one device is the same strategy on the accelerator's device.
-        return "auto"
-    return key

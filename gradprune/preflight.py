@@ -7,8 +7,9 @@ surface only then, one at a time, and an output dir that cannot be written only 
 document of each data set and this machine (the memory plan included: :mod:`gradprune.memory`), and
 raises one :class:`PreflightError` naming every problem. ``gradprune search`` checks every grid point with :func:`preflight_points`.
 
-The run keeps its own model-based checks (``run.load_stage``): they also guard code that calls
-``run_experiment`` directly, and see what a config cannot tell.
+The model-bounded recipe values (``calibration.seq_len``, the layer ranges) are checked in one place,
+:func:`model_bound_problems`, which ``run_experiment`` also asks before any weight loads: it guards code
+that calls ``run_experiment`` directly, without preflight.
 """
 
 from __future__ import annotations
@@ -276,26 +277,11 @@ class Preflight:
 
     def _bounds(self, recipe: Recipe, config: Any, model_key: tuple) -> list[str]:
         """Recipe values bounded by the model: seq_len, layer ranges, the reachable ratio."""
-        from gradprune.pruning.planner import allowed_layers
-
-        found: list[str] = []
-        max_pos = getattr(config, "max_position_embeddings", None)
-        if isinstance(max_pos, int) and recipe.calibration.seq_len > max_pos:
-            found.append(f"calibration.seq_len={recipe.calibration.seq_len} is above the model's "
-                         f"max_position_embeddings={max_pos}")
-        n_layers = getattr(config, "num_hidden_layers", None)
-        if not isinstance(n_layers, int):
+        ranges = _range_problems(recipe, config)
+        found = _seq_len_problems(recipe, config) + ranges
+        if ranges or not isinstance(getattr(config, "num_hidden_layers", None), int):
             return found
         p = recipe.pruning
-        ranges_ok = True
-        for key, rng in (("attention_layers", p.attention_layers), ("mlp_layers", p.mlp_layers)):
-            try:
-                allowed_layers(n_layers, rng, key)
-            except GradpruneError as exc:
-                found.append(str(exc))
-                ranges_ok = False
-        if not ranges_ok:
-            return found
         try:
             shape = self._once(("shape", *model_key[1:]), lambda: cached_model_shape(config))
         except Exception as exc:  # a config transformers cannot build: the load will say more; do not guess
@@ -334,6 +320,35 @@ class Preflight:
     def report(self, started: float) -> Report:
         """The report of everything checked so far."""
         return Report(list(self.checked), list(self.notes), seconds=time.perf_counter() - started)
+
+
+def model_bound_problems(recipe: Recipe, config: Any) -> list[str]:
+    """The recipe values the model's ``config`` bounds: ``calibration.seq_len`` (at most
+    ``max_position_embeddings``) and the layer ranges (inside the model)."""
+    return _seq_len_problems(recipe, config) + _range_problems(recipe, config)
+
+
+def _seq_len_problems(recipe: Recipe, config: Any) -> list[str]:
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if isinstance(max_pos, int) and recipe.calibration.seq_len > max_pos:
+        return [f"calibration.seq_len={recipe.calibration.seq_len} is above the model's "
+                f"max_position_embeddings={max_pos}"]
+    return []
+
+
+def _range_problems(recipe: Recipe, config: Any) -> list[str]:
+    from gradprune.pruning.planner import allowed_layers
+
+    n_layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(n_layers, int):
+        return []
+    found = []
+    for key, rng in (("attention_layers", recipe.pruning.attention_layers), ("mlp_layers", recipe.pruning.mlp_layers)):
+        try:
+            allowed_layers(n_layers, rng, key)
+        except GradpruneError as exc:
+            found.append(str(exc))
+    return found
 
 
 def output_problems(out_dir: str | Path, key: str = "output.dir") -> list[str]:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradprune import plugin_sections as ps
-from gradprune.errors import GradpruneError, RecipeError, did_you_mean
+from gradprune.errors import RecipeError, did_you_mean
 from gradprune.original_names import ORIGINAL_KEYS
 from gradprune.plugin_sections import DatasetSection, PluginSection, RecoverySection
 
@@ -232,25 +232,14 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
-    def _fsdp_group_level(self) -> Recipe:
+    def _device_map_needs_fsdp(self) -> Recipe:
         from gradprune.parallel import is_fsdp
 
         t = self.trainer
-        if not is_fsdp(t):
-            if self.eval.device_map is not None:
-                raise ValueError("eval.device_map: auto spreads the model that FSDP calibration gathers; with "
-                                 f"trainer.strategy={t.strategy!r} the model is calibrated on one device and is "
-                                 "evaluated there (set trainer.strategy: fsdp, or drop eval.device_map)")
-            return self
-        from gradprune import plugins
-        from gradprune.sharding import ELEMENT_LEVEL_REFUSAL
-
-        try:
-            est = plugins.IMPORTANCE.build(self.importance.name, self.importance.params, "importance.params")
-        except GradpruneError:  # reported with the recipe's other plugin problems
-            return self
-        if est.element_state:
-            raise ValueError(f"importance {self.importance.name!r} {ELEMENT_LEVEL_REFUSAL}")
+        if not is_fsdp(t) and self.eval.device_map is not None:
+            raise ValueError("eval.device_map: auto spreads the model that FSDP calibration gathers; with "
+                             f"trainer.strategy={t.strategy!r} the model is calibrated on one device and is "
+                             "evaluated there (set trainer.strategy: fsdp, or drop eval.device_map)")
         return self
 
     @model_validator(mode="after")

@@ -114,8 +114,8 @@ def run_metrics(recipe, params_before: int, params_after: int, calib, rows: list
         "max_layer_pruning_rate": max((r["pruning_rate"] for r in rows), default=0.0),
         "calibration_loss": calib.mean_loss,
         # the statistics are split-independent; the noise ones are exact only with micro-batches of one
-        "calibration_micro_batch": calib.info.get("micro_batch_size"),
-        "grad_noise_exact": calib.info.get("micro_batch_size") == 1,
+        "calibration_micro_batch": calib.micro_batch_size,
+        "grad_noise_exact": calib.micro_batch_size == 1,
         "tokens_per_s": calib.tokens_per_s,
     }
     for name, values in calib.layer_stats.items():

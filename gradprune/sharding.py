@@ -6,20 +6,21 @@
 * ``shard`` (called from the calibration module's ``configure_model``) applies ``fully_shard`` to every
   decoder layer, then to the root (embeddings, final norm, head; tied weights stay tied);
 * FSDP all-gathers a layer's weights for its forward and again for its backward, and swaps the
-  *unsharded* parameters into the modules meanwhile (the same parameter objects every step). The
-  gradient hooks sit on those (``register_unsharded_hooks``), so they see this rank's whole, local,
-  un-averaged gradient of each weight, exactly what one process sees for the same micro-batch, and
-  free it: FSDP then has nothing to reduce-scatter and no sharded gradient exists;
-* group-level accumulators are small: all-reduced once at the end, as under DDP. The parameter-sized
-  mean-gradient buffer of the gradient statistics is kept per layer by one owner rank (``owner``:
-  layer l on rank l mod N) and reduced to it each micro-batch, so it costs about 1/N per rank;
+  *unsharded* parameters into the modules meanwhile (the same parameter objects every step). One
+  gradient hook sits on those (``register_unsharded_hooks``): it sees this rank's whole, local gradient
+  of each weight, exactly what one process sees for the same micro-batch;
+* ``sum_gradients`` makes FSDP's reduce-scatter a plain sum, and a hook on each sharded weight
+  (``register_sharded_hooks``) receives this rank's rows of that sum (a DTensor gradient), which feed the
+  mean gradient's row-sharded sums; ``reduce_scatter_rows`` does the same for another whole tensor (the
+  squared gradients, for F) with the rows split as FSDP splits them;
+* accumulators are small or row-sharded: summed once at the end, their ``rows`` gathered in rank order
+  (``all_gather_rows``);
 * after calibration ``gather_full_model`` collects the full weights on rank 0's host (the public
   ``torch.distributed.checkpoint`` full state dict) into a plain model on rank 0's device, for scoring,
   planning, surgery, evaluation and saving; the other ranks stop there.
 
-Element-level estimators keep one fp32 accumulator per weight on every rank and are refused under
-FSDP (``ELEMENT_LEVEL_REFUSAL``). A model built on the meta device reads only this rank's shards from the
-checkpoint once sharded (``gradprune/models/shard_loading.py``); see docs/performance.md.
+A model built on the meta device reads only this rank's shards from the checkpoint once sharded
+(``gradprune/models/shard_loading.py``); see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -28,20 +29,6 @@ import contextlib
 
 import torch
 from torch import nn
-
-#: why element-level importance is refused under FSDP
-ELEMENT_LEVEL_REFUSAL = (
-    "keeps one fp32 accumulator per prunable weight on every rank (a full model-sized buffer per GPU, which "
-    "FSDP is there to avoid); under trainer.strategy=fsdp use a group-level variant (taylor granularity "
-    "vector or joint, fisher / taylor_second with reduction sum or mean, activation)")
-
-
-def make_strategy(n_processes: int):
-    """Lightning's ``ModelParallelStrategy`` as FSDP over ``n_processes`` ranks (ranks started by re-running
-    the command, as for ``ddp``, or joined from torchrun / SLURM)."""
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
-    return ModelParallelStrategy(data_parallel_size=n_processes, tensor_parallel_size=1)
 
 
 def decoder_layers(model: nn.Module, layers: list) -> list[nn.Module]:
@@ -101,9 +88,64 @@ def register_unsharded_hooks(stack: contextlib.ExitStack, layers: list, on_grad)
             stack.enter_context(module.register_forward_pre_hook(pre_hook(lm, module, roles)))
 
 
-def owner(layer: int, world_size: int) -> int:
-    """The rank that keeps layer ``layer``'s parameter-sized accumulators."""
-    return layer % world_size
+def register_sharded_hooks(stack: contextlib.ExitStack, layers: list, on_shard) -> None:
+    """Route the reduce-scattered gradient rows of every prunable (sharded) weight to
+    ``on_shard(layer, role, param)``: FSDP calls a sharded parameter's post-accumulate hooks itself, once it
+    has assigned the rows it received."""
+    for lm in layers:
+        for role, p in lm.weights().items():
+            stack.enter_context(p.register_post_accumulate_grad_hook(
+                lambda param, lm_=lm, r_=role: on_shard(lm_, r_, param)))
+
+
+def sum_gradients(model: nn.Module) -> None:
+    """Every FSDP unit of ``model`` reduce-scatters gradients as a plain SUM (divide factor 1, sum-only
+    collectives: the hooks weigh each rank's contribution themselves)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            if hasattr(module, "set_force_sum_reduction_for_comms"):
+                module.set_force_sum_reduction_for_comms(True)
+
+
+def row_split(rows: int, world: int, rank: int) -> tuple[int, int]:
+    """The rows ``[start, stop)`` rank ``rank`` holds of ``rows`` split over ``world`` ranks as FSDP2 does
+    (``torch.chunk`` on dim 0: ceil(rows / world) each, the last ranks' shorter or empty)."""
+    chunk = -(-rows // world)
+    start = min(rank * chunk, rows)
+    return start, min(start + chunk, rows)
+
+
+def reduce_scatter_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the ranks, this rank's rows of it (split as FSDP splits a parameter)."""
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    rows = tensor.shape[0]
+    chunk = -(-rows // world)
+    if rows == chunk * world:
+        full = tensor.contiguous()
+    else:
+        full = tensor.new_zeros((chunk * world, *tensor.shape[1:]))
+        full[:rows] = tensor
+    out = tensor.new_empty((chunk, *tensor.shape[1:]))
+    dist.reduce_scatter_tensor(out, full, op=dist.ReduceOp.SUM)
+    start, stop = row_split(rows, world, rank)
+    return out[:stop - start]
+
+
+def all_gather_rows(local: torch.Tensor, rows_per_rank: list[int]) -> torch.Tensor:
+    """Every rank's ``local`` rows (``rows_per_rank[r]`` of them on rank r) concatenated in rank order."""
+    import torch.distributed as dist
+
+    longest = max(rows_per_rank)
+    padded = local.new_zeros((longest, *local.shape[1:]))
+    padded[:local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in rows_per_rank]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, rows_per_rank, strict=True)])
 
 
 def gather_full_model(model: nn.Module, device: torch.device | str | None = None) -> nn.Module | None:

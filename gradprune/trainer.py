@@ -20,7 +20,7 @@ def build_trainer(trainer_cfg: Any, callbacks: list | None = None, **fit: Any):
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from gradprune.parallel import resolve_strategy
+    from gradprune.strategy import strategy_for
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
@@ -30,8 +30,7 @@ def build_trainer(trainer_cfg: Any, callbacks: list | None = None, **fit: Any):
     try:
         return L.Trainer(
             accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
-            strategy=resolve_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator,
-                                      trainer_cfg.num_nodes),
+            strategy=strategy_for(trainer_cfg).lightning(),
             precision=trainer_cfg.precision, callbacks=callbacks or [], **{**settings, **fit},
         )
     except (MisconfigurationException, ValueError) as exc:  # no such accelerator here, too many devices, ...

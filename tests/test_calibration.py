@@ -28,7 +28,8 @@ def _hook_count(model) -> int:
 class Boom(ImportanceEstimator):
     """Raises on the third gradient it sees."""
 
-    needs_activations = True
+    reads = frozenset({"gradients"})
+    input_roles = ("o", "down")
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -74,6 +75,6 @@ def test_activation_only_needs_no_backward():
     model = make_model()
     res = calibrate(model, get_adapter(model).layers(model), torch.randint(0, 300, (4, 8)), 2,
                     {"a": plugins.IMPORTANCE.build("activation")}, [], CPU)
-    assert res.info["backward"] is False and res.batches == 2
+    assert res.backward is False and res.batches == 2
     assert all(p.grad is None for p in model.parameters())
     assert set(res.scores["a"]) == {(i, k) for i in range(4) for k in ("attn", "mlp")}

@@ -48,22 +48,30 @@ SAMPLES, SEQ_LEN, MICRO = 7, 24, 3  # micro-batches of 3, 3 and 1 samples
 
 
 def _moments_collector():
+    from gradprune.calibration_plugin import grad_norm
     from gradprune.stats.gradient import StatCollector
 
     class MomentsCollector(StatCollector):
-        """Streams every field of the shared per-gradient moments (a plugin collector's view)."""
+        """Streams per-gradient fp32 sum, sum of squares (the hooks' norm), min, max and count."""
 
-        def observe(self, layer, role, grad, moments):
+        reads = frozenset({"gradients"})
+
+        def observe_grad(self, layer, role, weight, grad):
             i = layer.index
-            self._zeros("sum", grad)[i] += moments.sum.double()
-            self._zeros("sumsq", grad)[i] += moments.sumsq.double()
-            mn, mx = self._zeros("min", grad), self._zeros("max", grad)
-            mn[i] = torch.minimum(mn[i], moments.min.double())
-            mx[i] = torch.maximum(mx[i], moments.max.double())
-            self._zeros("count", grad)[i] += moments.count
+            self.accumulator("sum")[i] += grad.sum(dtype=torch.float32).double()
+            self.accumulator("sumsq")[i] += grad_norm(grad).square().double()
+            # a running minimum is the maximum of the negated values (the reductions are sum, max and rows)
+            neg_min, mx = self.accumulator("neg_min", op="max"), self.accumulator("max", op="max")
+            lo, hi = torch.aminmax(grad)
+            neg_min[i] = torch.maximum(neg_min[i], -lo.float().double())
+            mx[i] = torch.maximum(mx[i], hi.float().double())
+            self.accumulator("count")[i] += grad.numel()
 
         def per_layer(self):
-            return self._state["sumsq"].tolist()
+            kept = {k: t.clone() for k, (t, _) in self.state().items()}  # read by the test after the pass
+            kept["min"] = -kept.pop("neg_min")
+            self.kept = kept
+            return self.accumulator("sumsq").tolist()
 
     c = MomentsCollector()
     c.name = "moments"
@@ -108,7 +116,7 @@ def compute(name: str) -> dict[str, torch.Tensor]:
         for stat, values in res.layer_stats.items():
             out[f"{run}|stat|{stat}"] = torch.tensor(values, dtype=torch.float64)
         for c in collectors:
-            for k, t in (c._state.items() if c.name == "moments" else ()):
+            for k, t in (c.kept.items() if c.name == "moments" else ()):
                 out[f"{run}|moments|{k}"] = t.double().cpu()
         out[f"{run}|mean_loss"] = torch.tensor([res.mean_loss], dtype=torch.float64)
     return {f"{name}|{k}": v for k, v in out.items()}

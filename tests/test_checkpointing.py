@@ -41,7 +41,7 @@ def test_checkpointing_gives_the_same_scores_and_statistics(arch):
     model, got = _run(arch, True, calls_ckpt)
     # it really recomputed: each layer's forward ran again in every backward pass
     assert len(calls_ckpt) == 2 * len(calls_ref)
-    assert got.info["gradient_checkpointing"] is True and ref.info["gradient_checkpointing"] is False
+    assert got.gradient_checkpointing is True and ref.gradient_checkpointing is False
     for name in ESTIMATORS:
         assert ref.scores[name].keys() == got.scores[name].keys()
         for key, s in ref.scores[name].items():
@@ -71,16 +71,20 @@ def test_model_stays_on_its_device_and_dtype_after_calibration():
 
 
 def test_statistics_state_lives_on_the_gradients_device():
-    """The mean-gradient buffer and every per-layer sum are allocated on the first gradient's device, not
-    where the model was at set-up (meta stands in for an accelerator: the only other device a CPU has)."""
-    from gradprune.stats.gradient import MeanGradient, Moments
+    """The mean-gradient sums are allocated on the gradient's device and a collector's per-layer sums on the
+    device calibration names, not where the model was at set-up (meta stands in for an accelerator: the only
+    other device a CPU has)."""
+    from gradprune.moments import MeanMoments
 
-    mg = MeanGradient(3)
+    moments = MeanMoments(grad=True, sq=True)
     g = torch.ones(4, 4, device="meta")
-    mg.begin_batch(2)
-    mg.observe(1, "q", g, Moments(g))
-    mg.end_batch()
-    assert {t.device.type for t, _ in mg.state().values()} == {"meta"}
+    moments.add((1, "q"), g, 2.0)
+    assert {t.device.type for _, t, _ in moments.entries()} == {"meta"}
+    col = plugins.COLLECTORS.build("grad_var")
+    col.setup(get_adapter(make_model()).layers(make_model()), torch.device("meta"))
+    col.begin_batch(2)
+    col.end_batch()
+    assert {t.device.type for t, _ in col.state().values()} == {"meta"}
 
 
 def test_a_model_on_another_device_than_the_trainers_is_refused():

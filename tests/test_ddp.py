@@ -66,7 +66,7 @@ def _worker(out_dir: str) -> None:
     buf = io.StringIO()
     res = _calibrate(devices=2, strategy="ddp", console=Console(file=buf, force_terminal=False, width=100))
     torch.save({"scores": res.scores, "stats": res.layer_stats, "mean_loss": res.mean_loss, "rank": res.rank,
-                "world_size": res.info["world_size"], "progress": buf.getvalue()},
+                "world_size": res.world_size, "progress": buf.getvalue()},
                Path(out_dir) / f"rank{res.rank}.pt")
 
 
@@ -134,13 +134,13 @@ def test_ddp_matches_single_process(mode, tmp_path):
 
 
 def test_too_few_micro_batches_for_the_ranks_is_an_error():
-    from gradprune.calibration import CalibrationModule
+    from gradprune.calibration import CalibrationModule, Needs
     from gradprune.errors import CalibrationError
 
     class _Trainer:
         global_rank, world_size = 0, 2
 
-    module = CalibrationModule(torch.nn.Linear(1, 1), [torch.zeros(1, 4)], None, backward=True, per_sample=False)
+    module = CalibrationModule(torch.nn.Linear(1, 1), [torch.zeros(1, 4)], None, Needs(True, False, False, False))
     module._trainer = _Trainer()
     with pytest.raises(CalibrationError, match="cannot be shared by 2"):
         module.train_dataloader()
@@ -149,7 +149,7 @@ def test_too_few_micro_batches_for_the_ranks_is_an_error():
 @pytest.mark.parametrize("name", ["ddp_spawn", "ddp_fork", "ddp_notebook"])
 def test_worker_launched_strategies_are_refused(name):
     from gradprune.errors import RecipeError
-    from gradprune.parallel import resolve_strategy
+    from gradprune.strategy import resolve_strategy
 
     with pytest.raises(RecipeError, match="torchrun"):
         resolve_strategy(name)

@@ -28,6 +28,10 @@ ESTIMATORS = {
     "fisher": ("fisher", {}),
     "fisher_ps": ("fisher", {"per_sample": True}),
     "activation": ("activation", {}),
+    # element level: G and F by rows, each rank its own (FSDP's reduce-scatter), no whole-model buffer
+    "element": ("taylor", {"granularity": "element"}),
+    "mix": ("taylor_mix", {}),
+    "element_max": ("taylor", {"granularity": "element", "reduction": "max"}),
 }
 COLLECTORS = ("grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var", "grad_snr")
 N_SAMPLES, BATCH = 9, 2
@@ -67,14 +71,14 @@ def _calibrate(arch: str, strategy: str, devices: int, checkpointing: bool = Fal
     from gradprune.recipe import TrainerSection
 
     model, ids = _inputs(arch, loading)
-    weights = None
+    shards_from = None
     if loading == "meta":
-        model, weights = _empty(Path(out_dir) / "checkpoint")
+        model, shards_from = _empty(Path(out_dir) / "checkpoint")
     ests = {k: plugins.IMPORTANCE.build(n, p) for k, (n, p) in ESTIMATORS.items()}
     cols = [plugins.COLLECTORS.build(c) for c in COLLECTORS]
     cfg = TrainerSection(accelerator="cpu", devices=devices, strategy=strategy, precision="32-true")
     res = calibrate(model, get_adapter(model).layers(model), ids, BATCH, ests, cols, cfg,
-                    gradient_checkpointing=checkpointing, weights=weights)
+                    gradient_checkpointing=checkpointing, shards_from=shards_from)
     return res
 
 
@@ -98,7 +102,7 @@ def _worker(arch: str, checkpointing: str, loading: str, out_dir: str) -> None:
     if res.rank != 0:
         assert res.scores == {} and res.model is None
         return
-    torch.save({"scores": res.scores, "stats": res.layer_stats, "mean_loss": res.mean_loss, "info": res.info,
+    torch.save({"scores": res.scores, "stats": res.layer_stats, "mean_loss": res.mean_loss, "info": res.record(),
                 "state": {k: v.clone() for k, v in res.model.state_dict().items()}, "rank": res.rank},
                Path(out_dir) / "rank0.pt")
 
@@ -147,13 +151,12 @@ def test_fsdp_matches_single_process(arch, checkpointing, loading, tmp_path):
         assert torch.equal(got["state"][k], v), k
 
 
-def test_element_level_importance_is_refused_under_fsdp():
-    from gradprune.errors import RecipeError
+def test_element_level_importance_is_accepted_under_fsdp():
     from gradprune.recipe import load_recipe
 
-    with pytest.raises(RecipeError, match="fp32 accumulator per prunable weight"):
-        load_recipe(str(ROOT / "recipes/tiny.yaml"), ["trainer.strategy=fsdp", "trainer.devices=2",
-                                                       "importance.name=taylor_mix", "importance.params={}"])
+    recipe = load_recipe(str(ROOT / "recipes/tiny.yaml"), ["trainer.strategy=fsdp", "trainer.devices=2",
+                                                           "importance.name=taylor_mix", "importance.params={}"])
+    assert recipe.importance.name == "taylor_mix"
 
 
 @pytest.mark.parametrize(("strategy", "devices", "match"), [

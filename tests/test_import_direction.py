@@ -21,23 +21,25 @@ PKG = Path(__file__).resolve().parents[1] / "gradprune"
 #  - run.py and search/ are drivers (one run, many runs): they sit after the stages they drive;
 #    analysis/ reads the search's CSV and comes after it.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    # sharding: FSDP's per-rank ownership and gather, used by parallel.py, hooks.py, calibration.py and stats/
-    ("foundation", ("errors", "registry", "plugins", "files", "progress", "outputs", "sharding", "parallel",
-                    "assets")),
+    # parallel: the strategy names the recipe checks (what each one does at run time: strategy.py)
+    ("foundation", ("errors", "registry", "plugins", "files", "progress", "outputs", "parallel", "assets")),
     ("recipe", ("recipe", "plugin_sections", "original_names")),
     ("models (load)", ("models",)),
     ("data", ("data",)),
-    ("score definitions (importance, normalizers, collectors)", ("importance", "stats")),
+    # calibration_plugin: the contract of estimators and collectors; moments: the mean-gradient sums they read
+    ("score definitions (importance, normalizers, collectors)",
+     ("calibration_plugin", "moments", "importance", "stats")),
     # memory: the plan (from the config and the recipe's estimators) and the release of what stages allocate
     ("memory plan", ("memory",)),
-    ("calibrate", ("hooks", "trainer", "calibration")),
+    # strategy: one process, DDP or FSDP (sharding.py: FSDP2's mechanics, which only strategy.py uses)
+    ("calibrate", ("hooks", "trainer", "calibration", "strategy", "sharding", "testing")),
     ("plan", ("pruning",)),
     ("cut", ("cut",)),
     ("eval", ("eval",)),
     ("recover", ("recovery",)),
     ("record", ("record", "tracking")),
     ("prediction model", ("prediction",)),
-    ("run (driver of one run)", ("preflight", "run")),
+    ("run (driver of one run)", ("preflight", "stages", "run")),
     ("search (driver of many runs)", ("search",)),
     ("analyze", ("analysis",)),
     ("commands and public API", ("inspection", "cli", "__init__")),

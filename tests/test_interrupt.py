@@ -38,8 +38,8 @@ from gradprune.importance.taylor import TaylorImportance
 class SlowTaylor(TaylorImportance):
     """Taylor, slowed down for the interrupt tests."""
 
-    def setup(self, layers):
-        super().setup(layers)
+    def setup(self, layers, device=None):
+        super().setup(layers, device)
         self._batches = 0
 
     def end_batch(self):
@@ -146,7 +146,7 @@ def test_ctrl_c_inside_lightning_fit_is_a_keyboard_interrupt():
     import lightning as L
     import torch
 
-    from gradprune.run import ctrl_c_through_lightning
+    from gradprune.stages import ctrl_c_through_lightning
 
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("another SIGINT handler is installed in this process")

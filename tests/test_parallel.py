@@ -11,11 +11,11 @@ from gradprune.parallel import (
     REFUSED_STRATEGIES,
     SUPPORTED_STRATEGIES,
     device_count,
-    resolve_strategy,
     settle_strategy,
     strategy_refusal,
 )
 from gradprune.recipe import Recipe, validate_dict
+from gradprune.strategy import resolve_strategy
 
 TINY = str(Path(__file__).resolve().parents[1] / "recipes/tiny.yaml")
 

@@ -134,7 +134,7 @@ def test_build_names_the_instance_after_its_registry_name(collectors):
     collectors.add("norm_alias", GradNormCollector)
     assert collectors.build("grad_count").name == "grad_count"
     alias = collectors.build("norm_alias")
-    assert alias.name == "norm_alias" and alias.statistic == "grad_norm"  # the key is the registry name
+    assert alias.name == "norm_alias" and type(alias) is GradNormCollector  # the key is the registry name
     assert plugins.IMPORTANCE.build("taylor_first").name == "taylor_first"
 
 
@@ -170,19 +170,21 @@ def test_collectors_take_typed_params(collectors):
         collectors.build("grad_quantile", {"q": 2}, "stats.params.grad_quantile")
 
 
-def test_a_mean_gradient_collector_must_say_which_statistic_it_takes():
+def test_a_plugin_on_the_earlier_protocol_or_reading_something_unknown_is_refused_when_defined():
     from gradprune.stats.gradient import StatCollector
 
-    with pytest.raises(TypeError, match="set `statistic`"):
-        class Forgot(StatCollector):  # noqa: F841 - refused when the class is defined
+    with pytest.raises(TypeError, match="no longer has: use reads = {'mean_gradient'} and observe_mean"):
+        class Earlier(StatCollector):  # noqa: F841 - refused when the class is defined
             uses_mean_gradient = True
 
-    class OwnSummary(StatCollector):
-        uses_mean_gradient = True
+    with pytest.raises(TypeError, match="expected reads among"):
+        class Unknown(StatCollector):  # noqa: F841
+            reads = frozenset({"hessian"})
 
-        def summarize(self, summary):
-            self._values = [a / max(b, 1e-30) for a, b in zip(summary["grad_max"], summary["grad_norm"], strict=True)]
+    class OwnMean(StatCollector):
+        reads = frozenset({"mean_gradient"})
 
-    c = OwnSummary()
-    c.summarize({"grad_max": [2.0], "grad_norm": [4.0]})
-    assert c.per_layer() == [0.5]
+        def observe_mean(self, layer, role, weight, grad, sq):
+            self.accumulator("g2")[layer.index] += grad.square().sum()
+
+    assert OwnMean().needs_gradients and not OwnMean().needs_activations

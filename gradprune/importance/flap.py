@@ -52,20 +52,13 @@ class FlapImportance(ImportanceEstimator):
     """FLAP: input-channel variance × squared weight-column norm of o_proj / down_proj, per layer standardized."""
 
     Params = FlapParams
-    needs_gradients = False
-    needs_activations = True
-
-    def __init__(self, params=None) -> None:
-        super().__init__(params)
-        self.sums: dict[tuple[int, str], torch.Tensor] = {}  # Σx, Σx² per input channel; the token count
+    input_roles = ("o", "down")
 
     def observe_input(self, layer: LayerModules, role: str, x: torch.Tensor) -> None:
         """Add one micro-batch's input of ``o`` or ``down`` ([..., in_features]) to the channel sums."""
         flat = x.detach().reshape(-1, x.shape[-1])
-        key = (layer.index, role)
-        if key not in self.sums:
-            self.sums[key] = torch.zeros(2 * flat.shape[1] + 1, dtype=torch.float64, device=flat.device)
-        acc = self.sums[key]
+        # Σx, Σx² per input channel and the token count, in one float64 accumulator summed across processes
+        acc = self.accumulator(f"{layer.index}.{role}", (2 * flat.shape[1] + 1,))
         s, sq = acc[: flat.shape[1]], acc[flat.shape[1]: -1]
         for chunk in flat.split(max(1, CHUNK_ELEMENTS // max(1, flat.shape[1]))):
             d = chunk.double()
@@ -73,13 +66,9 @@ class FlapImportance(ImportanceEstimator):
             sq += d.square().sum(0)
         acc[-1] += flat.shape[0]
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """The sums (combine by SUM across processes)."""
-        return {f"{i}.{role}": v for (i, role), v in self.sums.items()}
-
     def channel_scores(self, layer: LayerModules, role: str) -> torch.Tensor:
         """``var(x_j) · ‖W[:, j]‖²`` for every input channel j of the role's projection (float64)."""
-        acc = self.sums[(layer.index, role)]
+        acc = self.state()[f"{layer.index}.{role}"][0]
         n_in = (acc.numel() - 1) // 2
         s, sq, n = acc[:n_in], acc[n_in: -1], acc[-1]
         if n < 2:
@@ -90,7 +79,7 @@ class FlapImportance(ImportanceEstimator):
 
     def scores(self) -> Scores:
         """Per group: the mean of its channels' standardized scores, or (``standardize: false``) their sum."""
-        if not self.sums:
+        if not self.state():
             raise RuntimeError("FLAP saw no calibration batch")
         out: Scores = {}
         for layer in self.layers:

@@ -1,82 +1,74 @@
-"""The accumulator under the Taylor estimators: sample-weighted sums of calibration gradients.
+"""The accumulator under the Taylor estimators: sample-weighted sums of a formula's term, per row.
 
-Every micro-batch b of n_b samples adds n_b·(its contribution) to a sum, so that dividing by N = Σ n_b
-gives a mean over samples whatever the split. What is summed depends on the level a formula is scored at:
+A group (one KV head with its query heads, or one MLP channel) is a set of *rows*: rows of q/k/v/gate/up,
+columns of o/down, elements of a bias. The estimator sums the formula's term over each row, then scores
+each group from its rows' sums. Where the term comes from depends on the level it is scored at:
 
-* element: the gradient moments Σ n_b·g_b and Σ n_b·g_b², one fp32 tensor per prunable weight each (only
-  those the formula reads; Σ n_b·g_b can be read from the stat collectors' :class:`MeanGradient`);
-* rows / groups: the formula's term, already summed over each row (column) or each group. A Taylor term
-  is linear in the moments, so these per-row or per-group sums are linear over micro-batches and no
-  parameter-sized buffer exists.
+* ``rows`` / ``groups`` (vector, joint, Fisher sum/mean): the term of each micro-batch's gradient g_b,
+  summed per row, weighted by its samples n_b (``observe_grad``: Σ_b n_b·rowsum(term(w, g_b)), no
+  parameter-sized buffer). A first-order term is linear in the gradient, so when calibration keeps the
+  mean gradient G for another plugin anyway, it hands G over once instead (``observe_mean``:
+  rowsum(term(w, G)), the same numbers divided by N).
+* ``element`` (the formula's score taken per element, then reduced): from G and F (the sample-weighted
+  mean of g²), which calibration keeps once per prunable weight for every plugin that reads them;
+  ``observe_mean`` reduces each element's score per row (sum or max) at once.
 
-The formulas themselves live in :mod:`gradprune.importance.taylor`; this module never states one.
+Per group: ``rows`` sums the score of each row's sum (LLM-Pruner's ``vectorize``), ``groups`` scores the
+sum over the group's rows, ``element`` reduces the rows' values (sum, mean, max). The formulas
+themselves live in :mod:`gradprune.importance.taylor`; this module never states one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from gradprune.importance.base import ImportanceEstimator, Scores, kind_of
-from gradprune.models.adapters import COLUMN_ROLES, UNGROUPED_ROLES, LayerModules, group_sum, group_view3
-
-if TYPE_CHECKING:
-    from gradprune.importance.taylor import TaylorFormula
+from gradprune.models.adapters import (
+    COLUMN_ROLES,
+    UNGROUPED_ROLES,
+    LayerModules,
+    by_group,
+    row_axis,
+    rows_per_group,
+)
 
 #: the levels a formula's term can be summed at before it becomes a score
 LEVELS = ("element", "rows", "groups")
 
 
-def row_sums(values: torch.Tensor, role: str, layer: LayerModules, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``[n_groups, rows]``: the sum of ``values`` over each row (q/k/v/gate/up) or column (o/down) of the
-    role's weight that the group removes; a bias element is its own row."""
-    g3 = group_view3(values, role, layer)  # rows: [n, rows, in]; columns: [n, out, cols]; bias: [n, 1, rows]
-    return g3.sum(dim=2 if values.dim() == 2 and role not in COLUMN_ROLES else 1, dtype=dtype)
+class Formula(Protocol):
+    """What the accumulator needs of a formula (``gradprune.importance.taylor.TaylorFormula``)."""
+
+    uses_grad: bool
+    uses_sq: bool
+    absolute: bool
+
+    def term(self, w: torch.Tensor, grad: torch.Tensor | None, sq: torch.Tensor | None) -> torch.Tensor: ...
+
+    def product_form(self) -> tuple[float, float] | None: ...
 
 
-def group_size(role: str, layer: LayerModules) -> int:
-    """Number of elements of the role's weight that one group removes."""
-    w = layer.weights()[role].detach()
-    _, a, b = group_view3(w, role, layer).shape
-    return a * b
+def elements_per_group(role: str, layer: LayerModules) -> int:
+    """Elements of the role's tensor that one group removes (its rows × the other dimension)."""
+    w = layer.weights()[role]
+    other = 1 if w.dim() == 1 else w.shape[1 - row_axis(role)]
+    return rows_per_group(role, layer) * other
 
 
-class GroupReducer:
-    """Combines per-role element scores into per-group scores with sum, mean or max."""
-
-    def __init__(self, reduction: str) -> None:
-        self.reduction = reduction
-        self.acc: dict[tuple[int, str], torch.Tensor] = {}
-        self.count: dict[tuple[int, str], int] = {}
-
-    def add(self, layer: LayerModules, role: str, values: torch.Tensor) -> None:
-        """Fold one role's element values (shaped like its weight) into its layer's group scores."""
-        v = group_view3(values, role, layer)
-        # over the 3-d view: a flat [n_groups, m] view of o_proj's groups would copy it
-        part = v.amax(dim=(1, 2)) if self.reduction == "max" else group_sum(values, role, layer)
-        key, size = (layer.index, kind_of(role)), v.shape[1] * v.shape[2]
-        if key not in self.acc:
-            self.acc[key], self.count[key] = part.float().clone(), size
-        else:
-            self.acc[key] = torch.maximum(self.acc[key], part) if self.reduction == "max" else self.acc[key] + part
-            self.count[key] += size
-
-    def result(self) -> Scores:
-        """Per-group scores; ``mean`` divides by the number of elements in each group."""
-        if self.reduction == "mean":
-            return {k: (a / self.count[k]).cpu() for k, a in self.acc.items()}
-        return {k: a.cpu() for k, a in self.acc.items()}
-
-
-#: per level: the sum of a term over each row / group
-_LEVEL_SUMS = {"rows": row_sums, "groups": group_sum}
-
-
-def _zeros_like_in(store: dict, key, like: torch.Tensor) -> torch.Tensor:
-    if key not in store:
-        store[key] = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
-    return store[key]
+def per_row(values: torch.Tensor, role: str, reduce: str = "sum") -> torch.Tensor:
+    """``values`` (shaped like the role's weight, or some of its rows) reduced to one value per row the
+    groups cut: over each row (q/k/v/gate/up), over the given rows for each column (o/down), or unchanged
+    (a bias); ``reduce``: sum or max."""
+    if values.dim() == 1:
+        return values
+    dim = 0 if role in COLUMN_ROLES else 1
+    if reduce == "max":
+        if values.shape[dim] == 0:  # an FSDP rank may hold no row of a small weight
+            return values.new_zeros(values.shape[1 - dim])
+        return values.amax(dim=dim)
+    return values.sum(dim=dim)
 
 
 _ZERO: dict[torch.device, torch.Tensor] = {}
@@ -92,144 +84,90 @@ def fp32_product(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 class GradientSums(ImportanceEstimator):
-    """Streams calibration gradients into the sums ``formula`` needs at ``level``; scores them with it.
+    """Streams calibration gradients (or takes G and F) into the per-row sums ``formula`` needs at
+    ``level``; scores them with it. ``reduction`` (sum, mean or max) combines element values per group."""
 
-    ``level`` is ``element``, ``rows`` or ``groups`` (see the module docstring); ``reduction`` (sum, mean
-    or max) combines element or group values into one score per group.
-    """
-
-    def __init__(self, params, formula: TaylorFormula, level: str, reduction: str) -> None:
+    def __init__(self, params, formula: Formula, level: str, reduction: str) -> None:
         super().__init__(params)
         if level not in LEVELS:
             raise ValueError(f"level {level!r}; expected one of {LEVELS}")
         self.formula, self.level, self.reduction = formula, level, reduction
-        # element level: one fp32 tensor per prunable weight and moment the formula reads
-        self.element_state = level == "element"
-        self.grad_sum: dict[str, torch.Tensor] = {}  # Σ n_b·g_b
-        self.sq_sum: dict[str, torch.Tensor] = {}  # Σ n_b·g_b²
-        self.row_sum: dict[str, torch.Tensor] = {}  # Σ n_b·(term summed per row)
-        self.group_sums: dict[tuple[int, str], torch.Tensor] = {}  # Σ n_b·(term summed per group)
-        self.n_samples = torch.zeros((), dtype=torch.float64)
-        self.batch_samples = 1
-        self._weights: dict[str, tuple[LayerModules, str]] = {}
-        self._by_index: dict[int, LayerModules] = {}
-        self._shared = None  # a MeanGradient holding Σ n_b·g_b already (the stat collectors' buffer)
-
-    def share_mean_gradient(self, mean_grad) -> None:
-        """Read Σ n_b·g_b from ``mean_grad`` (a :class:`gradprune.stats.gradient.MeanGradient` fed the same
-        gradients, all of them on this process) instead of keeping a second fp32 buffer per prunable weight;
-        a term linear in G alone (first order) is then summed per row or group once, from it, at the end."""
-        if not self.formula.uses_grad or mean_grad.sharded_over:
-            return
-        if self.element_state or not self.formula.uses_sq:
-            self._shared = mean_grad
-
-    def setup(self, layers: list[LayerModules]) -> None:
-        """Remember the layers; accumulators are created lazily on the gradient's device."""
-        super().setup(layers)
-        self._by_index = {lm.index: lm for lm in layers}
-
-    def rebind(self, layers: list[LayerModules]) -> None:
-        """Scores read weights from ``layers`` (same indices and shapes, another model object)."""
-        super().rebind(layers)
-        self._by_index = {lm.index: lm for lm in layers}
-        self._weights = {name: (self._by_index[lm.index], role) for name, (lm, role) in self._weights.items()}
+        if level == "element":
+            self.reads = frozenset(name for name, used in (("mean_gradient", formula.uses_grad),
+                                                           ("mean_square", formula.uses_sq)) if used)
+        else:
+            self.reads = frozenset({"gradients"})
+            self.linear = not formula.uses_sq  # first order: the term is linear in the gradient
 
     def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
-        """Stream one micro-batch's gradient, weighted by its sample count, into what this level needs."""
+        """n_b × this micro-batch's term, summed per row (gradients read as they are: no fp32 copy)."""
         if role in UNGROUPED_ROLES:
             return  # no group removes these elements
-        f, name, n = self.formula, f"{layer.index}.{role}", float(self.batch_samples)
-        self._weights[name] = (layer, role)
-        # gradients are read as they are (bf16 included): the fused adds convert inside, no fp32 copy
-        if self.level == "element":
-            if f.uses_grad and self._shared is None:
-                _zeros_like_in(self.grad_sum, name, grad).add_(grad, alpha=n)
-            if f.uses_sq:
-                _zeros_like_in(self.sq_sum, name, grad).addcmul_(grad, grad, value=n)
-            return
-        if self._shared is not None:
-            return  # summed once from Σ n_b·g_b after calibration
-        # the term of this micro-batch's moments (g_b, g_b²): linear in them, so its sums stream
-        level_sum = _LEVEL_SUMS[self.level]
-        form = f.product_form()
+        f, form = self.formula, self.formula.product_form()
         if form is None:
             g = grad.float()
-            part = level_sum(f.term(weight.detach().float(), g if f.uses_grad else None,
-                                    g * g if f.uses_sq else None), role, layer)
+            part = per_row(f.term(weight.detach().float(), g if f.uses_grad else None, g * g if f.uses_sq else None),
+                           role)
         else:  # term(w, g_b, g_b²) = a·(w⊙g_b) + b·(w⊙g_b)²: one fp32 product, one sum per coefficient
             a, b = form
             p = fp32_product(weight.detach(), grad)
-            part = level_sum(p, role, layer).mul_(a) if a else None
+            part = per_row(p, role).mul_(a) if a else None
             if b:  # squared in place (a norm would skip that pass, but CPU norms lose digits a sum keeps)
-                sq = level_sum(p.square_(), role, layer)
+                sq = per_row(p.square_(), role)
                 part = sq.mul_(b) if part is None else part.add_(sq, alpha=b)
-        key = name if self.level == "rows" else (layer.index, kind_of(role))
-        store = self.row_sum if self.level == "rows" else self.group_sums
-        _zeros_like_in(store, key, part).add_(part, alpha=n)
+        self.accumulator(f"sum:{layer.index}.{role}", part.shape).add_(part, alpha=float(self.batch_samples))
 
     def end_batch(self) -> None:
-        """Count the samples (the means below divide by them)."""
-        self.n_samples += self.batch_samples
+        """Count the samples (the sums are divided by them)."""
+        self.accumulator("n_samples", ())[...] += self.batch_samples
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """Every accumulator (all sums, so a DDP all-reduce with SUM combines them exactly)."""
-        out = {f"g:{k}": v for k, v in self.grad_sum.items()}
-        out.update({f"f:{k}": v for k, v in self.sq_sum.items()})
-        out.update({f"s:{k[0]}.{k[1]}": v for k, v in self.group_sums.items()})
-        out.update({f"r:{k}": v for k, v in self.row_sum.items()})
-        out["n_samples"] = self.n_samples
-        return out
+    def observe_mean(self, layer, role, weight, grad, sq):
+        """The term of G (and F), per row: the sum of w·G (first order, ``rows``/``groups``), or the reduction
+        of each element's score (``element``); a column role's values over these rows are partial (``sum``,
+        or ``max`` at element level with reduction max)."""
+        if role in UNGROUPED_ROLES:
+            return
+        f, w = self.formula, weight.detach().double()
+        reduce = "max" if self.level == "element" and self.reduction == "max" else "sum"
+        term = f.term(w, grad, sq)
+        values = per_row(term.abs_() if self.level == "element" and f.absolute else term, role, reduce)
+        op = reduce if role in COLUMN_ROLES else "rows"
+        acc = self.accumulator(f"mean:{layer.index}.{role}", values.shape, op)
+        acc.copy_(torch.maximum(acc, values) if reduce == "max" else acc + values)
 
     def scores(self) -> Scores:
         """Per-group scores: the formula's score of each mean term, reduced over the group."""
-        n = float(self.n_samples)
+        n = float(self.accumulator("n_samples", ()))
         if n == 0:
             raise RuntimeError("Taylor importance saw no calibration batch")
-        if self.level == "element":
-            return self._element_scores(n)
-        if self._shared is not None:
-            self._sum_from_mean_gradient()
-        if self.level == "rows":
-            out: Scores = {}
-            for name, rows in self.row_sum.items():
-                layer, role = self._weights[name]
-                key = (layer.index, kind_of(role))
-                part = self.formula.score(rows / n).sum(dim=1)
-                out[key] = out[key] + part if key in out else part
-            return {k: v.cpu() for k, v in out.items()}
-        sizes = self._group_sizes() if self.reduction == "mean" else {}
-        return {k: (self.formula.score(v / n) / sizes.get(k, 1)).cpu() for k, v in self.group_sums.items()}
-
-    def _sum_from_mean_gradient(self) -> None:
-        """Rows / groups of a term linear in G alone: Σ_b n_b·term(w, g_b) = term(w, Σ_b n_b·g_b), summed
-        here once (reduced in fp64) instead of per micro-batch."""
-        level_sum = _LEVEL_SUMS[self.level]
-        self.row_sum, self.group_sums = {}, {}
-        for name, (layer, role) in self._weights.items():
-            w = layer.weights()[role].detach()
-            term = self.formula.term(w, self._grad_sum(name, layer, role), None)
-            part = level_sum(term, role, layer, dtype=torch.float64).float()
-            if self.level == "rows":
-                self.row_sum[name] = part
-            else:
-                key = (layer.index, kind_of(role))
-                self.group_sums[key] = self.group_sums[key] + part if key in self.group_sums else part
-
-    def _element_scores(self, n: float) -> Scores:
-        f, red = self.formula, GroupReducer(self.reduction)
-        for name, (layer, role) in self._weights.items():
-            w = layer.weights()[role].detach().float()
-            grad = self._grad_sum(name, layer, role) if f.uses_grad else None
-            red.add(layer, role, f.score(f.term(w, grad, self.sq_sum.get(name)) / n))
-        return red.result()
-
-    def _grad_sum(self, name: str, layer: LayerModules, role: str) -> torch.Tensor:
-        return self._shared.sums[(layer.index, role)] if self._shared is not None else self.grad_sum[name]
-
-    def _group_sizes(self) -> dict[tuple[int, str], int]:
+        totals: dict[tuple[int, str], torch.Tensor] = {}
         sizes: dict[tuple[int, str], int] = {}
-        for layer, role in self._weights.values():
-            key = (layer.index, kind_of(role))
-            sizes[key] = sizes.get(key, 0) + group_size(role, layer)
-        return sizes
+        for layer in self.layers:
+            for role in layer.weights():
+                rows = self._row_values(layer, role, n)
+                if rows is None:
+                    continue
+                key, g = (layer.index, kind_of(role)), by_group(rows, role, layer)
+                part = g.amax(dim=1) if self.reduction == "max" and self.level == "element" else (
+                    self._score(g).sum(dim=1) if self.level == "rows" else g.sum(dim=1))
+                combine = torch.maximum if self.reduction == "max" and self.level == "element" else torch.add
+                totals[key] = combine(totals[key], part) if key in totals else part
+                sizes[key] = sizes.get(key, 0) + elements_per_group(role, layer)
+        if self.level == "groups":
+            totals = {k: self._score(v) for k, v in totals.items()}
+        if self.reduction == "mean":
+            totals = {k: v / sizes[k] for k, v in totals.items()}
+        return {k: v.float().cpu() for k, v in totals.items()}
+
+    def _row_values(self, layer: LayerModules, role: str, n: float) -> torch.Tensor | None:
+        """The role's per-row values of the mean term (from G, or the micro-batch sums / N); None: none."""
+        state = self.state()
+        name = f"{layer.index}.{role}"
+        if f"mean:{name}" in state:
+            return state[f"mean:{name}"][0]
+        if f"sum:{name}" in state:
+            return state[f"sum:{name}"][0] / n
+        return None
+
+    def _score(self, term: torch.Tensor) -> torch.Tensor:
+        return term.abs() if self.formula.absolute else term

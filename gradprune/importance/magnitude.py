@@ -21,7 +21,6 @@ class MagnitudeImportance(ImportanceEstimator):
     """‖W_group‖ (L1 or L2) over all the group's rows/columns; needs no calibration data."""
 
     Params = MagnitudeParams
-    needs_gradients = False
 
     def scores(self) -> Scores:
         """Per-group norms computed from the current weights."""

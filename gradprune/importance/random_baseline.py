@@ -19,7 +19,6 @@ class RandomImportance(ImportanceEstimator):
     """Uniform random scores from a seeded generator (same seed, same plan)."""
 
     Params = RandomParams
-    needs_gradients = False
 
     def scores(self) -> Scores:
         """One uniform draw per group, in a fixed layer/kind order."""

@@ -16,8 +16,9 @@ channel) over its modules m and their rows or columns r (a row of q/k/v/gate/up,
 ``reduce`` is sum, mean or max over the group's elements. Each formula is one class below: a ``term``
 linear in the moments (G, F) and whether its score is the term's absolute value. The accumulator
 (:class:`gradprune.importance.gradient_sums.GradientSums`) keeps only what the chosen variant needs:
-vector/joint and second-order sum/mean sum the term of each micro-batch inside the hook (linearity), so
-no parameter-sized buffer exists.
+vector/joint and second-order sum/mean sum the term of each micro-batch per row inside the hook
+(linearity), so no parameter-sized buffer exists; element level reads G and F, which calibration keeps
+once for every plugin that reads them (under FSDP each rank its rows).
 """
 
 from __future__ import annotations

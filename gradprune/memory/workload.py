@@ -118,7 +118,7 @@ def _level(est: Any) -> tuple[str, int, bool, bool]:
     the term reads the gradient alone)."""
     if not est.needs_gradients:
         return ("activation" if est.needs_activations else "none"), 0, False, False
-    level = getattr(est, "level", None) or ("element" if est.element_state else "groups")
+    level = getattr(est, "level", None) or ("element" if {"mean_gradient", "mean_square"} & est.reads else "groups")
     formula = getattr(est, "formula", None)
     first = formula is not None and formula.uses_grad and not formula.uses_sq
     if level != "element":
@@ -136,7 +136,7 @@ def workload(recipe: Any, *, world: int = 1) -> Workload:
     est, cols = estimator_traits(recipe)
     c = recipe.calibration
     level, own, could_share, first = _level(est)
-    mean_grad = "device" if any(col.uses_mean_gradient for col in cols) else None
+    mean_grad = "device" if any("mean_gradient" in col.reads for col in cols) else None
     shared = mean_grad is not None and could_share
     gradients = bool(cols) or est.needs_gradients
     wbytes = DTYPE_BYTES[recipe.model.dtype]

@@ -117,8 +117,8 @@ def role_kind(role: str) -> str:
     raise ValueError(f"unknown role {role!r}; expected one of {ROLES_ATTN + ROLES_MLP}")
 
 
-def _group_size(role: str, layer: LayerModules) -> int:
-    """Rows (or columns) of the role's weight per group."""
+def rows_per_group(role: str, layer: LayerModules) -> int:
+    """Rows (columns for ``o``/``down``; elements for a bias) of the role's tensor that one group removes."""
     base = role.removesuffix("_bias")
     if base in ("q", "o"):
         return layer.n_rep * layer.head_dim
@@ -146,7 +146,7 @@ def group_view3(t: Tensor, role: str, layer: LayerModules) -> Tensor:
     if role in UNGROUPED_ROLES:
         # No group removes any element: every group owns an empty slice.
         return t.as_strided((n, 1, 0), (0, 0, 1))
-    size = _group_size(role, layer)
+    size = rows_per_group(role, layer)
     if t.dim() == 1:
         return t.view(n, 1, size)
     if role in COLUMN_ROLES:
@@ -169,6 +169,17 @@ def group_view(t: Tensor, role: str, layer: LayerModules) -> Tensor:
 def group_sum(t: Tensor, role: str, layer: LayerModules, dtype: torch.dtype | None = None) -> Tensor:
     """Per-group sum of ``t`` (shape ``[n_groups]``), without copying ``t``."""
     return group_view3(t, role, layer).sum(dim=(1, 2), dtype=dtype)
+
+
+def row_axis(role: str) -> int:
+    """The dim of the role's 2-d weight that its groups cut: 0 (rows) or 1 (columns, ``o``/``down``)."""
+    return 1 if role in COLUMN_ROLES else 0
+
+
+def by_group(per_row: Tensor, role: str, layer: LayerModules) -> Tensor:
+    """A vector with one value per row the groups cut (per column for ``o``/``down``, per element for a
+    bias) as ``[n_groups, rows_per_group]``: row ``g`` holds the values of group ``g``'s rows."""
+    return per_row.view(layer.n_groups(role), rows_per_group(role, layer))
 
 
 class ArchitectureAdapter:

@@ -50,10 +50,7 @@ class CalibrationStore:
             est, layer, kind = name.split("|")
             scores.setdefault(est, {})[(int(layer), kind)] = tensor
         self.hits += 1
-        info = dict(meta["info"], reused_calibration=True)
-        return CalibrationResult(scores=scores, layer_stats=meta["layer_stats"], batches=meta["batches"],
-                                 tokens=meta["tokens"], seconds=meta["seconds"], mean_loss=meta["mean_loss"],
-                                 info=info)
+        return CalibrationResult.from_json(scores, meta, reused_calibration=True)
 
     def put(self, key: str, res: CalibrationResult) -> None:
         """Store ``res`` under ``key`` (a concurrent writer of the same key is harmless)."""
@@ -68,8 +65,7 @@ class CalibrationStore:
             flat = {f"{est}|{layer}|{kind}": t.contiguous()
                     for est, sc in res.scores.items() for (layer, kind), t in sc.items()}
             save_file(flat, str(tmp / "scores.safetensors"))
-            meta = {"layer_stats": res.layer_stats, "batches": res.batches, "tokens": res.tokens,
-                    "seconds": res.seconds, "mean_loss": res.mean_loss, "info": res.info, "key": key}
+            meta = {**res.to_json(), "key": key}
             (tmp / "result.json").write_text(json.dumps(meta))
             for f in tmp.iterdir():  # durable before the rename makes the entry visible
                 with open(f, "rb") as fh:

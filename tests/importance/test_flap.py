@@ -85,8 +85,9 @@ def test_the_variance_does_not_depend_on_the_split_and_sums_across_processes():
             torch.testing.assert_close(v, whole[key], rtol=1e-7, atol=0)
     # DDP: each rank sees part of the batches; the states are summed in place, then rank 0 scores
     rank0, rank1 = _fed(layers, [x[:7]]), _fed(layers, [x[7:]])
-    for name, t in rank0.state().items():
-        t += rank1.state()[name]
+    for name, (t, op) in rank0.state().items():
+        assert op == "sum"
+        t += rank1.state()[name][0]
     for key, v in rank0.scores().items():
         torch.testing.assert_close(v, whole[key], rtol=1e-7, atol=0)
     # the variance itself, against torch.var over every token, despite the mean of 100

@@ -1,6 +1,6 @@
 """Nothing of a calibration, an evaluation or a run stays alive once it returns or raises, without Python's
-cycle collector: weak references to the Trainer, the LightningModule, the mean-gradient buffer and the
-estimators' accumulators die with the cycle collector switched off."""
+cycle collector: weak references to the Trainer, the LightningModule, the sums behind the mean gradient G
+and mean square F, and the plugins' accumulators die with the cycle collector switched off."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import torch
 import gradprune.calibration as calibration
 import gradprune.trainer as trainer_module
 from gradprune import plugins
+from gradprune.calibration_plugin import CalibrationPlugin
 from gradprune.errors import CalibrationError, PlanError
 from gradprune.models.adapters import get_adapter
+from gradprune.moments import MeanMoments
 from gradprune.recipe import TrainerSection, load_recipe
-from gradprune.stats.gradient import MeanGradient
 from tests.conftest import make_model
 
 CPU = TrainerSection(accelerator="cpu", devices=1, precision="32-true")
@@ -36,8 +37,8 @@ def no_cycle_collector():
 
 @pytest.fixture
 def watched(monkeypatch):
-    """Weak references to every Trainer, calibration module and mean-gradient sum created in the test."""
-    refs: dict[str, list[weakref.ref]] = {"trainer": [], "module": [], "mean_gradient": []}
+    """Weak references to every Trainer, calibration module, G/F sum and plugin accumulator created in the test."""
+    refs: dict[str, list[weakref.ref]] = {"trainer": [], "module": [], "mean_gradient": [], "accumulator": []}
     build = trainer_module.build_trainer
 
     def build_trainer(*args, **kwargs):
@@ -53,13 +54,21 @@ def watched(monkeypatch):
         refs["module"].append(weakref.ref(self))
 
     monkeypatch.setattr(calibration.CalibrationModule, "__init__", module_init)
-    end_batch = MeanGradient.end_batch
+    add = MeanMoments.add
 
-    def mean_end_batch(self, *args, **kwargs):
-        end_batch(self, *args, **kwargs)
-        refs["mean_gradient"] += [weakref.ref(t) for t in self.sums.values()]
+    def moments_add(self, *args, **kwargs):
+        add(self, *args, **kwargs)
+        refs["mean_gradient"] += [weakref.ref(t) for t in [*self.grad_sums.values(), *self.sq_sums.values()]]
 
-    monkeypatch.setattr(MeanGradient, "end_batch", mean_end_batch)
+    monkeypatch.setattr(MeanMoments, "add", moments_add)
+    accumulator = CalibrationPlugin.accumulator
+
+    def plugin_accumulator(self, *args, **kwargs):
+        t = accumulator(self, *args, **kwargs)
+        refs["accumulator"].append(weakref.ref(t))
+        return t
+
+    monkeypatch.setattr(CalibrationPlugin, "accumulator", plugin_accumulator)
     return refs
 
 
@@ -75,57 +84,43 @@ def _calibrate(model, estimator, collectors=("grad_norm", "grad_std")):
 
 def test_calibration_state_dies_when_calibrate_returns(watched):
     model = make_model()
-    mix = plugins.IMPORTANCE.build("taylor_mix")  # element level: Σg shared with the statistics, Σg² its own
+    mix = plugins.IMPORTANCE.build("taylor_mix")  # element level: reads G and F, kept once with the statistics'
     with no_cycle_collector():
         res = _calibrate(model, mix)
-        accumulators = [weakref.ref(t) for t in mix.state().values() if t.dim() > 0]
         assert res.scores["e"] and res.layer_stats["grad_norm"]
-        assert watched["trainer"] and watched["module"] and watched["mean_gradient"]
-        assert alive(watched) == {"trainer": 0, "module": 0, "mean_gradient": 0}
-        assert not any(r() is not None for r in accumulators)  # emptied: state() holds nothing parameter-sized
-        assert sum(t.numel() for t in mix.state().values()) == 1  # only the sample count is left
-        assert mix._shared.sums == {}  # the shared mean-gradient buffer it read is empty
-        assert mix.layers == []  # the estimator the caller still holds no longer pins the model
+        assert all(watched[k] for k in ("trainer", "module", "mean_gradient", "accumulator"))
+        assert alive(watched) == {"trainer": 0, "module": 0, "mean_gradient": 0, "accumulator": 0}
+        assert mix.state() == {}  # the estimator the caller still holds keeps no accumulator
+        assert mix.layers == []  # nor the model
 
 
-def test_accumulators_die_with_calibration(watched, monkeypatch):
-    # the estimator's own parameter-sized sums, watched as they are made
-    from gradprune.importance import gradient_sums
-
-    made: list[weakref.ref] = []
-    zeros = gradient_sums._zeros_like_in
-
-    def zeros_like_in(store, key, like):
-        t = zeros(store, key, like)
-        made.append(weakref.ref(t))
-        return t
-
-    monkeypatch.setattr(gradient_sums, "_zeros_like_in", zeros_like_in)
-    est = plugins.IMPORTANCE.build("taylor", {"granularity": "element"})
+def test_accumulators_die_with_calibration(watched):
+    # no statistics: the estimator's own per-row sums of each micro-batch's gradient (vector level)
+    est = plugins.IMPORTANCE.build("taylor", {"granularity": "vector"})
     with no_cycle_collector():
-        _calibrate(make_model(), est, collectors=())  # no statistics: the estimator keeps its own Σg
-        assert made and not any(r() is not None for r in made)
+        _calibrate(make_model(), est, collectors=())
+        assert watched["accumulator"] and not watched["mean_gradient"]  # nothing parameter-sized was kept
+        assert alive(watched) == {"trainer": 0, "module": 0, "mean_gradient": 0, "accumulator": 0}
 
 
-class FailsOnSecondBatch(MeanGradient):
-    """Calibration that fails after the mean-gradient buffer exists (a NaN found late, say)."""
+class FailsOnSecondBatch(MeanMoments):
+    """Calibration that fails after the G/F sums exist (a NaN found late, say)."""
 
-    def end_batch(self, *args, **kwargs):
-        super().end_batch(*args, **kwargs)
-        if float(self._scalars["counts"][1]) >= 2:
+    def add(self, key, grad, n):
+        super().add(key, grad, n)
+        self.folded = getattr(self, "folded", 0) + 1
+        if self.folded > len(self.weights()):  # the second micro-batch's first gradient
             raise CalibrationError("failed on purpose")
 
 
 def test_calibration_state_dies_after_a_failure(watched, monkeypatch):
-    import gradprune.hooks as hooks
-
-    monkeypatch.setattr(hooks, "MeanGradient", FailsOnSecondBatch)
+    monkeypatch.setattr(calibration, "MeanMoments", FailsOnSecondBatch)
     model = make_model()
     with no_cycle_collector():
-        with contextlib.suppress(CalibrationError):
+        with pytest.raises(CalibrationError, match="on purpose"):
             _calibrate(model, plugins.IMPORTANCE.build("taylor"))
         assert watched["trainer"] and watched["mean_gradient"]
-        assert alive(watched) == {"trainer": 0, "module": 0, "mean_gradient": 0}
+        assert alive(watched) == {"trainer": 0, "module": 0, "mean_gradient": 0, "accumulator": 0}
 
 
 def _run_recipe(model_dir, corpus_file, *extra):
@@ -165,7 +160,7 @@ def test_nothing_of_a_run_survives_it(model_dir, corpus_file, watched, monkeypat
         assert out.record["metrics"]["acc_mean"] >= 0
         del out
         assert models and alive({"model": models, **watched}) == {"model": 0, "trainer": 0, "module": 0,
-                                                                  "mean_gradient": 0}
+                                                                  "mean_gradient": 0, "accumulator": 0}
 
 
 def test_nothing_of_a_failed_run_survives_it(model_dir, corpus_file, watched, monkeypatch):
@@ -183,4 +178,4 @@ def test_nothing_of_a_failed_run_survives_it(model_dir, corpus_file, watched, mo
         with contextlib.suppress(PlanError):
             run_experiment(_run_recipe(model_dir, corpus_file, "eval.run=none"), Console(quiet=True))
         assert models and alive({"model": models, **watched}) == {"model": 0, "trainer": 0, "module": 0,
-                                                                  "mean_gradient": 0}
+                                                                  "mean_gradient": 0, "accumulator": 0}

@@ -137,7 +137,7 @@ def test_the_mean_gradient_buffer_in_host_memory_gives_the_same_statistics():
         cols = [plugins.COLLECTORS.build(c) for c in ("grad_norm", "grad_mean", "grad_std", "grad_max", "grad_var")]
         runs[where] = calibrate(model, layers, ids, 2, {"t": plugins.IMPORTANCE.build("taylor")}, cols, CPU,
                                 mean_gradient=where)
-    assert runs["host"].info["mean_gradient"] == "host"
+    assert runs["host"].mean_gradient == "host"
     assert runs["host"].layer_stats == runs["device"].layer_stats
     for key, s in runs["device"].scores["t"].items():
         torch.testing.assert_close(runs["host"].scores["t"][key], s, rtol=1e-6, atol=1e-6 * float(s.abs().max()))

@@ -11,36 +11,27 @@ from gradprune.stats.gradient import StatCollector
 class GradSignImportance(ImportanceEstimator):
     """Counts how often w·g is negative per group (a made-up estimator for the extension test)."""
 
-    def __init__(self, params=None):
-        super().__init__(params)
-        self.acc = {}
+    reads = frozenset({"gradients"})
 
     def observe_grad(self, layer, role, weight, grad):
         from gradprune.importance.base import kind_of
         from gradprune.models.adapters import group_view
 
         part = group_view((weight.detach() * grad < 0).float(), role, layer).sum(1)
-        key = (layer.index, kind_of(role))
-        self.acc[key] = self.acc[key] + part if key in self.acc else part
+        self.accumulator(f"{layer.index}.{kind_of(role)}", part.shape).add_(part)
 
     def scores(self):
-        return {k: v.cpu() for k, v in self.acc.items()}
+        return {(int(n.split(".")[0]), n.split(".")[1]): t.float().cpu() for n, (t, _) in self.state().items()}
 
 
 class GradL1Collector(StatCollector):
     """Per-layer mean |g| (a made-up collector for the extension test)."""
 
-    def setup(self, layers, device=None):
-        super().setup(layers, device)
-        self.s = torch.zeros(self.n_layers, dtype=torch.float64)
-        self.n = torch.zeros(self.n_layers, dtype=torch.float64)
+    reads = frozenset({"gradients"})
 
-    def observe(self, layer, role, grad, moments):
-        self.s[layer.index] += float(grad.abs().sum())
-        self.n[layer.index] += grad.numel()
-
-    def state(self):
-        return {"s": (self.s, "sum"), "n": (self.n, "sum")}
+    def observe_grad(self, layer, role, weight, grad):
+        self.accumulator("s")[layer.index] += grad.abs().sum(dtype=torch.float32).double()
+        self.accumulator("n")[layer.index] += grad.numel()
 
     def per_layer(self):
-        return (self.s / self.n.clamp_min(1)).tolist()
+        return (self.accumulator("s") / self.accumulator("n").clamp_min(1)).tolist()

@@ -90,14 +90,13 @@ def test_a_statistic_is_recorded_under_its_registry_name(register):
     class GradCount(StatCollector):
         """Gradient elements seen per layer."""
 
-        def observe(self, layer, role, grad, moments):
-            self._zeros("n", grad)[layer.index] += moments.count
+        reads = frozenset({"gradients"})
 
-        def state(self):
-            return {"n": (self._state["n"], "sum")}
+        def observe_grad(self, layer, role, weight, grad):
+            self.accumulator("n")[layer.index] += grad.numel()
 
         def per_layer(self):
-            return self._state["n"].tolist()
+            return self.accumulator("n").tolist()
 
     reg = plugins.COLLECTORS
     register(reg, "norm_alias", GradNormCollector)

@@ -21,24 +21,21 @@ class GradAbsImportance(ImportanceEstimator):
 
     Params = GradAbsParams
 
-    def setup(self, layers: list[LayerModules]) -> None:
-        super().setup(layers)
-        self.sums: dict[tuple[int, str], torch.Tensor] = {}
-        self.counts: dict[tuple[int, str], torch.Tensor] = {}
+    reads = frozenset({"gradients"})
 
     def observe_grad(self, layer: LayerModules, role: str, weight: torch.Tensor, grad: torch.Tensor) -> None:
+        # accumulated in fp32 or wider whatever the model dtype (fp16 gradients would overflow or underflow)
         view = group_view(grad.detach().float().abs().pow(self.params.power), role, layer)
-        key = (layer.index, kind_of(role))
-        # accumulate in fp32 whatever the model dtype (fp16 gradients would overflow or underflow)
-        self.sums[key] = self.sums[key] + view.sum(1) if key in self.sums else view.sum(1)
-        n = torch.full_like(view[:, 0], view.shape[1])
-        self.counts[key] = self.counts[key] + n if key in self.counts else n
-
-    def state(self) -> dict[str, torch.Tensor]:
-        # summed across processes when calibration runs on several GPUs
-        out = {f"sum:{i}.{k}": v for (i, k), v in self.sums.items()}
-        out.update({f"count:{i}.{k}": v for (i, k), v in self.counts.items()})
-        return out
+        name = f"{layer.index}.{kind_of(role)}"
+        # accumulators made with self.accumulator are summed across processes when calibration runs on several
+        self.accumulator(f"sum:{name}", view.shape[:1]).add_(view.sum(1))
+        self.accumulator(f"count:{name}", view.shape[:1]).add_(view.shape[1])
 
     def scores(self) -> Scores:
-        return {key: (s / self.counts[key].clamp_min(1)).cpu() for key, s in self.sums.items()}
+        state = {name: t for name, (t, _) in self.state().items()}
+        out: Scores = {}
+        for name, total in state.items():
+            if name.startswith("sum:"):
+                index, kind = name.removeprefix("sum:").split(".")
+                out[(int(index), kind)] = (total / state[f"count:{index}.{kind}"].clamp_min(1)).float().cpu()
+        return out
