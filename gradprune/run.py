@@ -74,8 +74,7 @@ def run_experiment(recipe: Recipe, console: Console | None = None, store=None, k
     worker's host copy of the dense model). The memory plan is made first, from the model's config, with
     the model-bounded recipe values (:func:`gradprune.preflight.model_bound_problems`); running out of
     memory raises a :class:`~gradprune.errors.DeviceMemoryError` naming the stage. Nothing the run
-    allocated stays reachable after it returns or raises.
-    """
+    allocated stays reachable after it returns or raises."""
     import torch
 
     from gradprune.memory.release import forget_frames, free_device_cache
