@@ -25,6 +25,7 @@ DDP wrapper) or worker processes (spawn/fork/notebook launchers) take away.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 #: strategy names calibration runs under (``single_device`` is resolved to ``auto`` on one device)
@@ -110,3 +111,12 @@ def settle_strategy(name: str, devices: int | str | list[int], accelerator: str 
 def is_fsdp(trainer_cfg: Any) -> bool:
     """Whether ``trainer_cfg`` (a ``TrainerSection``) calibrates under FSDP."""
     return settle_strategy(trainer_cfg.strategy, trainer_cfg.devices, trainer_cfg.accelerator).lower() == "fsdp"
+
+
+def launched_rank() -> int:
+    """This process's rank when a launcher started it (Lightning's re-run of the command, torchrun, SLURM);
+    read from the environment, so that the CLI knows it before anything heavy is imported."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0

@@ -225,10 +225,10 @@ def _pruned_eval(recipe: Recipe, loaded: Loaded, console: Console, dense: dict |
 
 def run_from_cli(recipe_path: str, overrides: list[str], overwrite: bool = False) -> int:
     """``gradprune run``: validate, guard the output dir, preflight, run, write, print the summary."""
+    from gradprune.parallel import launched_rank
     from gradprune.preflight import preflight
     from gradprune.progress import layer_table, print_plain, summary_table
     from gradprune.record import check_output_dir, write_output_or_show
-    from gradprune.strategy import launched_rank
 
     recipe = load_recipe(recipe_path, overrides)
     out_dir = check_output_dir(recipe.output.dir, overwrite)

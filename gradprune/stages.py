@@ -145,8 +145,8 @@ def calibration_stage(recipe: Recipe, loaded: Loaded, console: Console, store=No
     from gradprune import plugins
     from gradprune.calibration import calibrate
     from gradprune.data.windows import draw_windows
+    from gradprune.parallel import launched_rank
     from gradprune.progress import CalibrationProgress
-    from gradprune.strategy import launched_rank
 
     est, _, cols = built or build_plugins(recipe)
     key = calibration_key(recipe, loaded.identity)

@@ -31,7 +31,6 @@ Plugins (estimators, collectors) never see any of this: they declare each accumu
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -39,7 +38,12 @@ from typing import Any
 import torch
 
 from gradprune.errors import CalibrationError, RecipeError
-from gradprune.parallel import check_strategy_devices, device_count, settle_strategy, strategy_refusal
+from gradprune.parallel import (
+    check_strategy_devices,
+    device_count,
+    settle_strategy,
+    strategy_refusal,
+)
 
 
 @dataclass
@@ -52,14 +56,6 @@ class LoadedWeights:
     tokenizer: Any
     shards_from: Any = None
     loading: str = "full"
-
-
-def launched_rank() -> int:
-    """This process's rank when a launcher started it (Lightning's re-run of the command, torchrun, SLURM)."""
-    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 def _distributed() -> bool:
