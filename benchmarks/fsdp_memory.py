@@ -96,9 +96,10 @@ def save_checkpoint(args: argparse.Namespace, out: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The seeded model's shape, the calibration data, the output folder and the worker's flag (shared
+    with ``benchmarks/fsdp_traffic.py``, which sets its own defaults)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--intermediate", type=int, default=3072)
     p.add_argument("--layers", type=int, default=12)
@@ -112,6 +113,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def main() -> None:
+    p = arguments(__doc__.splitlines()[0])
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     args = p.parse_args()
     if args.worker:
         worker(args)
