@@ -20,19 +20,19 @@ from typing import Any
 
 
 def storage_of(study):
-    """The study's storage (``Study._storage``: Optuna has no public accessor; the storage's methods are
+    """The study's storage (the Study's private ``_storage``: Optuna has no public accessor; the storage's methods are
     public ``BaseStorage`` API)."""
     return study._storage
 
 
 def study_id_of(study) -> int:
-    """The study's id in its storage (``Study._study_id``; the public route,
+    """The study's id in its storage (the Study's private ``_study_id``; the public route,
     ``storage.get_study_id_from_name``, costs a storage round trip per call)."""
     return study._study_id
 
 
 def trial_id_of(trial) -> int:
-    """A trial's id in the storage (``Trial._trial_id`` / ``FrozenTrial._trial_id``): the storage's
+    """A trial's id in the storage (the private ``_trial_id`` of a Trial or FrozenTrial): the storage's
     per-trial methods take it, ``trial.number`` is only unique within the study and maps to the id
     through one more storage round trip (``get_trial_id_from_study_id_trial_number``)."""
     return trial._trial_id
