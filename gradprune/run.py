@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
+import importlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,13 +134,17 @@ def trial_loader(loader: Callable[[Recipe], Loaded]):
 def _preload(recipe: Recipe) -> None:
     """Import the libraries a run uses before the run holds anything. Importing some of them leaves garbage
     reference cycles that hold the frames of the import, and so, through each frame's caller, every frame
-    above it with its locals: imported inside a stage, they would keep that run's model alive until
-    Python's cycle collector ran."""
-    import lightning  # noqa: F401
-    import transformers  # noqa: F401
-
+    above it with its locals (``run_experiment``'s: the model): imported inside a stage, they would keep
+    that run's model alive until Python's cycle collector ran. Imported here, before the run allocates,
+    that garbage is collected at once, the first time only (later runs import nothing new)."""
+    needed = ["lightning", "transformers"]
     if recipe.eval.run in ("all", "zeroshot"):
-        import lm_eval.models.huggingface  # noqa: F401
+        needed.append("lm_eval.models.huggingface")
+    fresh = [m for m in needed if m not in sys.modules]
+    for name in fresh:
+        importlib.import_module(name)
+    if fresh:  # the imports' garbage only: this run has allocated nothing yet
+        gc.collect()
 
 
 def _memory_watch(recipe: Recipe, loaded: Loaded | None):

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,3 +183,33 @@ def test_nothing_of_a_failed_run_survives_it(model_dir, corpus_file, watched, mo
             run_experiment(_run_recipe(model_dir, corpus_file, "eval.run=none"), Console(quiet=True))
         assert models and alive({"model": models, **watched}) == {"model": 0, "trainer": 0, "module": 0,
                                                                   "mean_gradient": 0, "accumulator": 0}
+
+
+_FRESH_PROCESS_RUN = """
+import gc, sys
+import torch
+from rich.console import Console
+from gradprune.recipe import load_recipe
+from gradprune.run import run_experiment
+recipe = load_recipe("recipes/tiny.yaml", ["eval.run=none", "importance.params.granularity=element"])
+gc.collect()
+gc.disable()
+out = run_experiment(recipe, Console(quiet=True))
+params = out.record["model"]["params_before"]
+del out
+live = sum(o.numel() for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.numel() > 10000)
+print(live, params)
+"""
+
+
+@pytest.mark.slow
+def test_nothing_of_a_run_survives_it_in_a_fresh_process():
+    # in a fresh process the run itself imports lightning and transformers, whose imports leave garbage
+    # cycles holding the importing frames (and through them the run's frame, with the model)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_RUN], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    live, params = map(int, proc.stdout.split()[-2:])
+    assert params > 10000 and live == 0, (live, params)
